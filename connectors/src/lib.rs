@@ -1,0 +1,16 @@
+//! Vigil connectors: protocols in (and, later, out).
+//!
+//! ```text
+//!   remote_write body ──► remote_write::decode ──► SampleBatch ──► Storage::append
+//!   scrape target     ──► scrape::exposition   ──► SampleBatch ──► Storage::append
+//! ```
+//!
+//! Connectors turn wire formats into [`vigil_storage::SampleBatch`]es and never speak
+//! HTTP as a server: the root crate owns the HTTP routes and maps [`Error`] to statuses.
+
+pub mod duration;
+pub mod error;
+pub mod remote_write;
+pub mod scrape;
+
+pub use error::{Error, Result};

@@ -1,0 +1,106 @@
+//! The config file: prometheus.yml sections where they overlap, plus Vigil's own.
+//!
+//! ```yaml
+//! global: { scrape_interval: 15s, scrape_timeout: 10s, external_labels: {} }
+//! scrape_configs: [ { job_name: node, static_configs: [ { targets: [ "host:9100" ] } ] } ]
+//! storage: { block_period: 2h, retention: 30d }
+//! limits: { max_body_bytes: 33554432, max_labels_per_series: 64, ... }
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use vigil_connectors::duration::serde_prom;
+use vigil_connectors::scrape::{GlobalConfig, ScrapeConfig};
+use vigil_storage::Limits;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub global: GlobalConfig,
+    pub scrape_configs: Vec<ScrapeConfig>,
+    pub storage: StorageSection,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Width of a Parquet partition and the head span that triggers a flush (default 2h).
+    #[serde(with = "serde_prom")]
+    pub block_period: Duration,
+    /// How long data is kept (default 30d).
+    #[serde(with = "serde_prom")]
+    pub retention: Duration,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            block_period: Duration::from_secs(2 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {path:?}"))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {path:?}"))
+    }
+
+    /// Parses and validates, reporting every problem found.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = serde_yaml::from_str(text)?;
+        let mut problems = Vec::new();
+        let mut jobs = std::collections::BTreeSet::new();
+        for scrape in &config.scrape_configs {
+            if !jobs.insert(scrape.job_name.clone()) {
+                problems.push(format!("found multiple scrape configs with job name {:?}", scrape.job_name));
+            }
+            if let Err(errors) = scrape.validate(&config.global) {
+                problems.extend(errors.iter().map(ToString::to_string));
+            }
+        }
+        if config.storage.block_period.is_zero() {
+            problems.push("storage.block_period must be positive".into());
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_yml_subset() {
+        let config = Config::parse(
+            "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: node\n    scrape_interval: 5s\n    params: {collect[]: [cpu]}\n    static_configs:\n      - targets: ['127.0.0.1:9100']\n        labels: {env: dev}\nstorage:\n  block_period: 10s\n",
+        )
+        .unwrap();
+        assert_eq!(config.global.scrape_interval, Duration::from_secs(15));
+        let job = &config.scrape_configs[0];
+        assert_eq!(job.interval(&config.global), Duration::from_secs(5));
+        assert_eq!(job.timeout(&config.global), Duration::from_secs(5));
+        assert_eq!(config.storage.block_period, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let err = Config::parse(
+            "scrape_configs:\n  - job_name: a\n    scheme: ftp\n    relabel_configs: []\n  - job_name: a\n",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("unsupported scheme"), "{text}");
+        assert!(text.contains("relabel_configs"), "{text}");
+        assert!(text.contains("multiple scrape configs"), "{text}");
+    }
+}

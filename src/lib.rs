@@ -1,0 +1,10 @@
+//! The Vigil server: config, HTTP routes, the serve loop, and the demo cluster.
+//!
+//! The binary (`main.rs`) is a thin CLI over [`run::serve`]; integration tests build the
+//! same [`server::app`] router.
+
+pub mod config;
+pub mod demo;
+pub mod run;
+pub mod server;
+pub mod self_metrics;

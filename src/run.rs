@@ -1,0 +1,119 @@
+//! The serve loop: open storage, start scraping and maintenance, serve HTTP until a
+//! signal, then stop in order (HTTP, scrapers, demo) and flush.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+use vigil_connectors::scrape::ScrapeManager;
+use vigil_storage::{Storage, StorageConfig};
+
+use crate::config::Config;
+use crate::server::{app, AppState};
+
+pub struct ServeOptions {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Run the simulated cluster against this server.
+    pub demo: bool,
+}
+
+pub fn storage_config(config: &Config, data_dir: PathBuf) -> StorageConfig {
+    let mut storage = StorageConfig::new(data_dir);
+    storage.block_period = config.storage.block_period;
+    storage.retention = config.storage.retention;
+    storage.limits = config.limits.clone();
+    storage
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let storage = Storage::open(storage_config(&options.config, options.data_dir.clone()))
+        .await
+        .with_context(|| format!("cannot open data directory {:?}", options.data_dir))?;
+    let state = AppState::new(storage.clone()).await?;
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let local = listener.local_addr()?;
+    info!(address = %local, data_dir = %options.data_dir.display(), "vigil listening");
+
+    let scrapers = ScrapeManager::start(&options.config.global, &options.config.scrape_configs, storage.clone())
+        .map_err(|errors| {
+            anyhow::anyhow!(
+                "{}",
+                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            )
+        })?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
+    let demo = options
+        .demo
+        .then(|| tokio::spawn(crate::demo::run(local, stop_rx.clone())));
+    if options.demo {
+        crate::demo::print_banner(local, &options.data_dir);
+    }
+
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        info!("shutting down: no new requests");
+    });
+    server.await?;
+    state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    if let Some(demo) = demo {
+        let _ = demo.await;
+    }
+    scrapers.stop().await;
+    let _ = maintenance.await;
+    storage.shutdown().await.context("final flush failed")?;
+    info!("vigil stopped");
+    Ok(())
+}
+
+/// Flushes the head when due and applies retention.
+async fn maintenance_loop(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
+    let period = (storage.config().block_period / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if storage.flush_due() {
+            if let Err(err) = storage.flush().await {
+                error!(error = %err, "head flush failed; data stays in the wal");
+            }
+        }
+        if let Err(err) = storage.apply_retention().await {
+            error!(error = %err, "retention failed");
+        }
+    }
+}

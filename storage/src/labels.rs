@@ -1,0 +1,188 @@
+//! Label sets and series identity.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The label that carries the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// A stable 64-bit series identifier: xxh3 of the sorted label set.
+///
+/// Stable across restarts and processes, so Parquet files written by one run join with the
+/// series written by another.
+pub type SeriesId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// A set of labels sorted by name, with unique names and no empty values
+/// (an empty value means "label absent", as in Prometheus).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LabelSet(Vec<Label>);
+
+impl LabelSet {
+    /// Builds a label set, dropping empty values and sorting by name.
+    /// Duplicate names are an error.
+    pub fn new(mut labels: Vec<Label>) -> Result<Self> {
+        labels.retain(|label| !label.value.is_empty());
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        for pair in labels.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(Error::DuplicateLabel(pair[0].name.clone()));
+            }
+        }
+        Ok(LabelSet(labels))
+    }
+
+    /// Builds a label set from pairs; panics never, duplicates are an error.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        Self::new(
+            pairs
+                .into_iter()
+                .map(|(name, value)| Label {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|label| label.name.as_str().cmp(name))
+            .ok()
+            .map(|idx| self.0[idx].value.as_str())
+    }
+
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets (or with an empty value, removes) a label, keeping the set sorted.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.binary_search_by(|label| label.name.as_str().cmp(name)) {
+            Ok(idx) if value.is_empty() => {
+                self.0.remove(idx);
+            }
+            Ok(idx) => self.0[idx].value = value.to_string(),
+            Err(_) if value.is_empty() => {}
+            Err(idx) => self.0.insert(
+                idx,
+                Label {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                },
+            ),
+        }
+    }
+
+    pub fn series_id(&self) -> SeriesId {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for label in &self.0 {
+            hasher.update(label.name.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(label.value.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        hasher.digest()
+    }
+
+    /// Checks names against Prometheus' rules (`model.LabelName.IsValid`,
+    /// `model.IsValidMetricName`): `[a-zA-Z_][a-zA-Z0-9_]*` for labels,
+    /// `[a-zA-Z_:][a-zA-Z0-9_:]*` for the metric name, which must be present.
+    pub fn validate(&self) -> Result<()> {
+        let mut has_name = false;
+        for label in &self.0 {
+            if label.name == METRIC_NAME {
+                has_name = true;
+                if !is_valid_metric_name(&label.value) {
+                    return Err(Error::InvalidMetricName(label.value.clone()));
+                }
+            } else if !is_valid_label_name(&label.name) {
+                return Err(Error::InvalidLabelName(label.name.clone()));
+            }
+        }
+        if !has_name {
+            return Err(Error::MissingMetricName);
+        }
+        Ok(())
+    }
+}
+
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Prints like Prometheus: `name{a="b", c="d"}`.
+impl fmt::Display for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.metric_name() {
+            f.write_str(name)?;
+        }
+        f.write_str("{")?;
+        let mut first = true;
+        for label in self.0.iter().filter(|label| label.name != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", label.name, label.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_and_hash_stable() {
+        let a = LabelSet::from_pairs([("b", "2"), ("__name__", "m"), ("a", "1")]).unwrap();
+        let b = LabelSet::from_pairs([("a", "1"), ("b", "2"), ("__name__", "m")]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.series_id(), b.series_id());
+        assert_eq!(a.to_string(), "m{a=\"1\", b=\"2\"}");
+        assert!(LabelSet::from_pairs([("a", "1"), ("a", "2")]).is_err());
+    }
+
+    #[test]
+    fn validation_follows_prometheus() {
+        assert!(is_valid_metric_name("a:b_c"));
+        assert!(!is_valid_metric_name("1abc"));
+        assert!(!is_valid_label_name("a:b"));
+        assert!(!is_valid_label_name("a-b"));
+        let no_name = LabelSet::from_pairs([("a", "1")]).unwrap();
+        assert!(matches!(no_name.validate(), Err(Error::MissingMetricName)));
+    }
+}

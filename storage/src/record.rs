@@ -1,0 +1,79 @@
+//! Record types shared by every crate: metric samples, and log and span records.
+
+use crate::labels::LabelSet;
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern
+/// (`value.StaleNaN` in `prometheus/model/value`).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn is_stale_marker(value: f64) -> bool {
+    value.to_bits() == STALE_NAN_BITS
+}
+
+pub fn stale_marker() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// One sample of a batch, pointing at its series by index into [`SampleBatch::series`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchSample {
+    pub series_idx: u32,
+    pub timestamp_ms: i64,
+    pub value: f64,
+}
+
+/// The unit of ingestion: series label sets and the samples that refer to them.
+/// A batch is validated, logged and applied as a whole, or not at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampleBatch {
+    pub series: Vec<LabelSet>,
+    pub samples: Vec<BatchSample>,
+}
+
+impl SampleBatch {
+    pub fn push_series(&mut self, labels: LabelSet) -> u32 {
+        self.series.push(labels);
+        (self.series.len() - 1) as u32
+    }
+
+    pub fn push_sample(&mut self, series_idx: u32, timestamp_ms: i64, value: f64) {
+        self.samples.push(BatchSample {
+            series_idx,
+            timestamp_ms,
+            value,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+/// A log record (ingested by a later connector; the schema is fixed here).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogRecord {
+    pub timestamp_ms: i64,
+    pub observed_timestamp_ms: i64,
+    pub stream: LabelSet,
+    pub severity: String,
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+}
+
+/// A span record (ingested by a later connector; the schema is fixed here).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpanRecord {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub service: String,
+    pub name: String,
+    pub kind: String,
+    pub start_unix_nano: i64,
+    pub end_unix_nano: i64,
+    pub status: String,
+    pub attributes: Vec<(String, String)>,
+    pub resource_attributes: Vec<(String, String)>,
+}

@@ -1,0 +1,13 @@
+//! The integration tests: one binary, modules by topic.
+//!
+//! Tests that need real peers (Prometheus, node_exporter, pyarrow) find them on PATH;
+//! `.ci/run` installs them. Every server binds 127.0.0.1 on a free port and every test
+//! removes its processes and temporary directories.
+
+mod bad_input;
+mod crash;
+mod node_exporter;
+mod parquet;
+mod prometheus;
+mod remote_write;
+mod util;
