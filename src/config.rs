@@ -59,7 +59,10 @@ impl Config {
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &config.scrape_configs {
             if !jobs.insert(scrape.job_name.clone()) {
-                problems.push(format!("found multiple scrape configs with job name {:?}", scrape.job_name));
+                problems.push(format!(
+                    "found multiple scrape configs with job name {:?}",
+                    scrape.job_name
+                ));
             }
             if let Err(errors) = scrape.validate(&config.global) {
                 problems.extend(errors.iter().map(ToString::to_string));
@@ -82,7 +85,7 @@ mod tests {
     #[test]
     fn prometheus_yml_subset() {
         let config = Config::parse(
-            "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: node\n    scrape_interval: 5s\n    params: {collect[]: [cpu]}\n    static_configs:\n      - targets: ['127.0.0.1:9100']\n        labels: {env: dev}\nstorage:\n  block_period: 10s\n",
+            "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: node\n    scrape_interval: 5s\n    params:\n      'collect[]': [cpu]\n    static_configs:\n      - targets: ['127.0.0.1:9100']\n        labels: {env: dev}\nstorage:\n  block_period: 10s\n",
         )
         .unwrap();
         assert_eq!(config.global.scrape_interval, Duration::from_secs(15));

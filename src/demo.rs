@@ -89,7 +89,15 @@ impl Cluster {
             ("shop", "cart", 2, 0.4, 1.0, 0.96 * gib, 1.0 * gib),
             ("payments", "api", 2, 0.3, 1.0, 0.4 * gib, 1.0 * gib),
             ("payments", "worker", 1, 0.1, 0.5, 0.2 * gib, 0.5 * gib),
-            ("monitoring", "prometheus", 2, 0.9, 2.0, 2.0 * gib, 4.0 * gib),
+            (
+                "monitoring",
+                "prometheus",
+                2,
+                0.9,
+                2.0,
+                2.0 * gib,
+                4.0 * gib,
+            ),
         ];
         let nodes = ["node-a", "node-b", "node-c"];
         for (ns, deployment, replicas, cpu, cpu_limit, memory, memory_limit) in deployments {
@@ -97,7 +105,10 @@ impl Cluster {
                 let name = if deployment == "prometheus" {
                     format!("prometheus-{replica}")
                 } else {
-                    format!("{deployment}-7d9f8c6b5-{}", ["x2k4p", "m9qzt", "c8wrn"][replica])
+                    format!(
+                        "{deployment}-7d9f8c6b5-{}",
+                        ["x2k4p", "m9qzt", "c8wrn"][replica]
+                    )
                 };
                 pods.push(Pod {
                     namespace: ns,
@@ -118,13 +129,43 @@ impl Cluster {
         Cluster {
             pods,
             services: vec![
-                Service { namespace: "shop", name: "frontend", rps: 120.0, error_ratio: 0.002, counts: [0.0; 3] },
-                Service { namespace: "payments", name: "api", rps: 40.0, error_ratio: 0.03, counts: [0.0; 3] },
+                Service {
+                    namespace: "shop",
+                    name: "frontend",
+                    rps: 120.0,
+                    error_ratio: 0.002,
+                    counts: [0.0; 3],
+                },
+                Service {
+                    namespace: "payments",
+                    name: "api",
+                    rps: 40.0,
+                    error_ratio: 0.03,
+                    counts: [0.0; 3],
+                },
             ],
             volumes: vec![
-                Volume { namespace: "monitoring", claim: "prometheus-db-prometheus-0", capacity: 50.0 * gib, available: 6.0 * gib, fill_rate: 1.5e6 },
-                Volume { namespace: "monitoring", claim: "prometheus-db-prometheus-1", capacity: 50.0 * gib, available: 30.0 * gib, fill_rate: 0.0 },
-                Volume { namespace: "payments", claim: "ledger-data", capacity: 20.0 * gib, available: 15.0 * gib, fill_rate: 0.0 },
+                Volume {
+                    namespace: "monitoring",
+                    claim: "prometheus-db-prometheus-0",
+                    capacity: 50.0 * gib,
+                    available: 6.0 * gib,
+                    fill_rate: 1.5e6,
+                },
+                Volume {
+                    namespace: "monitoring",
+                    claim: "prometheus-db-prometheus-1",
+                    capacity: 50.0 * gib,
+                    available: 30.0 * gib,
+                    fill_rate: 0.0,
+                },
+                Volume {
+                    namespace: "payments",
+                    claim: "ledger-data",
+                    capacity: 20.0 * gib,
+                    available: 15.0 * gib,
+                    fill_rate: 0.0,
+                },
             ],
             rng: 0x9e37_79b9_7f4a_7c15,
             last_ms: start_ms,
@@ -162,25 +203,47 @@ impl Cluster {
                 }
             }
             let memory = pod.memory_bytes * (0.98 + 0.04 * jitter);
-            let (ns, name, container, node) = (pod.namespace, pod.name.as_str(), pod.deployment, pod.node);
+            let (ns, name, container, node) =
+                (pod.namespace, pod.name.as_str(), pod.deployment, pod.node);
             let base = [("namespace", ns), ("pod", name), ("container", container)];
             let kubelet = |name: &'static str| {
-                let mut pairs = vec![("__name__", name), ("job", "kubelet"), ("node", node), ("instance", node)];
+                let mut pairs = vec![
+                    ("__name__", name),
+                    ("job", "kubelet"),
+                    ("node", node),
+                    ("instance", node),
+                ];
                 pairs.extend_from_slice(&base);
                 pairs
             };
-            push(batch, &kubelet("container_cpu_usage_seconds_total"), pod.cpu_seconds);
-            push(batch, &kubelet("container_memory_working_set_bytes"), memory);
+            push(
+                batch,
+                &kubelet("container_cpu_usage_seconds_total"),
+                pod.cpu_seconds,
+            );
+            push(
+                batch,
+                &kubelet("container_memory_working_set_bytes"),
+                memory,
+            );
             let mut rx = kubelet("container_network_receive_bytes_total");
             rx.retain(|(name, _)| *name != "container");
             rx.push(("interface", "eth0"));
             push(batch, &rx, pod.rx_bytes);
             let ksm = |name: &'static str| {
-                let mut pairs = vec![("__name__", name), ("job", "kube-state-metrics"), ("instance", "kube-state-metrics:8080")];
+                let mut pairs = vec![
+                    ("__name__", name),
+                    ("job", "kube-state-metrics"),
+                    ("instance", "kube-state-metrics:8080"),
+                ];
                 pairs.extend_from_slice(&base);
                 pairs
             };
-            push(batch, &ksm("kube_pod_container_status_restarts_total"), pod.restarts);
+            push(
+                batch,
+                &ksm("kube_pod_container_status_restarts_total"),
+                pod.restarts,
+            );
             let mut cpu_limit = ksm("kube_pod_container_resource_limits");
             cpu_limit.extend([("resource", "cpu"), ("unit", "core")]);
             push(batch, &cpu_limit, pod.cpu_limit);
@@ -198,7 +261,10 @@ impl Cluster {
             service.counts[0] += requests * (1.0 - service.error_ratio) * 0.8;
             service.counts[1] += requests * (1.0 - service.error_ratio) * 0.2;
             service.counts[2] += requests * service.error_ratio;
-            for (slot, (method, code)) in [("GET", "200"), ("POST", "200"), ("GET", "500")].into_iter().enumerate() {
+            for (slot, (method, code)) in [("GET", "200"), ("POST", "200"), ("GET", "500")]
+                .into_iter()
+                .enumerate()
+            {
                 push(
                     batch,
                     &[
@@ -214,7 +280,8 @@ impl Cluster {
             }
         }
         for volume in &mut self.volumes {
-            volume.available = (volume.available - volume.fill_rate * dt).max(volume.capacity * 0.01);
+            volume.available =
+                (volume.available - volume.fill_rate * dt).max(volume.capacity * 0.01);
             let labels = |name: &'static str| {
                 [
                     ("__name__", name),
@@ -223,14 +290,24 @@ impl Cluster {
                     ("persistentvolumeclaim", volume.claim),
                 ]
             };
-            push(batch, &labels("kubelet_volume_stats_available_bytes"), volume.available.round());
-            push(batch, &labels("kubelet_volume_stats_capacity_bytes"), volume.capacity);
+            push(
+                batch,
+                &labels("kubelet_volume_stats_available_bytes"),
+                volume.available.round(),
+            );
+            push(
+                batch,
+                &labels("kubelet_volume_stats_capacity_bytes"),
+                volume.capacity,
+            );
         }
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn send(client: &reqwest::Client, url: &str, batch: &SampleBatch) -> bool {

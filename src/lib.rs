@@ -6,5 +6,5 @@
 pub mod config;
 pub mod demo;
 pub mod run;
-pub mod server;
 pub mod self_metrics;
+pub mod server;

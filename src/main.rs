@@ -9,7 +9,11 @@ use vigil::config::Config;
 use vigil::run::{serve, ServeOptions};
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Stream-processing dataflow engine for observability")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Stream-processing dataflow engine for observability"
+)]
 struct Cli {
     /// Log filter, as RUST_LOG (e.g. "info", "vigil_storage=debug").
     #[arg(long, global = true, env = "VIGIL_LOG", default_value = "info")]
@@ -52,18 +56,32 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?,
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config, data_dir, listen } => {
+            Command::Serve {
+                config,
+                data_dir,
+                listen,
+            } => {
                 let config = match config {
                     Some(path) => Config::load(&path)?,
                     None => Config::default(),
                 };
-                serve(ServeOptions { config, data_dir, listen, demo: false }).await
+                serve(ServeOptions {
+                    config,
+                    data_dir,
+                    listen,
+                    demo: false,
+                })
+                .await
             }
             Command::Demo { data_dir, listen } => {
                 let (data_dir, _temp) = match data_dir {
@@ -73,7 +91,13 @@ fn main() -> anyhow::Result<()> {
                         (temp.path().to_path_buf(), Some(temp))
                     }
                 };
-                serve(ServeOptions { config: vigil::demo::config(), data_dir, listen, demo: true }).await
+                serve(ServeOptions {
+                    config: vigil::demo::config(),
+                    data_dir,
+                    listen,
+                    demo: true,
+                })
+                .await
             }
             Command::Sql { query, url, format } => sql(&url, &query, &format).await,
         }
@@ -97,14 +121,25 @@ async fn sql(url: &str, query: &str, format: &str) -> anyhow::Result<()> {
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|value| value.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .and_then(|value| {
+                value
+                    .get("error")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("query failed ({status}): {message}");
     }
     if wire == "arrow" {
-        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(body),
+            None,
+        )?;
         let batches = reader.collect::<Result<Vec<_>, _>>()?;
-        println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
+        println!(
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+        );
     } else {
         print!("{}", String::from_utf8_lossy(&body));
     }

@@ -37,13 +37,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -64,13 +65,21 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     info!(address = %local, data_dir = %options.data_dir.display(), "vigil listening");
 
-    let scrapers = ScrapeManager::start(&options.config.global, &options.config.scrape_configs, storage.clone())
-        .map_err(|errors| {
-            anyhow::anyhow!(
-                "{}",
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-            )
-        })?;
+    let scrapers = ScrapeManager::start(
+        &options.config.global,
+        &options.config.scrape_configs,
+        storage.clone(),
+    )
+    .map_err(|errors| {
+        anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
@@ -86,7 +95,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         info!("shutting down: no new requests");
     });
     server.await?;
-    state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    state
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
     if let Some(demo) = demo {
         let _ = demo.await;
@@ -100,7 +111,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
 /// Flushes the head when due and applies retention.
 async fn maintenance_loop(storage: Arc<Storage>, mut stop: watch::Receiver<bool>) {
-    let period = (storage.config().block_period / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let period = (storage.config().block_period / 4)
+        .clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(period);
     loop {
         tokio::select! {

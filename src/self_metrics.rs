@@ -29,7 +29,10 @@ impl SelfMetrics {
     pub fn render(&self, storage: &Storage) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         let load = |value: &AtomicU64| value.load(Ordering::Relaxed) as f64;
         let stats = &storage.stats;
@@ -93,14 +96,32 @@ impl SelfMetrics {
             "# HELP vigil_rejected_writes_total Writes rejected, by reason.\n# TYPE vigil_rejected_writes_total counter"
         );
         for (reason, count) in self.rejected.lock().iter() {
-            let _ = writeln!(out, "vigil_rejected_writes_total{{reason=\"{reason}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "vigil_rejected_writes_total{{reason=\"{reason}\"}} {count}"
+            );
         }
         for (name, help, value) in [
-            ("vigil_wal_disk_bytes", "Size of the WAL segments on disk.", storage.wal_disk_bytes() as f64),
-            ("vigil_head_samples", "Samples in the head.", storage.head_samples() as f64),
-            ("vigil_series", "Series known to storage.", storage.n_series() as f64),
+            (
+                "vigil_wal_disk_bytes",
+                "Size of the WAL segments on disk.",
+                storage.wal_disk_bytes() as f64,
+            ),
+            (
+                "vigil_head_samples",
+                "Samples in the head.",
+                storage.head_samples() as f64,
+            ),
+            (
+                "vigil_series",
+                "Series known to storage.",
+                storage.n_series() as f64,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

@@ -68,7 +68,10 @@ fn plain(status: StatusCode, message: String) -> Response {
 /// remote_write receiver, as `storage/remote/write_handler.go`: 204 on success, 400 with a
 /// plain-text message for bodies that can never succeed, 5xx only when a retry may.
 async fn remote_write_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    state.metrics.remote_write_requests.fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .remote_write_requests
+        .fetch_add(1, Ordering::Relaxed);
     let decoded = match remote_write::decode(&body, state.storage.limits()) {
         Ok(decoded) => decoded,
         Err(err) => {
@@ -102,7 +105,11 @@ async fn remote_write_handler(State(state): State<Arc<AppState>>, body: Bytes) -
         }
     }
     let n_samples = decoded.batch.samples.len();
-    match state.storage.append(decoded.batch, AppendMode::Strict).await {
+    match state
+        .storage
+        .append(decoded.batch, AppendMode::Strict)
+        .await
+    {
         Ok(_) => {
             state
                 .metrics
@@ -168,11 +175,21 @@ async fn sql_handler(
                 params.query = from_body.query.or(params.query);
                 params.format = from_body.format.or(params.format);
             }
-            Err(err) => return api_error(StatusCode::BAD_REQUEST, "bad_data", format!("invalid request body: {err}")),
+            Err(err) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!("invalid request body: {err}"),
+                )
+            }
         }
     }
     let Some(query) = params.query.filter(|query| !query.trim().is_empty()) else {
-        return api_error(StatusCode::BAD_REQUEST, "bad_data", "missing parameter \"query\"".into());
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "missing parameter \"query\"".into(),
+        );
     };
     let format = params.format.unwrap_or_else(|| "json".into());
     if !matches!(format.as_str(), "json" | "csv" | "arrow") {
@@ -188,15 +205,29 @@ async fn sql_handler(
         Err(vigil_queries::Error::Plan(message)) => {
             return api_error(StatusCode::BAD_REQUEST, "bad_data", message)
         }
-        Err(err) => return api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", err.to_string()),
+        Err(err) => {
+            return api_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "execution",
+                err.to_string(),
+            )
+        }
     };
     match encode_result(&format, schema, &batches) {
         Ok(response) => response,
-        Err(err) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()),
+        Err(err) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        ),
     }
 }
 
-fn encode_result(format: &str, schema: SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<Response> {
+fn encode_result(
+    format: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> anyhow::Result<Response> {
     use datafusion::arrow::{csv, ipc, json as arrow_json};
     Ok(match format {
         "csv" => {
@@ -218,7 +249,11 @@ fn encode_result(format: &str, schema: SchemaRef, batches: &[RecordBatch]) -> an
                 }
                 writer.finish()?;
             }
-            ([(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")], out).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+                out,
+            )
+                .into_response()
         }
         _ => {
             let mut out = Vec::new();
@@ -247,7 +282,10 @@ fn encode_result(format: &str, schema: SchemaRef, batches: &[RecordBatch]) -> an
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&state.storage),
     )
         .into_response()
@@ -257,6 +295,9 @@ async fn ready_handler(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         plain(StatusCode::OK, "Vigil is Ready.".into())
     } else {
-        plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable".into())
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable".into(),
+        )
     }
 }

@@ -15,12 +15,12 @@ pub enum Error {
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(err: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as E;
-        match err {
+        let message = err.strip_backtrace();
+        match err.find_root() {
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
-                Error::Plan(err.strip_backtrace().to_string())
+                Error::Plan(message)
             }
-            E::Context(_, inner) => Error::from(*inner),
-            other => Error::Execution(other.strip_backtrace().to_string()),
+            _ => Error::Execution(message),
         }
     }
 }

@@ -68,7 +68,9 @@ impl TimeRange {
             (_, true) => op,
             // A bound between two milliseconds: keep both neighbours.
             (Operator::Gt | Operator::GtEq, false) => Operator::GtEq,
-            (Operator::Lt | Operator::LtEq, false) => return self.apply_exact(Operator::LtEq, ms + 1),
+            (Operator::Lt | Operator::LtEq, false) => {
+                return self.apply_exact(Operator::LtEq, ms + 1)
+            }
             (_, false) => return,
         };
         self.apply_exact(op, ms)
@@ -139,7 +141,13 @@ mod tests {
             col("value").gt(lit(1.0)),
         ];
         let range = TimeRange::from_filters("timestamp", &filters);
-        assert_eq!(range, TimeRange { start: 1000, end: 4999 });
+        assert_eq!(
+            range,
+            TimeRange {
+                start: 1000,
+                end: 4999
+            }
+        );
         assert_eq!(TimeRange::from_filters("timestamp", &[]), TimeRange::ALL);
         let micros = lit(ScalarValue::TimestampMicrosecond(Some(1500), None));
         let range = TimeRange::from_filters("timestamp", &[col("timestamp").lt(micros)]);

@@ -91,7 +91,9 @@ pub fn decode_batch(payload: &[u8]) -> Result<SampleBatch> {
     for _ in 0..n_samples {
         let series_idx = reader.u32()?;
         if series_idx as usize >= series.len() {
-            return Err(Error::Wal(format!("sample refers to unknown series {series_idx}")));
+            return Err(Error::Wal(format!(
+                "sample refers to unknown series {series_idx}"
+            )));
         }
         let timestamp_ms = reader.u64()? as i64;
         let value = f64::from_bits(reader.u64()?);
@@ -114,7 +116,8 @@ mod tests {
     #[test]
     fn round_trip_keeps_nan_bits() {
         let mut batch = SampleBatch::default();
-        let idx = batch.push_series(LabelSet::from_pairs([("__name__", "up"), ("job", "a")]).unwrap());
+        let idx =
+            batch.push_series(LabelSet::from_pairs([("__name__", "up"), ("job", "a")]).unwrap());
         batch.push_sample(idx, 1000, 1.5);
         batch.push_sample(idx, 2000, crate::record::stale_marker());
         let mut buf = Vec::new();

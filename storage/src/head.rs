@@ -85,7 +85,9 @@ impl Head {
         }
         by_block
             .into_iter()
-            .map(|(block, (ids, timestamps, values))| (block, sample_batch(ids, timestamps, values)))
+            .map(|(block, (ids, timestamps, values))| {
+                (block, sample_batch(ids, timestamps, values))
+            })
             .collect()
     }
 }
@@ -97,7 +99,6 @@ pub fn sample_batch(ids: Vec<u64>, timestamps: Vec<i64>, values: Vec<f64>) -> Re
         Arc::new(Float64Array::from(values)),
     ];
     // The columns match the schema by construction.
-    RecordBatch::try_new(schema::SAMPLES.clone(), columns).unwrap_or_else(|_| {
-        RecordBatch::new_empty(schema::SAMPLES.clone())
-    })
+    RecordBatch::try_new(schema::SAMPLES.clone(), columns)
+        .unwrap_or_else(|_| RecordBatch::new_empty(schema::SAMPLES.clone()))
 }

@@ -76,7 +76,10 @@ impl LabelSet {
 
     /// Sets (or with an empty value, removes) a label, keeping the set sorted.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.binary_search_by(|label| label.name.as_str().cmp(name)) {
+        match self
+            .0
+            .binary_search_by(|label| label.name.as_str().cmp(name))
+        {
             Ok(idx) if value.is_empty() => {
                 self.0.remove(idx);
             }

@@ -61,8 +61,7 @@ impl Limits {
                     label.name, self.max_label_name_length
                 )));
             }
-            if self.max_label_value_length > 0 && label.value.len() > self.max_label_value_length
-            {
+            if self.max_label_value_length > 0 && label.value.len() > self.max_label_value_length {
                 return Err(Error::LimitExceeded(format!(
                     "value of label {:?} is {} bytes, longer than {} bytes",
                     label.name,

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
@@ -38,8 +38,16 @@ fn sample_properties() -> Result<WriterProperties> {
             Encoding::DELTA_BINARY_PACKED,
         )
         .set_sorting_columns(Some(vec![
-            SortingColumn { column_idx: 0, descending: false, nulls_first: false },
-            SortingColumn { column_idx: 1, descending: false, nulls_first: false },
+            SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            },
+            SortingColumn {
+                column_idx: 1,
+                descending: false,
+                nulls_first: false,
+            },
         ]))
         .build())
 }
@@ -99,7 +107,11 @@ fn series_columns<'a>(
     for (id, set) in rows {
         ids.push(id);
         names.append_value(set.metric_name().unwrap_or_default());
-        for label in set.labels().iter().filter(|label| label.name != METRIC_NAME) {
+        for label in set
+            .labels()
+            .iter()
+            .filter(|label| label.name != METRIC_NAME)
+        {
             labels.keys().append_value(&label.name);
             labels.values().append_value(&label.value);
         }
@@ -112,8 +124,9 @@ fn series_columns<'a>(
 pub fn series_file_batch(rows: &[SeriesRow]) -> Result<RecordBatch> {
     let (ids, names, labels) =
         series_columns(rows.iter().map(|row| (row.id, row.labels.as_ref())))?;
-    let last_ts = TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.last_timestamp))
-        .with_timezone("UTC");
+    let last_ts =
+        TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.last_timestamp))
+            .with_timezone("UTC");
     let last_values = Float64Array::from_iter_values(rows.iter().map(|r| r.last_value));
     Ok(RecordBatch::try_new(
         schema::SERIES_FILE.clone(),
@@ -138,7 +151,9 @@ pub fn read_series_file(bytes: Bytes) -> Result<Vec<SeriesRow>> {
         let names = batch.column(1).as_string::<i32>();
         let maps = batch.column(2).as_map();
         let last_ts = batch.column(3).as_primitive::<TimestampMillisecondType>();
-        let last_values = batch.column(4).as_primitive::<arrow::datatypes::Float64Type>();
+        let last_values = batch
+            .column(4)
+            .as_primitive::<arrow::datatypes::Float64Type>();
         for row in 0..batch.num_rows() {
             let entries = maps.value(row);
             let keys = entries.column(0).as_string::<i32>();

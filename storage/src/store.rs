@@ -135,8 +135,9 @@ impl Storage {
     /// Opens the data directory: loads the Parquet file list and series, replays the WAL.
     pub async fn open(config: StorageConfig) -> Result<Arc<Storage>> {
         std::fs::create_dir_all(config.data_dir.join("blocks"))?;
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalFileSystem::new_with_prefix(config.data_dir.join("blocks"))?);
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(
+            config.data_dir.join("blocks"),
+        )?);
         let block_ms = config.block_period.as_millis().max(1) as i64;
 
         let mut files = Vec::new();
@@ -184,9 +185,10 @@ impl Storage {
             let batch = codec::decode_batch(&payload)?;
             let (ids, labels) = intern(&mut catalog, &batch);
             for sample in &batch.samples {
-                catalog
-                    .latest
-                    .insert(ids[sample.series_idx as usize], (sample.timestamp_ms, sample.value));
+                catalog.latest.insert(
+                    ids[sample.series_idx as usize],
+                    (sample.timestamp_ms, sample.value),
+                );
             }
             head.apply(&batch, &ids, &labels);
             replayed += batch.samples.len();
@@ -292,7 +294,8 @@ impl Storage {
                         })
                     }
                     Some((ts, value))
-                        if sample.timestamp_ms == ts && value.to_bits() == sample.value.to_bits() =>
+                        if sample.timestamp_ms == ts
+                            && value.to_bits() == sample.value.to_bits() =>
                     {
                         continue;
                     }
@@ -358,7 +361,9 @@ impl Storage {
         };
         *self.last_flush.lock() = Instant::now();
         if frozen.n_samples == 0 {
-            self.frozen.write().retain(|head| !Arc::ptr_eq(head, &frozen));
+            self.frozen
+                .write()
+                .retain(|head| !Arc::ptr_eq(head, &frozen));
             self.wal.checkpoint(segment)?;
             return Ok(0);
         }
@@ -406,7 +411,9 @@ impl Storage {
         {
             let mut files = self.files.write();
             files.extend(new_files);
-            self.frozen.write().retain(|head| !Arc::ptr_eq(head, &frozen));
+            self.frozen
+                .write()
+                .retain(|head| !Arc::ptr_eq(head, &frozen));
         }
         self.wal.checkpoint(segment)?;
         let elapsed = started.elapsed();
@@ -441,7 +448,10 @@ impl Storage {
             self.stats
                 .partitions_deleted
                 .fetch_add(expired.len() as u64, Ordering::Relaxed);
-            info!(files = expired.len(), "retention removed expired partitions");
+            info!(
+                files = expired.len(),
+                "retention removed expired partitions"
+            );
         }
         Ok(expired.len())
     }

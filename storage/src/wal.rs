@@ -148,7 +148,9 @@ impl Wal {
         let writer_stats = stats.clone();
         let writer = thread::Builder::new()
             .name("vigil-wal".into())
-            .spawn(move || writer_loop(writer_dir, next_segment, segment_bytes, rx, writer_stats))?;
+            .spawn(move || {
+                writer_loop(writer_dir, next_segment, segment_bytes, rx, writer_stats)
+            })?;
         Ok((
             Wal {
                 dir: dir.to_path_buf(),
@@ -163,7 +165,8 @@ impl Wal {
     fn send(&self, request: Request) -> Result<()> {
         let guard = self.tx.lock();
         let tx = guard.as_ref().ok_or(Error::ShuttingDown)?;
-        tx.send(request).map_err(|_| Error::Wal("wal writer stopped".into()))
+        tx.send(request)
+            .map_err(|_| Error::Wal("wal writer stopped".into()))
     }
 
     /// Appends one record and returns once it is durable, with the segment it landed in.
@@ -306,9 +309,8 @@ fn writer_loop(
                                 segment = Some(open);
                             }
                             Err(err) => {
-                                let _ = done.send(Err(Error::Wal(format!(
-                                    "cannot open segment: {err}"
-                                ))));
+                                let _ = done
+                                    .send(Err(Error::Wal(format!("cannot open segment: {err}"))));
                                 continue;
                             }
                         }

@@ -19,12 +19,16 @@ fn rejected_requests_write_nothing() {
     assert!(body.contains("snappy"), "{body}");
 
     // gzip instead of snappy.
-    let gzip_magic = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x01, 0x00];
+    let gzip_magic = [
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x01, 0x00,
+    ];
     let (status, body) = vigil.write_raw(&gzip_magic);
     assert_eq!(status, 400, "{body}");
 
     // Valid snappy of a non-protobuf payload.
-    let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 64]).expect("snappy");
+    let garbage = snap::raw::Encoder::new()
+        .compress_vec(&[0xff; 64])
+        .expect("snappy");
     let (status, body) = vigil.write_raw(&garbage);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("protobuf"), "{body}");
@@ -41,8 +45,14 @@ fn rejected_requests_write_nothing() {
     // One good series and one invalid label name in the same request: all or nothing.
     let mut mixed = batch("mixed_metric", 1, 3, now);
     let bad = LabelSet::new(vec![
-        Label { name: "__name__".into(), value: "mixed_metric".into() },
-        Label { name: "bad-label".into(), value: "x".into() },
+        Label {
+            name: "__name__".into(),
+            value: "mixed_metric".into(),
+        },
+        Label {
+            name: "bad-label".into(),
+            value: "x".into(),
+        },
     ])
     .expect("labels");
     let idx = mixed.push_series(bad);
@@ -74,16 +84,32 @@ fn rejected_requests_write_nothing() {
     assert!(body.contains("out of order"), "{body}");
 
     // The server still serves, and none of the rejected samples exist.
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'mixed_metric'"), 0);
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'too_many'"), 0);
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'ooo_metric'"), 5);
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'mixed_metric'"),
+        0
+    );
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'too_many'"),
+        0
+    );
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'ooo_metric'"),
+        5
+    );
     let (status, _) = vigil.write(&batch("after_errors", 1, 1, now));
     assert_eq!(status, 204);
 
     // Rejections are counted by reason.
-    let (_, metrics) = crate::util::blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
-    assert!(metrics.contains("vigil_rejected_writes_total{reason=\"invalid_label\"} 2"), "{metrics}");
-    assert!(metrics.contains("vigil_rejected_writes_total{reason=\"out_of_order\"} 1"), "{metrics}");
+    let (_, metrics) =
+        crate::util::blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
+    assert!(
+        metrics.contains("vigil_rejected_writes_total{reason=\"invalid_label\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_rejected_writes_total{reason=\"out_of_order\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -12,7 +12,12 @@ fn every_acked_sample_survives_kill_9() {
     let start = now_ms() - 600_000;
     let mut acked = 0;
     for round in 0..20 {
-        let (status, body) = vigil.write(&batch(&format!("crash_metric_{}", round % 4), 25, 10, start + round * 10_000));
+        let (status, body) = vigil.write(&batch(
+            &format!("crash_metric_{}", round % 4),
+            25,
+            10,
+            start + round * 10_000,
+        ));
         assert_eq!(status, 204, "{body}");
         acked += 250;
     }
@@ -41,20 +46,38 @@ fn torn_wal_tail_recovers_the_intact_prefix() {
         .expect("wal dir")
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 8))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 8)
+        })
         .collect();
     segments.sort();
     let last = segments.last().expect("a wal segment");
-    let mut file = std::fs::OpenOptions::new().append(true).open(last).expect("open segment");
-    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).expect("tear");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(last)
+        .expect("open segment");
+    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9])
+        .expect("tear");
     drop(file);
     let vigil = vigil.kill_and_restart();
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'torn_metric'"), 500);
-    let (_, metrics) = crate::util::blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
-    assert!(metrics.contains("vigil_wal_corruptions_total 1"), "{metrics}");
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'torn_metric'"),
+        500
+    );
+    let (_, metrics) =
+        crate::util::blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
+    assert!(
+        metrics.contains("vigil_wal_corruptions_total 1"),
+        "{metrics}"
+    );
     // And it keeps accepting writes after the repair.
     let (status, _) = vigil.write(&batch("torn_metric", 10, 1, start + 100_000));
     assert_eq!(status, 204);
     let vigil = vigil.kill_and_restart();
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'torn_metric'"), 510);
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'torn_metric'"),
+        510
+    );
 }

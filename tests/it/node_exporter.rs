@@ -35,9 +35,15 @@ fn scrapes_node_exporter_and_marks_stale() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["job"], "node");
     assert_eq!(rows[0]["env"], "test");
-    let scraped = vigil.sql("SELECT max(value) AS v FROM metrics WHERE name = 'scrape_samples_scraped'");
-    assert!(scraped[0]["v"].as_f64().unwrap_or(0.0) > 100.0, "{scraped:?}");
-    assert!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'scrape_duration_seconds'") >= 1);
+    let scraped =
+        vigil.sql("SELECT max(value) AS v FROM metrics WHERE name = 'scrape_samples_scraped'");
+    assert!(
+        scraped[0]["v"].as_f64().unwrap_or(0.0) > 100.0,
+        "{scraped:?}"
+    );
+    assert!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'scrape_duration_seconds'") >= 1
+    );
 
     // Stop the exporter: the next scrape fails, `up` goes to 0 and the series go stale.
     exporter.0.kill().expect("kill node_exporter");

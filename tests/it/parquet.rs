@@ -26,8 +26,12 @@ fn flushed_files_are_readable_by_pyarrow() {
     let expected_sum: f64 = written.samples.iter().map(|s| s.value).sum();
     // The head spans more than a block, so the maintenance loop flushes it.
     wait_until(Duration::from_secs(30), || {
-        walk(&data.join("blocks/metrics")).iter().any(|p| p.extension().is_some_and(|e| e == "parquet"))
-            && walk(&data.join("blocks/series")).iter().any(|p| p.extension().is_some_and(|e| e == "parquet"))
+        walk(&data.join("blocks/metrics"))
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "parquet"))
+            && walk(&data.join("blocks/series"))
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "parquet"))
     });
     let files: Vec<String> = walk(&data.join("blocks/metrics"))
         .into_iter()
@@ -58,14 +62,21 @@ print(json.dumps({"rows": rows, "sum": total, "ordered": ordered, "codecs": sort
         .args(&files)
         .output()
         .expect("run python3 (pyarrow is installed by .ci/run)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(report["rows"], 60);
     assert_eq!(report["sum"].as_f64(), Some(expected_sum));
     assert_eq!(report["ordered"], true);
     assert_eq!(report["codecs"], serde_json::json!(["ZSTD"]));
     // SQL reads the same rows from Parquet (the head is empty now).
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'pq_metric'"), 60);
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'pq_metric'"),
+        60
+    );
     let rows = vigil.sql("SELECT sum(value) AS s FROM metrics WHERE name = 'pq_metric'");
     assert_eq!(rows[0]["s"].as_f64(), Some(expected_sum));
     // The WAL was checkpointed after the flush.
@@ -77,12 +88,24 @@ print(json.dumps({"rows": rows, "sum": total, "ordered": ordered, "codecs": sort
 fn retention_deletes_expired_partitions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let vigil = Vigil::start(&data, Some("storage:\n  block_period: 1s\n  retention: 6s\n"));
+    let vigil = Vigil::start(
+        &data,
+        Some("storage:\n  block_period: 1s\n  retention: 6s\n"),
+    );
     let (status, _) = vigil.write(&batch("old_metric", 2, 3, now_ms() - 4_000));
     assert_eq!(status, 204);
-    wait_until(Duration::from_secs(20), || !walk(&data.join("blocks/metrics")).is_empty());
-    wait_until(Duration::from_secs(20), || walk(&data.join("blocks/metrics")).iter().all(|p| !p.is_file()));
-    assert_eq!(vigil.count("SELECT count(*) FROM metrics WHERE name = 'old_metric'"), 0);
+    wait_until(Duration::from_secs(20), || {
+        !walk(&data.join("blocks/metrics")).is_empty()
+    });
+    wait_until(Duration::from_secs(20), || {
+        walk(&data.join("blocks/metrics"))
+            .iter()
+            .all(|p| !p.is_file())
+    });
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'old_metric'"),
+        0
+    );
     // Samples older than the retention window are rejected as out of bounds.
     let (status, body) = vigil.write(&batch("old_metric", 1, 1, now_ms() - 60_000));
     assert_eq!(status, 400, "{body}");

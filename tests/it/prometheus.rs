@@ -23,7 +23,10 @@ fn prometheus_remote_write_matches_prometheus_storage() {
     let _prometheus = Peer(
         Command::new(prometheus)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("prom").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -56,7 +59,10 @@ fn prometheus_remote_write_matches_prometheus_storage() {
                     .collect();
             }
         }
-        assert!(Instant::now() < deadline, "prometheus has no samples: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "prometheus has no samples: {body}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     let last_prom = *prom_samples.keys().last().expect("samples");
@@ -65,13 +71,24 @@ fn prometheus_remote_write_matches_prometheus_storage() {
         "SELECT CAST(timestamp AS BIGINT) AS ts, value FROM metrics WHERE name = '{metric}' \
          AND labels['job'] = 'prometheus' AND timestamp <= to_timestamp_millis({last_prom}) ORDER BY ts"
     );
-    let rows = vigil.wait_for_rows(&query, Duration::from_secs(30), |rows| rows.len() >= prom_samples.len());
+    let rows = vigil.wait_for_rows(&query, Duration::from_secs(30), |rows| {
+        rows.len() >= prom_samples.len()
+    });
     let vigil_samples: BTreeMap<i64, f64> = rows
         .iter()
-        .map(|row| (row["ts"].as_i64().expect("ts"), row["value"].as_f64().expect("value")))
+        .map(|row| {
+            (
+                row["ts"].as_i64().expect("ts"),
+                row["value"].as_f64().expect("value"),
+            )
+        })
         .collect();
     for (ts, value) in &prom_samples {
         let expected: f64 = value.parse().expect("float");
-        assert_eq!(vigil_samples.get(ts), Some(&expected), "sample at {ts} differs");
+        assert_eq!(
+            vigil_samples.get(ts),
+            Some(&expected),
+            "sample at {ts} differs"
+        );
     }
 }

@@ -18,9 +18,15 @@ fn acked_samples_are_queryable_at_once() {
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(rows[0]["instance"], "host-0");
     assert_eq!(rows[0]["n"], 10);
-    assert_eq!(rows[2]["total"], (0..10).map(|i| 2000 + i).sum::<i64>() as f64);
+    assert_eq!(
+        rows[2]["total"],
+        (0..10).map(|i| 2000 + i).sum::<i64>() as f64
+    );
     // Series and samples tables agree with the view.
-    assert_eq!(vigil.count("SELECT count(*) FROM series WHERE metric_name = 'rw_metric'"), 3);
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM series WHERE metric_name = 'rw_metric'"),
+        3
+    );
     // Time pruning keeps exactly the rows in range.
     let n = vigil.count(&format!(
         "SELECT count(*) FROM samples WHERE timestamp >= to_timestamp_millis({}) AND timestamp < to_timestamp_millis({})",
@@ -29,7 +35,10 @@ fn acked_samples_are_queryable_at_once() {
     ));
     assert_eq!(n, 9);
     // CSV and Arrow formats.
-    let (status, csv) = vigil.sql_raw("SELECT value FROM metrics WHERE name = 'rw_metric' ORDER BY value LIMIT 2", "csv");
+    let (status, csv) = vigil.sql_raw(
+        "SELECT value FROM metrics WHERE name = 'rw_metric' ORDER BY value LIMIT 2",
+        "csv",
+    );
     assert_eq!(status, 200);
     assert_eq!(csv, "value\n0.0\n1.0\n");
     let (status, _) = vigil.sql_raw("SELECT 1", "arrow");
@@ -57,7 +66,9 @@ fn graceful_shutdown_flushes_and_exits_zero() {
 
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

@@ -108,7 +108,11 @@ impl Vigil {
     }
 
     pub fn write_raw(&self, body: &[u8]) -> (u16, String) {
-        let response = ureq_post(&format!("{}/api/v1/write", self.url), body, "application/x-protobuf");
+        let response = ureq_post(
+            &format!("{}/api/v1/write", self.url),
+            body,
+            "application/x-protobuf",
+        );
         response.expect("remote_write request")
     }
 
@@ -117,11 +121,15 @@ impl Vigil {
         let (status, body) = self.sql_raw(query, "json");
         assert_eq!(status, 200, "sql {query:?} failed: {body}");
         let value: Value = serde_json::from_str(&body).expect("json");
-        value["data"]["rows"].as_array().cloned().unwrap_or_default()
+        value["data"]["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn sql_raw(&self, query: &str, format: &str) -> (u16, String) {
-        let body = serde_urlencoded::to_string([("query", query), ("format", format)]).expect("encode");
+        let body =
+            serde_urlencoded::to_string([("query", query), ("format", format)]).expect("encode");
         ureq_post(
             &format!("{}/api/v1/sql", self.url),
             body.as_bytes(),
@@ -131,14 +139,22 @@ impl Vigil {
     }
 
     /// Polls `query` until `accept` holds for its rows, or panics after `timeout`.
-    pub fn wait_for_rows(&self, query: &str, timeout: Duration, accept: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub fn wait_for_rows(
+        &self,
+        query: &str,
+        timeout: Duration,
+        accept: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let rows = self.sql(query);
             if accept(&rows) {
                 return rows;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {query:?}; last rows: {rows:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {query:?}; last rows: {rows:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -173,10 +189,17 @@ impl Drop for Peer {
 }
 
 /// Minimal blocking HTTP over std, so tests need no async runtime of their own.
-fn http(method: &str, url: &str, body: &[u8], content_type: &str) -> std::io::Result<(u16, String)> {
+fn http(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    content_type: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
@@ -194,7 +217,10 @@ fn http(method: &str, url: &str, body: &[u8], content_type: &str) -> std::io::Re
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(payload)
     } else {
         payload.to_string()
@@ -205,7 +231,9 @@ fn http(method: &str, url: &str, body: &[u8], content_type: &str) -> std::io::Re
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -230,8 +258,12 @@ pub fn batch(name: &str, n_series: usize, n_samples: usize, start_ms: i64) -> Sa
     for series_idx in 0..n_series {
         let instance = format!("host-{series_idx}");
         let idx = batch.push_series(
-            LabelSet::from_pairs([("__name__", name), ("job", "test"), ("instance", instance.as_str())])
-                .expect("labels"),
+            LabelSet::from_pairs([
+                ("__name__", name),
+                ("job", "test"),
+                ("instance", instance.as_str()),
+            ])
+            .expect("labels"),
         );
         for sample_idx in 0..n_samples {
             batch.push_sample(
@@ -254,7 +286,11 @@ pub fn now_ms() -> i64 {
 /// Whether an external program is available; tests needing it fail loudly if not,
 /// because `.ci/run` installs every peer.
 pub fn require(program: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/sbin"])
+    {
         let candidate = Path::new(dir).join(program);
         if candidate.is_file() {
             return candidate;

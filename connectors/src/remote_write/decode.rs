@@ -39,8 +39,8 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|err| Error::Snappy(err.to_string()))?;
-    let request =
-        proto::WriteRequest::decode(raw.as_slice()).map_err(|err| Error::Protobuf(err.to_string()))?;
+    let request = proto::WriteRequest::decode(raw.as_slice())
+        .map_err(|err| Error::Protobuf(err.to_string()))?;
     let mut decoded = Decoded::default();
     for series in request.timeseries {
         decoded.exemplars += series.exemplars.len();
@@ -60,7 +60,9 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded> {
         )?;
         let idx = decoded.batch.push_series(labels);
         for sample in series.samples {
-            decoded.batch.push_sample(idx, sample.timestamp, sample.value);
+            decoded
+                .batch
+                .push_sample(idx, sample.timestamp, sample.value);
         }
     }
     decoded.metadata = request

@@ -38,5 +38,8 @@ fn enforces_decoded_size_limit() {
         max_body_bytes: 8,
         ..Limits::default()
     };
-    assert!(matches!(decode(&body, &limits), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        decode(&body, &limits),
+        Err(Error::TooLarge { .. })
+    ));
 }

@@ -114,7 +114,9 @@ impl ScrapeConfig {
             )));
         }
         if self.interval(global).is_zero() {
-            errors.push(Error::Config(format!("job {job:?}: scrape_interval is zero")));
+            errors.push(Error::Config(format!(
+                "job {job:?}: scrape_interval is zero"
+            )));
         }
         for key in self.unsupported.keys() {
             errors.push(Error::Config(format!(

@@ -74,7 +74,9 @@ impl ScrapeManager {
                         .params
                         .iter()
                         .flat_map(|(name, values)| {
-                            values.iter().map(move |value| (name.clone(), value.clone()))
+                            values
+                                .iter()
+                                .map(move |value| (name.clone(), value.clone()))
                         })
                         .collect();
                     targets.push(Target {
@@ -102,7 +104,11 @@ impl ScrapeManager {
                 .iter()
                 .map(|target| TargetHealth {
                     job: target.labels.get("job").unwrap_or_default().to_string(),
-                    instance: target.labels.get("instance").unwrap_or_default().to_string(),
+                    instance: target
+                        .labels
+                        .get("instance")
+                        .unwrap_or_default()
+                        .to_string(),
                     url: target.url.clone(),
                     labels: target.labels.clone(),
                     health: "unknown",
@@ -257,7 +263,10 @@ impl ScrapeLoop {
             .await
             .map_err(|err| Error::Scrape(err.to_string()))?;
         if !response.status().is_success() {
-            return Err(Error::Scrape(format!("server returned HTTP status {}", response.status())));
+            return Err(Error::Scrape(format!(
+                "server returned HTTP status {}",
+                response.status()
+            )));
         }
         let format = Format::from_content_type(
             response
