@@ -96,6 +96,16 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let config = Config::parse(include_str!("../config/vigil.example.yaml")).unwrap();
+        assert_eq!(config.scrape_configs[0].job_name, "node");
+        assert_eq!(
+            config.storage.retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+    }
+
+    #[test]
     fn reports_every_problem() {
         let err = Config::parse(
             "scrape_configs:\n  - job_name: a\n    scheme: ftp\n    relabel_configs: []\n  - job_name: a\n",

@@ -87,7 +87,7 @@ impl Cluster {
         let deployments: [(&str, &str, usize, f64, f64, f64, f64); 5] = [
             ("shop", "frontend", 3, 0.25, 1.0, 0.3 * gib, 1.0 * gib),
             ("shop", "cart", 2, 0.4, 1.0, 0.96 * gib, 1.0 * gib),
-            ("payments", "api", 2, 0.3, 1.0, 0.4 * gib, 1.0 * gib),
+            ("payments", "api", 2, 0.92, 1.0, 0.4 * gib, 1.0 * gib),
             ("payments", "worker", 1, 0.1, 0.5, 0.2 * gib, 0.5 * gib),
             (
                 "monitoring",

@@ -26,8 +26,8 @@ pub struct Head {
 }
 
 impl Head {
-    /// Adds an already-validated batch. Samples of a series must arrive in time order,
-    /// which [`crate::Storage`] guarantees before the batch reaches the WAL.
+    /// Adds an already-validated batch ([`crate::Storage`] rejects out-of-order samples
+    /// before the WAL, so inserting rather than appending is the rare case).
     pub fn apply(&mut self, batch: &SampleBatch, ids: &[SeriesId], labels: &[Arc<LabelSet>]) {
         for sample in &batch.samples {
             let idx = sample.series_idx as usize;
@@ -36,8 +36,22 @@ impl Head {
                 timestamps: Vec::new(),
                 values: Vec::new(),
             });
-            entry.timestamps.push(sample.timestamp_ms);
-            entry.values.push(sample.value);
+            // Concurrent appends may reach the head in another order than their
+            // timestamps were reserved in; keep each series sorted.
+            if entry
+                .timestamps
+                .last()
+                .is_none_or(|&last| last < sample.timestamp_ms)
+            {
+                entry.timestamps.push(sample.timestamp_ms);
+                entry.values.push(sample.value);
+            } else {
+                let at = entry
+                    .timestamps
+                    .partition_point(|&ts| ts < sample.timestamp_ms);
+                entry.timestamps.insert(at, sample.timestamp_ms);
+                entry.values.insert(at, sample.value);
+            }
             self.n_samples += 1;
             self.min_timestamp = Some(
                 self.min_timestamp
@@ -101,4 +115,24 @@ pub fn sample_batch(ids: Vec<u64>, timestamps: Vec<i64>, values: Vec<f64>) -> Re
     // The columns match the schema by construction.
     RecordBatch::try_new(schema::SAMPLES.clone(), columns)
         .unwrap_or_else(|_| RecordBatch::new_empty(schema::SAMPLES.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_series_sorted_when_batches_arrive_out_of_order() {
+        let labels = Arc::new(LabelSet::from_pairs([("__name__", "m")]).unwrap());
+        let mut head = Head::default();
+        for ts in [20, 10, 30] {
+            let mut batch = SampleBatch::default();
+            let idx = batch.push_series((*labels).clone());
+            batch.push_sample(idx, ts, ts as f64);
+            head.apply(&batch, &[labels.series_id()], &[labels.clone()]);
+        }
+        let series = &head.series[&labels.series_id()];
+        assert_eq!(series.timestamps, vec![10, 20, 30]);
+        assert_eq!(head.samples_in_range(15, 30).num_rows(), 2);
+    }
 }

@@ -281,7 +281,6 @@ fn writer_loop(
     rx: mpsc::Receiver<Request>,
     stats: std::sync::Arc<WalStats>,
 ) {
-    use std::sync::atomic::Ordering;
     let mut segment: Option<Segment> = None;
     let mut next_number = first_segment;
     let mut buffer = Vec::new();
@@ -339,7 +338,6 @@ fn writer_loop(
         if let Err(err) = finish(&mut segment, &mut buffer, &mut waiting, &stats) {
             warn!(error = %err, "wal write failed");
         }
-        let _ = stats.bytes_written.load(Ordering::Relaxed);
     }
     if let Some(open) = segment {
         let _ = open.file.sync_data();

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod crash;
+mod demo;
 mod node_exporter;
 mod parquet;
 mod prometheus;

@@ -35,11 +35,20 @@ impl Vigil {
         Self::start_with(data_dir, config)
     }
 
+    /// Starts `vigil demo` (the simulated cluster) on a free port.
+    pub fn demo(data_dir: &Path) -> Vigil {
+        Self::spawn("demo", data_dir, None)
+    }
+
     fn start_with(data_dir: &Path, config: Option<PathBuf>) -> Vigil {
+        Self::spawn("serve", data_dir, config)
+    }
+
+    fn spawn(subcommand: &str, data_dir: &Path, config: Option<PathBuf>) -> Vigil {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
         command
-            .arg("serve")
+            .arg(subcommand)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")

@@ -1,0 +1,57 @@
+//! `vigil demo` shows the seed's series within seconds, with the scripted problems.
+
+use std::time::Duration;
+
+use crate::util::Vigil;
+
+#[test]
+fn demo_cluster_produces_the_seed_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::demo(&dir.path().join("data"));
+    let expected = [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+        "http_requests_total",
+        "kube_pod_container_resource_limits",
+        "kube_pod_container_status_restarts_total",
+        "kubelet_volume_stats_available_bytes",
+        "kubelet_volume_stats_capacity_bytes",
+    ];
+    let rows = vigil.wait_for_rows(
+        "SELECT DISTINCT name FROM metrics ORDER BY name",
+        Duration::from_secs(20),
+        |rows| {
+            expected
+                .iter()
+                .all(|name| rows.iter().any(|row| row["name"] == *name))
+        },
+    );
+    assert!(rows.len() >= expected.len());
+    // The backfilled hour is there: 240 steps of 15s per series.
+    vigil.wait_for_rows(
+        "SELECT min(n) AS n FROM (SELECT series_id, count(*) AS n FROM metrics \
+         WHERE name = 'container_memory_working_set_bytes' GROUP BY series_id)",
+        Duration::from_secs(20),
+        |rows| rows.first().and_then(|row| row["n"].as_i64()).is_some_and(|n| n >= 239),
+    );
+    // One pod is crash-looping: only it restarts.
+    let restarting = vigil.sql(
+        "SELECT labels['pod'] AS pod, max(value) AS restarts FROM metrics \
+         WHERE name = 'kube_pod_container_status_restarts_total' GROUP BY 1 HAVING max(value) > 0",
+    );
+    assert_eq!(restarting.len(), 1, "{restarting:?}");
+    assert!(restarting[0]["pod"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("worker-"));
+    // One volume is filling up: under 10% free at the latest sample.
+    let filling = vigil.sql(
+        "WITH latest AS (SELECT name, labels['persistentvolumeclaim'] AS pvc, last_value(value ORDER BY timestamp) AS v \
+           FROM metrics WHERE name LIKE 'kubelet_volume_stats_%' GROUP BY 1, 2) \
+         SELECT a.pvc FROM latest a JOIN latest c ON a.pvc = c.pvc \
+         WHERE a.name = 'kubelet_volume_stats_available_bytes' AND c.name = 'kubelet_volume_stats_capacity_bytes' AND a.v / c.v < 0.1",
+    );
+    assert_eq!(filling.len(), 1, "{filling:?}");
+    assert_eq!(filling[0]["pvc"], "prometheus-db-prometheus-0");
+}
