@@ -17,6 +17,9 @@ pub struct HeadSeries {
     pub values: Vec<f64>,
 }
 
+/// Sample columns under construction: series ids, timestamps, values.
+type Columns = (Vec<u64>, Vec<i64>, Vec<f64>);
+
 #[derive(Debug, Default)]
 pub struct Head {
     pub series: HashMap<SeriesId, HeadSeries>,
@@ -83,8 +86,7 @@ impl Head {
 
     /// All samples, sorted by (series, time), split by block: `(block_start, batch)`.
     pub fn blocks(&self, block_ms: i64) -> Vec<(i64, RecordBatch)> {
-        let mut by_block: std::collections::BTreeMap<i64, (Vec<u64>, Vec<i64>, Vec<f64>)> =
-            Default::default();
+        let mut by_block: std::collections::BTreeMap<i64, Columns> = Default::default();
         let mut ids: Vec<&SeriesId> = self.series.keys().collect();
         ids.sort_unstable();
         for id in ids {
@@ -129,7 +131,7 @@ mod tests {
             let mut batch = SampleBatch::default();
             let idx = batch.push_series((*labels).clone());
             batch.push_sample(idx, ts, ts as f64);
-            head.apply(&batch, &[labels.series_id()], &[labels.clone()]);
+            head.apply(&batch, &[labels.series_id()], std::slice::from_ref(&labels));
         }
         let series = &head.series[&labels.series_id()];
         assert_eq!(series.timestamps, vec![10, 20, 30]);

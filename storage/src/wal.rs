@@ -325,11 +325,10 @@ fn writer_loop(
                 Request::Cut { done } => {
                     let result = finish(&mut segment, &mut buffer, &mut waiting, &stats)
                         .map_err(|err| Error::Wal(err.to_string()))
-                        .and_then(|()| {
+                        .map(|()| {
+                            // The next append opens a new segment with this number.
                             segment = None;
-                            let number = next_number;
-                            // The next append opens this segment.
-                            Ok(number)
+                            next_number
                         });
                     let _ = done.send(result);
                 }
