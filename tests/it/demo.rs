@@ -33,7 +33,11 @@ fn demo_cluster_produces_the_seed_series() {
         "SELECT min(n) AS n FROM (SELECT series_id, count(*) AS n FROM metrics \
          WHERE name = 'container_memory_working_set_bytes' GROUP BY series_id)",
         Duration::from_secs(20),
-        |rows| rows.first().and_then(|row| row["n"].as_i64()).is_some_and(|n| n >= 239),
+        |rows| {
+            rows.first()
+                .and_then(|row| row["n"].as_i64())
+                .is_some_and(|n| n >= 239)
+        },
     );
     // One pod is crash-looping: only it restarts.
     let restarting = vigil.sql(

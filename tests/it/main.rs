@@ -11,4 +11,5 @@ mod node_exporter;
 mod parquet;
 mod prometheus;
 mod remote_write;
+mod scrape;
 mod util;

@@ -79,3 +79,30 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn sql_command_prints_a_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let (status, _) = vigil.write(&batch("cli_metric", 2, 3, now_ms() - 10_000));
+    assert_eq!(status, 204);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["sql", "--url", &vigil.url])
+        .arg("SELECT labels['instance'] AS instance, count(*) AS n FROM metrics WHERE name = 'cli_metric' GROUP BY 1 ORDER BY 1")
+        .output()
+        .expect("run vigil sql");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("| instance | n |"), "{stdout}");
+    assert!(stdout.contains("| host-1   | 3 |"), "{stdout}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["sql", "--url", &vigil.url, "SELECT nope FROM nothing"])
+        .output()
+        .expect("run vigil sql");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not found"));
+}
