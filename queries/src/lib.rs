@@ -8,6 +8,7 @@
 //! ```
 
 pub mod error;
+pub mod promql;
 pub mod sql;
 pub mod tables;
 pub mod time_range;

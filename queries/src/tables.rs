@@ -62,8 +62,7 @@ impl TableProvider for SamplesTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let table_schema = self.schema();
         let range = TimeRange::from_filters(schema::COL_TIMESTAMP, filters);
-        let memory = self.storage.memory_samples(range.start, range.end);
-        let files = self.storage.files_in_range(range.start, range.end);
+        let (memory, files) = self.storage.snapshot(range.start, range.end);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = vec![MemorySourceConfig::try_new_exec(
             &[memory],
             table_schema.clone(),

@@ -91,11 +91,24 @@ impl TimeRange {
     }
 }
 
+/// The column itself, or a lossless cast of it to a millisecond-or-finer timestamp.
+/// Lossy casts (to dates or seconds) are not looked through: their bounds would be
+/// too narrow.
 fn is_column(expr: &Expr, column: &str) -> bool {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let lossless = |data_type: &DataType| {
+        matches!(
+            data_type,
+            DataType::Timestamp(
+                TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond,
+                _
+            )
+        )
+    };
     match expr {
         Expr::Column(col) => col.name == column,
-        Expr::Cast(cast) => is_column(&cast.expr, column),
-        Expr::TryCast(cast) => is_column(&cast.expr, column),
+        Expr::Cast(cast) => lossless(cast.field.data_type()) && is_column(&cast.expr, column),
+        Expr::TryCast(cast) => lossless(cast.field.data_type()) && is_column(&cast.expr, column),
         _ => false,
     }
 }
@@ -149,6 +162,14 @@ mod tests {
             }
         );
         assert_eq!(TimeRange::from_filters("timestamp", &[]), TimeRange::ALL);
+        let as_date = datafusion::logical_expr::cast(
+            col("timestamp"),
+            datafusion::arrow::datatypes::DataType::Date32,
+        );
+        assert_eq!(
+            TimeRange::from_filters("timestamp", &[as_date.lt_eq(ts(5))]),
+            TimeRange::ALL
+        );
         let micros = lit(ScalarValue::TimestampMicrosecond(Some(1500), None));
         let range = TimeRange::from_filters("timestamp", &[col("timestamp").lt(micros)]);
         assert_eq!(range.end, 2);

@@ -47,6 +47,17 @@ impl Limits {
 
     pub fn check_series(&self, series: &crate::LabelSet) -> Result<()> {
         series.validate()?;
+        // Hard caps of the WAL encoding, whatever the configured limits.
+        if series.len() > u16::MAX as usize
+            || series
+                .labels()
+                .iter()
+                .any(|label| label.name.len() > u16::MAX as usize)
+        {
+            return Err(Error::LimitExceeded(format!(
+                "series {series} has too many labels or too long a label name"
+            )));
+        }
         if self.max_labels_per_series > 0 && series.len() > self.max_labels_per_series {
             return Err(Error::LimitExceeded(format!(
                 "series {series} has {} labels, more than the limit of {}",

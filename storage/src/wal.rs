@@ -98,9 +98,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Wal {
     /// Replays the log in `dir` (creating it if needed) and starts a writer on a new segment.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Replay)> {
+    /// Segments below `flushed_below` (or below the checkpoint file) are already in
+    /// Parquet: they are removed, not replayed.
+    pub fn open(dir: &Path, segment_bytes: u64, flushed_below: u64) -> Result<(Wal, Replay)> {
         fs::create_dir_all(dir)?;
-        let checkpoint = read_checkpoint(dir)?;
+        let checkpoint = read_checkpoint(dir)?.max(flushed_below);
         let segments = list_segments(dir)?;
         let mut replay = Replay {
             payloads: Vec::new(),
@@ -169,11 +171,29 @@ impl Wal {
             .map_err(|_| Error::Wal("wal writer stopped".into()))
     }
 
-    /// Appends one record and returns once it is durable, with the segment it landed in.
-    pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+    /// Queues one record; the receiver answers once it is durable, with its segment.
+    /// Records are written in the order they are queued.
+    pub fn submit(&self, payload: Vec<u8>) -> Result<oneshot::Receiver<Result<u64>>> {
+        if payload.is_empty() || payload.len() > MAX_RECORD_LEN {
+            return Err(Error::LimitExceeded(format!(
+                "wal record of {} bytes is outside 1..={MAX_RECORD_LEN}",
+                payload.len()
+            )));
+        }
         let (done, wait) = oneshot::channel();
         self.send(Request::Append { payload, done })?;
-        wait.await
+        Ok(wait)
+    }
+
+    /// Appends one record and returns once it is durable, with the segment it landed in.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+        Self::wait(self.submit(payload)?).await
+    }
+
+    /// Waits for a [`Wal::submit`]ted record to be durable.
+    pub async fn wait(receiver: oneshot::Receiver<Result<u64>>) -> Result<u64> {
+        receiver
+            .await
             .map_err(|_| Error::Wal("wal writer stopped".into()))?
     }
 
@@ -257,7 +277,10 @@ fn scan_segment(bytes: &[u8], out: &mut Vec<Vec<u8>>) -> (usize, bool) {
 struct Segment {
     number: u64,
     file: File,
+    /// Bytes written or buffered for this segment.
     bytes: u64,
+    /// Bytes known durable: a failed write is cut back to here.
+    synced_bytes: u64,
 }
 
 fn open_segment(dir: &Path, number: u64) -> std::io::Result<Segment> {
@@ -271,6 +294,7 @@ fn open_segment(dir: &Path, number: u64) -> std::io::Result<Segment> {
         number,
         file,
         bytes,
+        synced_bytes: bytes,
     })
 }
 
@@ -363,6 +387,7 @@ fn finish(
         .and_then(|()| open.file.sync_data());
     match &result {
         Ok(()) => {
+            open.synced_bytes = open.bytes;
             stats
                 .bytes_written
                 .fetch_add(buffer.len() as u64, Ordering::Relaxed);
@@ -375,7 +400,11 @@ fn finish(
             for done in waiting.drain(..) {
                 let _ = done.send(Err(Error::Wal(format!("write failed: {err}"))));
             }
-            // A failed write may leave a partial record: start a fresh segment next time.
+            // A failed write may leave a partial record, which replay would take for the
+            // end of the log: cut it off, then continue in a fresh segment.
+            if let Err(truncate_err) = open.file.set_len(open.synced_bytes) {
+                warn!(error = %truncate_err, segment = open.number, "cannot truncate a failed wal write");
+            }
             *segment = None;
         }
     }
@@ -398,7 +427,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         {
-            let (wal, replay) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (wal, replay) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
             assert!(replay.payloads.is_empty());
             rt.block_on(async {
                 for idx in 0..10u8 {
@@ -415,13 +444,13 @@ mod tests {
             .unwrap()
             .set_len(len - 10)
             .unwrap();
-        let (wal, replay) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
         assert_eq!(replay.payloads.len(), 9);
         assert_eq!(replay.corruptions, 1);
         assert_eq!(replay.payloads[8], vec![8u8; 100]);
         rt.block_on(async { wal.append(vec![42; 5]).await.unwrap() });
         drop(wal);
-        let (_wal, replay) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_wal, replay) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
         assert_eq!(replay.payloads.len(), 10);
         assert_eq!(replay.corruptions, 0);
     }
@@ -431,7 +460,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime();
         {
-            let (wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+            let (wal, _) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
             rt.block_on(async {
                 wal.append(vec![1; 10]).await.unwrap();
                 let next = wal.cut().await.unwrap();
@@ -440,7 +469,7 @@ mod tests {
                 wal.append(vec![3; 10]).await.unwrap();
             });
         }
-        let (_, replay) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, replay) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
         assert_eq!(replay.payloads, vec![vec![2; 10], vec![3; 10]]);
         drop(replay);
         // Flip a payload byte of the last record.
@@ -450,7 +479,7 @@ mod tests {
         let n = bytes.len();
         bytes[n - 1] ^= 0xff;
         fs::write(&last, bytes).unwrap();
-        let (_, replay) = Wal::open(dir.path(), 1 << 20).unwrap();
+        let (_, replay) = Wal::open(dir.path(), 1 << 20, 0).unwrap();
         assert_eq!(replay.corruptions, 1);
     }
 }
