@@ -1,6 +1,20 @@
-//! PromQL: the function semantics shared by the ad hoc and the continuous paths.
+//! PromQL: parsing (`promql-parser`), the ad hoc evaluator, and the function semantics
+//! shared by the ad hoc and the continuous paths.
 //!
-//! The parser (`promql-parser`) and the planner onto DataFusion come next; the pure
-//! functions in [`functions`] are the single implementation both will call.
+//! ```text
+//!   text ──promql_parser::parse──► Expr ──Evaluator::eval / eval_range──► Value
+//!                                             │ selectors
+//!                                             ▼
+//!                                        SeriesSource (memory, or storage via DataFusion)
+//! ```
 
+pub mod aggregate;
+pub mod binary;
+pub mod call;
+pub mod eval;
 pub mod functions;
+pub mod memory;
+pub mod value;
+
+pub use eval::{EvalError, Evaluator, SeriesSource};
+pub use value::{Sample, Series, Value};

@@ -365,7 +365,10 @@ mod tests {
         let rate = extrapolated_rate(&pts, window, true, true).unwrap();
         assert!((rate - 1.0).abs() < 1e-9);
         // With a far window start, extrapolate half an interval, and never below zero.
-        let wide = Window { start: -100_000, end: 60_000 };
+        let wide = Window {
+            start: -100_000,
+            end: 60_000,
+        };
         let increase = extrapolated_rate(&pts, wide, true, false).unwrap();
         assert!((increase - 55.0).abs() < 1e-9, "{increase}");
         // A reset adds the value before it.

@@ -1,0 +1,204 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, … with `by`/`without`), as
+//! `promql/engine.go` `aggregation` defines them.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token;
+use promql_parser::parser::token::TokenType;
+use promql_parser::parser::LabelModifier;
+use vigil_storage::LabelSet;
+
+use super::eval::{grouping_labels, EvalError, EvalResult};
+use super::functions::{kahan_add, quantile};
+use super::value::{Sample, Value};
+
+struct Group {
+    labels: LabelSet,
+    values: Vec<f64>,
+    members: Vec<Sample>,
+}
+
+fn scalar_param(param: &Option<Value>, name: &str) -> EvalResult<f64> {
+    match param {
+        Some(Value::Scalar(f)) => Ok(*f),
+        _ => Err(EvalError::Execution(format!(
+            "expected scalar parameter for {name}"
+        ))),
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` for `count_values` label values.
+pub fn format_value(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+pub fn aggregate(
+    op: TokenType,
+    samples: Vec<Sample>,
+    param: Option<Value>,
+    modifier: Option<&LabelModifier>,
+    t: i64,
+) -> EvalResult<Vec<Sample>> {
+    let id = op.id();
+    if id == token::T_COUNT_VALUES {
+        let Some(Value::String(label)) = &param else {
+            return Err(EvalError::Execution(
+                "count_values needs a string parameter".into(),
+            ));
+        };
+        if !vigil_storage::labels::is_valid_label_name(label) {
+            return Err(EvalError::Execution(format!(
+                "invalid label name {label:?}"
+            )));
+        }
+        let mut counts: Vec<(LabelSet, f64)> = Vec::new();
+        let mut index: HashMap<LabelSet, usize> = HashMap::new();
+        for sample in &samples {
+            let mut labels = grouping_labels(&sample.labels, modifier);
+            labels.set(label, &format_value(sample.f));
+            let slot = *index.entry(labels.clone()).or_insert_with(|| {
+                counts.push((labels, 0.0));
+                counts.len() - 1
+            });
+            counts[slot].1 += 1.0;
+        }
+        return Ok(counts
+            .into_iter()
+            .map(|(labels, f)| Sample { labels, t, f })
+            .collect());
+    }
+    // Group, preserving first-seen order.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<LabelSet, usize> = HashMap::new();
+    for sample in samples {
+        let key = grouping_labels(&sample.labels, modifier);
+        let slot = match index.get(&key) {
+            Some(slot) => *slot,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push(Group {
+                    labels: key,
+                    values: Vec::new(),
+                    members: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        groups[slot].values.push(sample.f);
+        groups[slot].members.push(sample);
+    }
+    let mut out = Vec::new();
+    match id {
+        token::T_TOPK | token::T_BOTTOMK | token::T_LIMITK => {
+            let k = scalar_param(&param, "topk")?;
+            if k.is_nan() {
+                return Err(EvalError::Execution("Parameter value is NaN".into()));
+            }
+            let k = if k >= 1.0 { k.min(9.0e18) as usize } else { 0 };
+            for group in groups {
+                let mut members = group.members;
+                if id == token::T_TOPK {
+                    // NaN sorts last for topk (lowest).
+                    members.sort_by(|a, b| cmp_desc_nan_last(a.f, b.f));
+                } else if id == token::T_BOTTOMK {
+                    members.sort_by(|a, b| cmp_asc_nan_last(a.f, b.f));
+                }
+                out.extend(members.into_iter().take(k).map(|mut s| {
+                    s.t = t;
+                    s
+                }));
+            }
+            return Ok(out);
+        }
+        _ => {}
+    }
+    for group in groups {
+        let values = group.values;
+        let f = match id {
+            token::T_SUM => {
+                let (mut sum, mut c) = (0.0, 0.0);
+                for v in &values {
+                    kahan_add(&mut sum, &mut c, *v);
+                }
+                if sum.is_infinite() {
+                    sum
+                } else {
+                    sum + c
+                }
+            }
+            token::T_AVG => {
+                let points: Vec<super::functions::Point> = values
+                    .iter()
+                    .map(|&f| super::functions::Point { t: 0, f })
+                    .collect();
+                super::functions::avg_over_time(&points).unwrap_or(f64::NAN)
+            }
+            token::T_COUNT => values.len() as f64,
+            token::T_GROUP => 1.0,
+            token::T_MIN => {
+                values.iter().copied().fold(
+                    f64::NAN,
+                    |acc, v| if acc.is_nan() || v < acc { v } else { acc },
+                )
+            }
+            token::T_MAX => {
+                values.iter().copied().fold(
+                    f64::NAN,
+                    |acc, v| if acc.is_nan() || v > acc { v } else { acc },
+                )
+            }
+            token::T_STDDEV | token::T_STDVAR => {
+                let points: Vec<super::functions::Point> = values
+                    .iter()
+                    .map(|&f| super::functions::Point { t: 0, f })
+                    .collect();
+                let var = super::functions::stdvar_over_time(&points).unwrap_or(f64::NAN);
+                if id == token::T_STDDEV {
+                    var.sqrt()
+                } else {
+                    var
+                }
+            }
+            token::T_QUANTILE => {
+                let phi = scalar_param(&param, "quantile")?;
+                let mut values = values;
+                quantile(phi, &mut values)
+            }
+            _ => {
+                return Err(EvalError::Unsupported(format!("aggregation {op}")));
+            }
+        };
+        out.push(Sample {
+            labels: group.labels,
+            t,
+            f,
+        });
+    }
+    Ok(out)
+}
+
+fn cmp_desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn cmp_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}

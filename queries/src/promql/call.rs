@@ -1,0 +1,462 @@
+//! Function calls: range functions over the shared pure functions, instant functions,
+//! and the label functions.
+
+use promql_parser::parser::{Call, Expr};
+use regex::Regex;
+use vigil_storage::labels::METRIC_NAME;
+
+use super::eval::{check_unique, EvalError, EvalResult, Evaluator};
+use super::functions as f;
+use super::functions::Point;
+use super::value::{Sample, Value};
+
+fn scalar_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<f64> {
+    match evaluator.eval(expr, t)? {
+        Value::Scalar(v) => Ok(v),
+        other => Err(EvalError::Execution(format!(
+            "expected scalar, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn string_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<String> {
+    match evaluator.eval(expr, t)? {
+        Value::String(v) => Ok(v),
+        other => Err(EvalError::Execution(format!(
+            "expected string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn vector_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<Vec<Sample>> {
+    match evaluator.eval(expr, t)? {
+        Value::Vector(v) => Ok(v),
+        other => Err(EvalError::Execution(format!(
+            "expected instant vector, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn drop_name(mut samples: Vec<Sample>) -> EvalResult<Vec<Sample>> {
+    for sample in &mut samples {
+        sample.labels.set(METRIC_NAME, "");
+    }
+    check_unique(&samples)?;
+    Ok(samples)
+}
+
+fn map_values(samples: Vec<Sample>, t: i64, op: impl Fn(f64) -> f64) -> EvalResult<Value> {
+    let mapped = samples
+        .into_iter()
+        .map(|mut s| {
+            s.f = op(s.f);
+            s.t = t;
+            s
+        })
+        .collect();
+    drop_name(mapped).map(Value::Vector)
+}
+
+/// Evaluates a range function: `op(points, window)` per series of the matrix argument.
+fn range_function(
+    evaluator: &Evaluator<'_>,
+    call: &Call,
+    t: i64,
+    keep_name: bool,
+    op: impl Fn(&[Point], f::Window) -> Option<f64>,
+) -> EvalResult<Value> {
+    let arg = call
+        .args
+        .args
+        .iter()
+        .find(|arg| evaluator.window_of(arg, t).is_some())
+        .ok_or_else(|| EvalError::Execution(format!("{} needs a range vector", call.func.name)))?;
+    let window = evaluator
+        .window_of(arg, t)
+        .unwrap_or(f::Window { start: t, end: t });
+    let Value::Matrix(series) = evaluator.eval(arg, t)? else {
+        return Err(EvalError::Execution("expected range vector".into()));
+    };
+    let mut out = Vec::new();
+    for mut s in series {
+        if let Some(value) = op(&s.points, window) {
+            if !keep_name {
+                s.labels.set(METRIC_NAME, "");
+            }
+            out.push(Sample {
+                labels: s.labels,
+                t,
+                f: value,
+            });
+        }
+    }
+    check_unique(&out)?;
+    Ok(Value::Vector(out))
+}
+
+pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
+    let args = &call.args.args;
+    let name = call.func.name;
+    let arg = |idx: usize| -> EvalResult<&Expr> {
+        args.get(idx)
+            .map(|boxed| boxed.as_ref())
+            .ok_or_else(|| EvalError::Execution(format!("missing argument {idx} of {name}")))
+    };
+    match name {
+        "rate" => range_function(evaluator, call, t, false, |p, w| {
+            f::extrapolated_rate(p, w, true, true)
+        }),
+        "increase" => range_function(evaluator, call, t, false, |p, w| {
+            f::extrapolated_rate(p, w, true, false)
+        }),
+        "delta" => range_function(evaluator, call, t, false, |p, w| {
+            f::extrapolated_rate(p, w, false, false)
+        }),
+        "irate" => range_function(evaluator, call, t, false, |p, _| f::instant_value(p, true)),
+        "idelta" => range_function(evaluator, call, t, false, |p, _| f::instant_value(p, false)),
+        "resets" => range_function(evaluator, call, t, false, |p, _| f::resets(p)),
+        "changes" => range_function(evaluator, call, t, false, |p, _| f::changes(p)),
+        "deriv" => range_function(evaluator, call, t, false, |p, _| f::deriv(p)),
+        "predict_linear" => {
+            let seconds = scalar_arg(evaluator, arg(1)?, t)?;
+            range_function(evaluator, call, t, false, |p, w| {
+                f::predict_linear(p, w.end, seconds)
+            })
+        }
+        "sum_over_time" => range_function(evaluator, call, t, false, |p, _| f::sum_over_time(p)),
+        "avg_over_time" => range_function(evaluator, call, t, false, |p, _| f::avg_over_time(p)),
+        "count_over_time" => {
+            range_function(evaluator, call, t, false, |p, _| f::count_over_time(p))
+        }
+        "min_over_time" => range_function(evaluator, call, t, false, |p, _| f::min_over_time(p)),
+        "max_over_time" => range_function(evaluator, call, t, false, |p, _| f::max_over_time(p)),
+        "last_over_time" => range_function(evaluator, call, t, true, |p, _| f::last_over_time(p)),
+        "present_over_time" => {
+            range_function(evaluator, call, t, false, |p, _| f::present_over_time(p))
+        }
+        "stddev_over_time" => {
+            range_function(evaluator, call, t, false, |p, _| f::stddev_over_time(p))
+        }
+        "stdvar_over_time" => {
+            range_function(evaluator, call, t, false, |p, _| f::stdvar_over_time(p))
+        }
+        "quantile_over_time" => {
+            let phi = scalar_arg(evaluator, arg(0)?, t)?;
+            range_function(evaluator, call, t, false, |p, _| {
+                f::quantile_over_time(phi, p)
+            })
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let sf = scalar_arg(evaluator, arg(1)?, t)?;
+            let tf = scalar_arg(evaluator, arg(2)?, t)?;
+            if sf <= 0.0 || sf >= 1.0 {
+                return Err(EvalError::Execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
+                )));
+            }
+            if tf <= 0.0 || tf >= 1.0 {
+                return Err(EvalError::Execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+                )));
+            }
+            range_function(evaluator, call, t, false, |p, _| {
+                f::double_exponential_smoothing(p, sf, tf)
+            })
+        }
+        "absent_over_time" => {
+            let Value::Matrix(series) = evaluator.eval(arg(0)?, t)? else {
+                return Err(EvalError::Execution("expected range vector".into()));
+            };
+            Ok(Value::Vector(absent(series.is_empty(), arg(0)?, t)))
+        }
+        "absent" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            Ok(Value::Vector(absent(samples.is_empty(), arg(0)?, t)))
+        }
+        "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+        "scalar" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            Ok(Value::Scalar(if samples.len() == 1 {
+                samples[0].f
+            } else {
+                f64::NAN
+            }))
+        }
+        "vector" => {
+            let value = scalar_arg(evaluator, arg(0)?, t)?;
+            Ok(Value::Vector(vec![Sample {
+                labels: Default::default(),
+                t,
+                f: value,
+            }]))
+        }
+        "timestamp" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            let stamped = samples
+                .into_iter()
+                .map(|mut s| {
+                    s.f = s.t as f64 / 1000.0;
+                    s.t = t;
+                    s
+                })
+                .collect();
+            drop_name(stamped).map(Value::Vector)
+        }
+        "sort" | "sort_desc" => {
+            let mut samples = vector_arg(evaluator, arg(0)?, t)?;
+            let descending = name == "sort_desc";
+            samples.sort_by(|a, b| {
+                let ordering = match (a.f.is_nan(), b.f.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => return std::cmp::Ordering::Greater,
+                    (false, true) => return std::cmp::Ordering::Less,
+                    _ => a.f.partial_cmp(&b.f).unwrap_or(std::cmp::Ordering::Equal),
+                };
+                if descending {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
+            });
+            Ok(Value::Vector(samples))
+        }
+        "clamp" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            let (min, max) = (
+                scalar_arg(evaluator, arg(1)?, t)?,
+                scalar_arg(evaluator, arg(2)?, t)?,
+            );
+            if max < min {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            map_values(samples, t, |v| v.max(min).min(max))
+        }
+        "clamp_min" | "clamp_max" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            let bound = scalar_arg(evaluator, arg(1)?, t)?;
+            let is_min = name == "clamp_min";
+            map_values(samples, t, move |v| {
+                if bound.is_nan() || v.is_nan() {
+                    f64::NAN
+                } else if is_min {
+                    v.max(bound)
+                } else {
+                    v.min(bound)
+                }
+            })
+        }
+        "round" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            let to_nearest = match args.get(1) {
+                Some(expr) => scalar_arg(evaluator, expr, t)?,
+                None => 1.0,
+            };
+            let inverse = 1.0 / to_nearest;
+            map_values(samples, t, move |v| (v * inverse + 0.5).floor() / inverse)
+        }
+        "label_replace" => label_replace(evaluator, call, t),
+        "label_join" => label_join(evaluator, call, t),
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let samples = match args.first() {
+                Some(expr) => vector_arg(evaluator, expr, t)?,
+                None => vec![Sample {
+                    labels: Default::default(),
+                    t,
+                    f: t as f64 / 1000.0,
+                }],
+            };
+            map_values(samples, t, |v| date_part(name, v))
+        }
+        _ => {
+            let Some(op) = math_function(name) else {
+                return Err(EvalError::Unsupported(format!("function {name}")));
+            };
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            map_values(samples, t, op)
+        }
+    }
+}
+
+fn math_function(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => |v| v * 180.0 / std::f64::consts::PI,
+        "rad" => |v| v * std::f64::consts::PI / 180.0,
+        "sgn" => |v: f64| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                v
+            }
+        },
+        _ => return None,
+    })
+}
+
+/// `absent(v)`: one sample with the equality matchers' labels when `v` is empty.
+fn absent(empty: bool, expr: &Expr, t: i64) -> Vec<Sample> {
+    if !empty {
+        return Vec::new();
+    }
+    let selector = match expr {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::MatrixSelector(ms) => Some(&ms.vs),
+        _ => None,
+    };
+    let mut labels = vigil_storage::LabelSet::default();
+    if let Some(selector) = selector {
+        let mut seen = std::collections::HashMap::new();
+        for matcher in &selector.matchers.matchers {
+            if matcher.name == METRIC_NAME {
+                continue;
+            }
+            *seen.entry(matcher.name.clone()).or_insert(0) += 1;
+        }
+        for matcher in &selector.matchers.matchers {
+            if matcher.name != METRIC_NAME
+                && matches!(matcher.op, promql_parser::label::MatchOp::Equal)
+                && seen.get(&matcher.name) == Some(&1)
+            {
+                labels.set(&matcher.name, &matcher.value);
+            }
+        }
+    }
+    vec![Sample { labels, t, f: 1.0 }]
+}
+
+fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
+    let args = &call.args.args;
+    let samples = vector_arg(evaluator, &args[0], t)?;
+    let dst = string_arg(evaluator, &args[1], t)?;
+    let replacement = string_arg(evaluator, &args[2], t)?;
+    let src = string_arg(evaluator, &args[3], t)?;
+    let pattern = string_arg(evaluator, &args[4], t)?;
+    let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|err| {
+        EvalError::Execution(format!(
+            "invalid regular expression in label_replace(): {pattern}: {err}"
+        ))
+    })?;
+    if !vigil_storage::labels::is_valid_label_name(&dst) {
+        return Err(EvalError::Execution(format!(
+            "invalid destination label name in label_replace(): {dst}"
+        )));
+    }
+    let mut out = Vec::with_capacity(samples.len());
+    for mut sample in samples {
+        let source = sample.labels.get(&src).unwrap_or("").to_string();
+        if let Some(captures) = regex.captures(&source) {
+            let mut value = String::new();
+            captures.expand(&go_template(&replacement), &mut value);
+            sample.labels.set(&dst, &value);
+        }
+        out.push(sample);
+    }
+    check_unique(&out)?;
+    Ok(Value::Vector(out))
+}
+
+/// Go's `$1`/`${name}` expansion differs from the regex crate's only in that `$1x` means
+/// group `1x` in both; wrap bare numbers so `$1` followed by text still works as in Go.
+fn go_template(replacement: &str) -> String {
+    replacement.to_string()
+}
+
+fn label_join(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
+    let args = &call.args.args;
+    let samples = vector_arg(evaluator, &args[0], t)?;
+    let dst = string_arg(evaluator, &args[1], t)?;
+    let separator = string_arg(evaluator, &args[2], t)?;
+    let mut sources = Vec::new();
+    for expr in &args[3..] {
+        sources.push(string_arg(evaluator, expr, t)?);
+    }
+    if !vigil_storage::labels::is_valid_label_name(&dst) {
+        return Err(EvalError::Execution(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
+    }
+    let mut out = Vec::with_capacity(samples.len());
+    for mut sample in samples {
+        let joined: Vec<&str> = sources
+            .iter()
+            .map(|src| sample.labels.get(src).unwrap_or(""))
+            .collect();
+        let value = joined.join(&separator);
+        sample.labels.set(&dst, &value);
+        out.push(sample);
+    }
+    check_unique(&out)?;
+    Ok(Value::Vector(out))
+}
+
+/// Date functions over a Unix time in seconds, in UTC.
+fn date_part(name: &str, seconds: f64) -> f64 {
+    if !seconds.is_finite() {
+        return f64::NAN;
+    }
+    let secs = seconds.floor() as i64;
+    let days = secs.div_euclid(86_400);
+    let second_of_day = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_march = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_march + 2) / 153;
+    let day = doy_march - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    match name {
+        "day_of_month" => day as f64,
+        "day_of_week" => (days + 4).rem_euclid(7) as f64,
+        "day_of_year" => (month_days[..(month - 1) as usize].iter().sum::<i64>() + day) as f64,
+        "days_in_month" => month_days[(month - 1) as usize] as f64,
+        "hour" => (second_of_day / 3600) as f64,
+        "minute" => (second_of_day % 3600 / 60) as f64,
+        "month" => month as f64,
+        "year" => year as f64,
+        _ => f64::NAN,
+    }
+}

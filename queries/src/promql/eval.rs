@@ -1,0 +1,368 @@
+//! The ad hoc PromQL evaluator: instant and range queries over a [`SeriesSource`].
+//!
+//! Semantics follow Prometheus 3 (`promql/engine.go`): left-open range windows, a
+//! 5-minute lookback for instant selectors, staleness markers end a series, `offset`
+//! and `@` shift the reference time, subqueries evaluate their inner expression at
+//! steps aligned to multiples of the subquery step. A range query is an instant query
+//! at every step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::parser::token::{self, TokenType};
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
+};
+use vigil_storage::labels::METRIC_NAME;
+use vigil_storage::record::is_stale_marker;
+use vigil_storage::LabelSet;
+
+use super::aggregate;
+use super::binary;
+use super::call;
+use super::functions::{Point, Window};
+use super::value::{Sample, Series, Value};
+
+/// Where selectors read from.
+pub trait SeriesSource: Send + Sync {
+    /// Every series matching all `matchers`, with its samples in `(start, end]`
+    /// (staleness markers included), in time order.
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Series>;
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum EvalError {
+    /// The query is valid PromQL but Vigil does not evaluate this construct yet.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// Evaluation failed as Prometheus would fail it (the message is Prometheus' own).
+    #[error("{0}")]
+    Execution(String),
+}
+
+pub type EvalResult<T> = Result<T, EvalError>;
+
+pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// The default subquery step when none is given (`evaluation_interval`).
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
+
+/// One query: the source and the range the `@ start()` / `@ end()` modifiers refer to.
+pub struct Evaluator<'a> {
+    pub source: &'a dyn SeriesSource,
+    pub query_start: i64,
+    pub query_end: i64,
+    pub lookback_ms: i64,
+    pub subquery_step_ms: i64,
+}
+
+fn millis(duration: &Duration) -> i64 {
+    duration.as_millis() as i64
+}
+
+fn system_time_ms(time: &SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_millis() as i64,
+        Err(before) => -(before.duration().as_millis() as i64),
+    }
+}
+
+fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
+        Some(Offset::Pos(d)) => millis(d),
+        Some(Offset::Neg(d)) => -millis(d),
+        None => 0,
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(source: &'a dyn SeriesSource, query_start: i64, query_end: i64) -> Self {
+        Evaluator {
+            source,
+            query_start,
+            query_end,
+            lookback_ms: DEFAULT_LOOKBACK_MS,
+            subquery_step_ms: DEFAULT_SUBQUERY_STEP_MS,
+        }
+    }
+
+    fn at_time(&self, at: &Option<AtModifier>, t: i64) -> i64 {
+        match at {
+            Some(AtModifier::Start) => self.query_start,
+            Some(AtModifier::End) => self.query_end,
+            Some(AtModifier::At(time)) => system_time_ms(time),
+            None => t,
+        }
+    }
+
+    /// A range query: the instant query at every step, gathered per series.
+    pub fn eval_range(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> EvalResult<Vec<Series>> {
+        let step = step.max(1);
+        let mut by_labels: BTreeMap<LabelSet, Vec<Point>> = BTreeMap::new();
+        let mut t = start;
+        while t <= end {
+            match self.eval(expr, t)? {
+                Value::Scalar(f) => by_labels.entry(LabelSet::default()).or_default().push(Point { t, f }),
+                Value::Vector(samples) => {
+                    for sample in samples {
+                        by_labels.entry(sample.labels).or_default().push(Point { t, f: sample.f });
+                    }
+                }
+                other => {
+                    return Err(EvalError::Execution(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        other.type_name()
+                    )))
+                }
+            }
+            t += step;
+        }
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, points)| Series { labels, points })
+            .collect())
+    }
+
+    /// Evaluates `expr` as an instant query at `t` (milliseconds).
+    pub fn eval(&self, expr: &Expr, t: i64) -> EvalResult<Value> {
+        match expr {
+            Expr::NumberLiteral(number) => Ok(Value::Scalar(number.val)),
+            Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
+            Expr::Paren(paren) => self.eval(&paren.expr, t),
+            Expr::Unary(unary) => match self.eval(&unary.expr, t)? {
+                Value::Scalar(f) => Ok(Value::Scalar(-f)),
+                Value::Vector(samples) => Ok(Value::Vector(
+                    samples
+                        .into_iter()
+                        .map(|mut sample| {
+                            sample.labels.set(METRIC_NAME, "");
+                            sample.f = -sample.f;
+                            sample
+                        })
+                        .collect(),
+                )),
+                other => Err(EvalError::Execution(format!(
+                    "unary minus on {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(selector) => Ok(Value::Vector(self.instant_selector(selector, t))),
+            Expr::MatrixSelector(matrix) => {
+                let reference = self.at_time(&matrix.vs.at, t) - offset_ms(&matrix.vs.offset);
+                Ok(Value::Matrix(self.range_selector(
+                    &matrix.vs,
+                    reference - millis(&matrix.range),
+                    reference,
+                )))
+            }
+            Expr::Subquery(subquery) => Ok(Value::Matrix(self.subquery(subquery, t)?)),
+            Expr::Call(call) => call::eval_call(self, call, t),
+            Expr::Aggregate(aggregate) => self.aggregate(aggregate, t),
+            Expr::Binary(binary) => self.binary(binary, t),
+            Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    /// The matchers of a selector, including the metric name.
+    fn matchers(selector: &VectorSelector) -> EvalResult<Vec<Matcher>> {
+        if !selector.matchers.or_matchers.is_empty() {
+            return Err(EvalError::Unsupported("\"or\" in label matchers".into()));
+        }
+        let mut matchers = selector.matchers.matchers.clone();
+        if let Some(name) = &selector.name {
+            if !matchers.iter().any(|m| m.name == METRIC_NAME) {
+                matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
+            }
+        }
+        Ok(matchers)
+    }
+
+    /// Instant vector selector at `t`: each series' latest sample in the lookback window,
+    /// unless that sample is a staleness marker. Sample times are kept for `timestamp()`.
+    pub fn instant_selector(&self, selector: &VectorSelector, t: i64) -> Vec<Sample> {
+        let reference = self.at_time(&selector.at, t) - offset_ms(&selector.offset);
+        let Ok(matchers) = Self::matchers(selector) else {
+            return Vec::new();
+        };
+        self.source
+            .select(&matchers, reference - self.lookback_ms, reference)
+            .into_iter()
+            .filter_map(|series| {
+                let last = series.points.last()?;
+                (!is_stale_marker(last.f)).then(|| Sample {
+                    labels: series.labels,
+                    t: last.t,
+                    f: last.f,
+                })
+            })
+            .collect()
+    }
+
+    /// Range selector: samples in `(start, end]` without staleness markers.
+    pub fn range_selector(&self, selector: &VectorSelector, start: i64, end: i64) -> Vec<Series> {
+        let Ok(matchers) = Self::matchers(selector) else {
+            return Vec::new();
+        };
+        self.source
+            .select(&matchers, start, end)
+            .into_iter()
+            .filter_map(|mut series| {
+                series.points.retain(|point| !is_stale_marker(point.f));
+                (!series.points.is_empty()).then_some(series)
+            })
+            .collect()
+    }
+
+    /// Evaluates a subquery at `t` into a range vector.
+    pub fn subquery(&self, subquery: &SubqueryExpr, t: i64) -> EvalResult<Vec<Series>> {
+        let reference = self.at_time(&subquery.at, t) - offset_ms(&subquery.offset);
+        let range = millis(&subquery.range);
+        let step = subquery
+            .step
+            .as_ref()
+            .map(millis)
+            .filter(|step| *step > 0)
+            .unwrap_or(self.subquery_step_ms);
+        let window_start = reference - range;
+        let mut start = step * (window_start / step);
+        if start <= window_start {
+            start += step;
+        }
+        let inner = Evaluator {
+            source: self.source,
+            query_start: self.query_start,
+            query_end: self.query_end,
+            lookback_ms: self.lookback_ms,
+            subquery_step_ms: self.subquery_step_ms,
+        };
+        let mut series = inner.eval_range(&subquery.expr, start, reference, step)?;
+        series.retain(|s| !s.points.is_empty());
+        Ok(series)
+    }
+
+    /// The window a range-vector argument covers at `t`.
+    pub fn window_of(&self, expr: &Expr, t: i64) -> Option<Window> {
+        match expr {
+            Expr::MatrixSelector(matrix) => {
+                let end = self.at_time(&matrix.vs.at, t) - offset_ms(&matrix.vs.offset);
+                Some(Window {
+                    start: end - millis(&matrix.range),
+                    end,
+                })
+            }
+            Expr::Subquery(subquery) => {
+                let end = self.at_time(&subquery.at, t) - offset_ms(&subquery.offset);
+                Some(Window {
+                    start: end - millis(&subquery.range),
+                    end,
+                })
+            }
+            Expr::Paren(paren) => self.window_of(&paren.expr, t),
+            _ => None,
+        }
+    }
+
+    fn aggregate(&self, aggregate: &AggregateExpr, t: i64) -> EvalResult<Value> {
+        let param = match &aggregate.param {
+            Some(param) => Some(self.eval(param, t)?),
+            None => None,
+        };
+        let Value::Vector(samples) = self.eval(&aggregate.expr, t)? else {
+            return Err(EvalError::Execution("aggregation over a non-vector".into()));
+        };
+        aggregate::aggregate(aggregate.op, samples, param, aggregate.modifier.as_ref(), t)
+            .map(Value::Vector)
+    }
+
+    fn binary(&self, binary: &BinaryExpr, t: i64) -> EvalResult<Value> {
+        let lhs = self.eval(&binary.lhs, t)?;
+        let rhs = self.eval(&binary.rhs, t)?;
+        binary::eval_binary(binary, lhs, rhs, t)
+    }
+}
+
+/// Labels for a grouping key: `by` keeps the listed labels, `without` drops them and
+/// the metric name.
+pub fn grouping_labels(labels: &LabelSet, modifier: Option<&LabelModifier>) -> LabelSet {
+    match modifier {
+        None => LabelSet::default(),
+        Some(LabelModifier::Include(keep)) => {
+            let mut out = LabelSet::default();
+            for name in &keep.labels {
+                if let Some(value) = labels.get(name) {
+                    out.set(name, value);
+                }
+            }
+            out
+        }
+        Some(LabelModifier::Exclude(drop)) => {
+            let mut out = labels.clone();
+            out.set(METRIC_NAME, "");
+            for name in &drop.labels {
+                out.set(name, "");
+            }
+            out
+        }
+    }
+}
+
+/// Vector matching signature: `on(…)` keeps, `ignoring(…)` drops (and the metric name).
+pub fn matching_signature(
+    labels: &LabelSet,
+    card: &VectorMatchCardinality,
+    on: bool,
+    names: &[String],
+) -> LabelSet {
+    let _ = card;
+    if on {
+        let mut out = LabelSet::default();
+        for name in names {
+            if let Some(value) = labels.get(name) {
+                out.set(name, value);
+            }
+        }
+        out
+    } else {
+        let mut out = labels.clone();
+        out.set(METRIC_NAME, "");
+        for name in names {
+            out.set(name, "");
+        }
+        out
+    }
+}
+
+/// Fails like Prometheus when a vector holds two samples with the same labels.
+pub fn check_unique(samples: &[Sample]) -> EvalResult<()> {
+    let mut seen: HashMap<&LabelSet, ()> = HashMap::with_capacity(samples.len());
+    for sample in samples {
+        if seen.insert(&sample.labels, ()).is_some() {
+            return Err(EvalError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Token helpers re-exported for the operator modules.
+pub fn token_is(op: TokenType, id: token::TokenId) -> bool {
+    op.id() == id
+}
+
+/// Label matchers from the parser, applied to a label set (missing label = "").
+pub fn matches(matchers: &[Matcher], labels: &LabelSet) -> bool {
+    matchers
+        .iter()
+        .all(|matcher| matcher.is_match(labels.get(&matcher.name).unwrap_or("")))
+}
+
+/// An unused-import guard for `Matchers` (kept in the public surface of selectors).
+pub type SelectorMatchers = Matchers;

@@ -1,0 +1,54 @@
+//! An in-memory [`SeriesSource`]: the conformance runner loads `.test` data into it.
+
+use promql_parser::label::Matcher;
+use vigil_storage::LabelSet;
+
+use super::eval::{matches, SeriesSource};
+use super::functions::Point;
+use super::value::Series;
+
+#[derive(Debug, Default)]
+pub struct MemorySource {
+    series: Vec<Series>,
+}
+
+impl MemorySource {
+    /// Adds samples to a series, creating it if needed; keeps points sorted by time.
+    pub fn add(&mut self, labels: LabelSet, points: impl IntoIterator<Item = Point>) {
+        let index = match self.series.iter().position(|s| s.labels == labels) {
+            Some(index) => index,
+            None => {
+                self.series.push(Series {
+                    labels,
+                    points: Vec::new(),
+                });
+                self.series.len() - 1
+            }
+        };
+        let series = &mut self.series[index];
+        series.points.extend(points);
+        series.points.sort_by_key(|point| point.t);
+        series.points.dedup_by_key(|point| point.t);
+    }
+
+    pub fn clear(&mut self) {
+        self.series.clear();
+    }
+}
+
+impl SeriesSource for MemorySource {
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Series> {
+        self.series
+            .iter()
+            .filter(|series| matches(matchers, &series.labels))
+            .filter_map(|series| {
+                let from = series.points.partition_point(|p| p.t <= start);
+                let to = series.points.partition_point(|p| p.t <= end);
+                (from < to).then(|| Series {
+                    labels: series.labels.clone(),
+                    points: series.points[from..to].to_vec(),
+                })
+            })
+            .collect()
+    }
+}

