@@ -72,7 +72,7 @@ pub fn aggregate(
         }
         return Ok(counts
             .into_iter()
-            .map(|(labels, f)| Sample { labels, t, f })
+            .map(|(labels, f)| Sample::new(labels, t, f))
             .collect());
     }
     // Group, preserving first-seen order.
@@ -121,7 +121,7 @@ pub fn aggregate(
         _ => {}
     }
     for group in groups {
-        let values = group.values;
+        let values = group.values.clone();
         let f = match id {
             token::T_SUM => {
                 let (mut sum, mut c) = (0.0, 0.0);
@@ -176,10 +176,13 @@ pub fn aggregate(
                 return Err(EvalError::Unsupported(format!("aggregation {op}")));
             }
         };
+        let drop_name = group.labels.metric_name().is_some()
+            && group.members.iter().any(|member| member.drop_name);
         out.push(Sample {
             labels: group.labels,
             t,
             f,
+            drop_name,
         });
     }
     Ok(out)

@@ -10,7 +10,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::LabelSet;
 
-use super::eval::{check_unique, matching_signature, EvalError, EvalResult};
+use super::eval::{matching_signature, EvalError, EvalResult};
 use super::value::{Sample, Value};
 
 fn is_comparison(op: TokenType) -> bool {
@@ -99,15 +99,12 @@ fn vector_scalar(
         }
         if keep {
             if return_bool || !is_comparison(op) {
-                sample.labels.set(METRIC_NAME, "");
+                sample.drop_name = true;
             }
             sample.f = value;
             sample.t = t;
             out.push(sample);
         }
-    }
-    if !is_comparison(op) || return_bool {
-        check_unique(&out)?;
     }
     Ok(out)
 }
@@ -147,7 +144,7 @@ fn vector_vector(
 ) -> EvalResult<Vec<Sample>> {
     let op = binary.op;
     let (card, on, names, include) = signature_parts(binary);
-    let sig = |labels: &LabelSet| matching_signature(labels, &card, on, &names);
+    let sig = |labels: &LabelSet| matching_signature(labels, on, &names);
     if is_set(op) {
         return Ok(match op.id() {
             token::T_LAND => {
@@ -212,9 +209,7 @@ fn vector_vector(
             continue;
         }
         let mut labels = sample.labels.clone();
-        if return_bool || !is_comparison(op) {
-            labels.set(METRIC_NAME, "");
-        }
+        let drop_name = return_bool || !is_comparison(op) || sample.drop_name;
         if matches!(card, VectorMatchCardinality::OneToOne) {
             if on {
                 let mut kept = LabelSet::default();
@@ -233,8 +228,11 @@ fn vector_vector(
         for name in &include {
             labels.set(name, other.labels.get(name).unwrap_or(""));
         }
-        if !seen_result.insert(labels.clone()) && !matches!(card, VectorMatchCardinality::OneToOne)
-        {
+        let mut result_key = labels.clone();
+        if drop_name {
+            result_key.set(METRIC_NAME, "");
+        }
+        if !seen_result.insert(result_key) && !matches!(card, VectorMatchCardinality::OneToOne) {
             return Err(EvalError::Execution(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
@@ -243,6 +241,7 @@ fn vector_vector(
             labels,
             t,
             f: value,
+            drop_name,
         });
     }
     Ok(out)

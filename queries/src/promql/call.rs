@@ -5,7 +5,7 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 use vigil_storage::labels::METRIC_NAME;
 
-use super::eval::{check_unique, EvalError, EvalResult, Evaluator};
+use super::eval::{EvalError, EvalResult, Evaluator};
 use super::functions as f;
 use super::functions::Point;
 use super::value::{Sample, Value};
@@ -42,9 +42,8 @@ fn vector_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<Vec<
 
 fn drop_name(mut samples: Vec<Sample>) -> EvalResult<Vec<Sample>> {
     for sample in &mut samples {
-        sample.labels.set(METRIC_NAME, "");
+        sample.drop_name = true;
     }
-    check_unique(&samples)?;
     Ok(samples)
 }
 
@@ -81,19 +80,16 @@ fn range_function(
         return Err(EvalError::Execution("expected range vector".into()));
     };
     let mut out = Vec::new();
-    for mut s in series {
+    for s in series {
         if let Some(value) = op(&s.points, window) {
-            if !keep_name {
-                s.labels.set(METRIC_NAME, "");
-            }
             out.push(Sample {
                 labels: s.labels,
                 t,
                 f: value,
+                drop_name: s.drop_name || !keep_name,
             });
         }
     }
-    check_unique(&out)?;
     Ok(Value::Vector(out))
 }
 
@@ -188,11 +184,11 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         }
         "vector" => {
             let value = scalar_arg(evaluator, arg(0)?, t)?;
-            Ok(Value::Vector(vec![Sample {
-                labels: Default::default(),
+            Ok(Value::Vector(vec![Sample::new(
+                Default::default(),
                 t,
-                f: value,
-            }]))
+                value,
+            )]))
         }
         "timestamp" => {
             let samples = vector_arg(evaluator, arg(0)?, t)?;
@@ -264,11 +260,7 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         | "month" | "year" => {
             let samples = match args.first() {
                 Some(expr) => vector_arg(evaluator, expr, t)?,
-                None => vec![Sample {
-                    labels: Default::default(),
-                    t,
-                    f: t as f64 / 1000.0,
-                }],
+                None => vec![Sample::new(Default::default(), t, t as f64 / 1000.0)],
             };
             map_values(samples, t, |v| date_part(name, v))
         }
@@ -347,7 +339,7 @@ fn absent(empty: bool, expr: &Expr, t: i64) -> Vec<Sample> {
             }
         }
     }
-    vec![Sample { labels, t, f: 1.0 }]
+    vec![Sample::new(labels, t, 1.0)]
 }
 
 fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
@@ -374,10 +366,12 @@ fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             let mut value = String::new();
             captures.expand(&go_template(&replacement), &mut value);
             sample.labels.set(&dst, &value);
+            if dst == METRIC_NAME {
+                sample.drop_name = false;
+            }
         }
         out.push(sample);
     }
-    check_unique(&out)?;
     Ok(Value::Vector(out))
 }
 
@@ -409,9 +403,11 @@ fn label_join(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Valu
             .collect();
         let value = joined.join(&separator);
         sample.labels.set(&dst, &value);
+        if dst == METRIC_NAME {
+            sample.drop_name = false;
+        }
         out.push(sample);
     }
-    check_unique(&out)?;
     Ok(Value::Vector(out))
 }
 

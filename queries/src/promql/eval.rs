@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
-    VectorMatchCardinality, VectorSelector,
+    VectorSelector,
 };
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::record::is_stale_marker;
@@ -96,23 +96,51 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// An instant query at `t`: evaluation, then the delayed removal of metric names.
+    pub fn instant_query(&self, expr: &Expr, t: i64) -> EvalResult<Value> {
+        match self.eval(expr, t)? {
+            Value::Vector(samples) => finalize(samples).map(Value::Vector),
+            other => Ok(other),
+        }
+    }
+
     /// A range query: the instant query at every step, gathered per series.
-    pub fn eval_range(
+    pub fn range_query(
         &self,
         expr: &Expr,
         start: i64,
         end: i64,
         step: i64,
     ) -> EvalResult<Vec<Series>> {
+        self.eval_steps(expr, start, end, step, true)
+    }
+
+    /// Evaluates at every step; with `finalize_steps` names are removed per step (a
+    /// query), otherwise the removal stays pending in the series (a subquery).
+    fn eval_steps(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        finalize_steps: bool,
+    ) -> EvalResult<Vec<Series>> {
         let step = step.max(1);
-        let mut by_labels: BTreeMap<LabelSet, Vec<Point>> = BTreeMap::new();
+        let mut by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)> = BTreeMap::new();
         let mut t = start;
         while t <= end {
             match self.eval(expr, t)? {
-                Value::Scalar(f) => by_labels.entry(LabelSet::default()).or_default().push(Point { t, f }),
+                Value::Scalar(f) => by_labels
+                    .entry(LabelSet::default())
+                    .or_default()
+                    .0
+                    .push(Point { t, f }),
                 Value::Vector(samples) => {
+                    let samples = if finalize_steps { finalize(samples)? } else { samples };
                     for sample in samples {
-                        by_labels.entry(sample.labels).or_default().push(Point { t, f: sample.f });
+                        let entry = by_labels.entry(sample.labels).or_default();
+                        entry.0.push(Point { t, f: sample.f });
+                        entry.1 |= sample.drop_name;
                     }
                 }
                 other => {
@@ -126,7 +154,11 @@ impl<'a> Evaluator<'a> {
         }
         Ok(by_labels
             .into_iter()
-            .map(|(labels, points)| Series { labels, points })
+            .map(|(labels, (points, drop_name))| Series {
+                labels,
+                points,
+                drop_name,
+            })
             .collect())
     }
 
@@ -142,7 +174,7 @@ impl<'a> Evaluator<'a> {
                     samples
                         .into_iter()
                         .map(|mut sample| {
-                            sample.labels.set(METRIC_NAME, "");
+                            sample.drop_name = true;
                             sample.f = -sample.f;
                             sample
                         })
@@ -196,11 +228,7 @@ impl<'a> Evaluator<'a> {
             .into_iter()
             .filter_map(|series| {
                 let last = series.points.last()?;
-                (!is_stale_marker(last.f)).then(|| Sample {
-                    labels: series.labels,
-                    t: last.t,
-                    f: last.f,
-                })
+                (!is_stale_marker(last.f)).then(|| Sample::new(series.labels, last.t, last.f))
             })
             .collect()
     }
@@ -242,7 +270,7 @@ impl<'a> Evaluator<'a> {
             lookback_ms: self.lookback_ms,
             subquery_step_ms: self.subquery_step_ms,
         };
-        let mut series = inner.eval_range(&subquery.expr, start, reference, step)?;
+        let mut series = inner.eval_steps(&subquery.expr, start, reference, step, false)?;
         series.retain(|s| !s.points.is_empty());
         Ok(series)
     }
@@ -314,13 +342,7 @@ pub fn grouping_labels(labels: &LabelSet, modifier: Option<&LabelModifier>) -> L
 }
 
 /// Vector matching signature: `on(…)` keeps, `ignoring(…)` drops (and the metric name).
-pub fn matching_signature(
-    labels: &LabelSet,
-    card: &VectorMatchCardinality,
-    on: bool,
-    names: &[String],
-) -> LabelSet {
-    let _ = card;
+pub fn matching_signature(labels: &LabelSet, on: bool, names: &[String]) -> LabelSet {
     if on {
         let mut out = LabelSet::default();
         for name in names {
@@ -337,6 +359,18 @@ pub fn matching_signature(
         }
         out
     }
+}
+
+/// Removes the metric names marked for removal, then checks the labels are unique.
+pub fn finalize(mut samples: Vec<Sample>) -> EvalResult<Vec<Sample>> {
+    for sample in &mut samples {
+        if sample.drop_name {
+            sample.labels.set(METRIC_NAME, "");
+            sample.drop_name = false;
+        }
+    }
+    check_unique(&samples)?;
+    Ok(samples)
 }
 
 /// Fails like Prometheus when a vector holds two samples with the same labels.
@@ -363,6 +397,3 @@ pub fn matches(matchers: &[Matcher], labels: &LabelSet) -> bool {
         .iter()
         .all(|matcher| matcher.is_match(labels.get(&matcher.name).unwrap_or("")))
 }
-
-/// An unused-import guard for `Matchers` (kept in the public surface of selectors).
-pub type SelectorMatchers = Matchers;

@@ -21,6 +21,7 @@ impl MemorySource {
                 self.series.push(Series {
                     labels,
                     points: Vec::new(),
+                    drop_name: false,
                 });
                 self.series.len() - 1
             }
@@ -47,6 +48,7 @@ impl SeriesSource for MemorySource {
                 (from < to).then(|| Series {
                     labels: series.labels.clone(),
                     points: series.points[from..to].to_vec(),
+                    drop_name: false,
                 })
             })
             .collect()

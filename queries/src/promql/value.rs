@@ -10,6 +10,9 @@ pub struct Sample {
     pub labels: LabelSet,
     pub t: i64,
     pub f: f64,
+    /// The metric name is to be removed at the end of evaluation (Prometheus 3's delayed
+    /// name removal), so label functions and `by (__name__)` still see it.
+    pub drop_name: bool,
 }
 
 /// One series of a range vector.
@@ -17,6 +20,7 @@ pub struct Sample {
 pub struct Series {
     pub labels: LabelSet,
     pub points: Vec<Point>,
+    pub drop_name: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +38,17 @@ impl Value {
             Value::String(_) => "string",
             Value::Vector(_) => "vector",
             Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
+impl Sample {
+    pub fn new(labels: LabelSet, t: i64, f: f64) -> Sample {
+        Sample {
+            labels,
+            t,
+            f,
+            drop_name: false,
         }
     }
 }
