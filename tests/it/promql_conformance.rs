@@ -108,10 +108,14 @@ fn parse_value(text: &str) -> Option<f64> {
 /// `name{a="b"} rest` → (labels, rest).
 fn parse_series(line: &str) -> Option<(LabelSet, String)> {
     let line = line.trim();
-    let split = if let Some(close) = line.find('}') {
-        close + 1
-    } else {
-        line.find(char::is_whitespace).unwrap_or(line.len())
+    // The selector ends at its closing brace if it has braces before the first blank,
+    // otherwise at the first blank (values may contain `{{…}}` histograms).
+    let first_blank = line.find(char::is_whitespace).unwrap_or(line.len());
+    let split = match line.find('{') {
+        Some(open) if open < first_blank => line[open..]
+            .find('}')
+            .map_or(line.len(), |close| open + close + 1),
+        _ => first_blank,
     };
     let (selector, rest) = line.split_at(split);
     if selector.trim() == "{}" {
@@ -386,7 +390,10 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
             .map(|l| l.trim())
             .filter(|l| !l.starts_with('#'))
             .collect();
-        if let Some(rest) = trimmed.strip_prefix("load") {
+        if let Some(rest) = trimmed
+            .strip_prefix("load_with_nhcb")
+            .or_else(|| trimmed.strip_prefix("load"))
+        {
             let mut words = rest.split_whitespace();
             let Some(interval) = words.next().and_then(parse_duration_ms) else {
                 summary.skip("load with an unsupported interval");
