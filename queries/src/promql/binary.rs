@@ -191,9 +191,10 @@ fn vector_vector(
         };
         if matches!(card, VectorMatchCardinality::OneToOne) && !seen_one_to_one.insert(key.clone())
         {
-            return Err(EvalError::Execution(format!(
+            return Err(EvalError::Execution(
                 "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-            )));
+                    .into(),
+            ));
         }
         let (l, r) = if one_to_many {
             (other.f, sample.f)
