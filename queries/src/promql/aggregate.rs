@@ -48,6 +48,13 @@ pub fn aggregate(
     t: i64,
 ) -> EvalResult<Vec<Sample>> {
     let id = op.id();
+    if id == token::T_LIMIT_RATIO {
+        let ratio = scalar_param(&param, "limit_ratio")?;
+        if ratio.is_nan() {
+            return Err(EvalError::Execution("Ratio value is NaN".into()));
+        }
+        return Err(EvalError::Unsupported("aggregation limit_ratio".into()));
+    }
     if id == token::T_COUNT_VALUES {
         let Some(Value::String(label)) = &param else {
             return Err(EvalError::Execution(

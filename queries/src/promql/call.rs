@@ -118,8 +118,9 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         "deriv" => range_function(evaluator, call, t, false, |p, _| f::deriv(p)),
         "predict_linear" => {
             let seconds = scalar_arg(evaluator, arg(1)?, t)?;
-            range_function(evaluator, call, t, false, |p, w| {
-                f::predict_linear(p, w.end, seconds)
+            // The intercept is at the evaluation time, even under `@` (funcPredictLinear).
+            range_function(evaluator, call, t, false, |p, _| {
+                f::predict_linear(p, t, seconds)
             })
         }
         "sum_over_time" => range_function(evaluator, call, t, false, |p, _| f::sum_over_time(p)),

@@ -27,9 +27,13 @@ impl MemorySource {
             }
         };
         let series = &mut self.series[index];
-        series.points.extend(points);
-        series.points.sort_by_key(|point| point.t);
-        series.points.dedup_by_key(|point| point.t);
+        for point in points {
+            // A later sample at the same time replaces the earlier one.
+            match series.points.binary_search_by_key(&point.t, |p| p.t) {
+                Ok(at) => series.points[at] = point,
+                Err(at) => series.points.insert(at, point),
+            }
+        }
     }
 
     pub fn clear(&mut self) {
