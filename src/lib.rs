@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod prom_api;
 pub mod run;
 pub mod self_metrics;
 pub mod server;

@@ -54,6 +54,14 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/write", post(remote_write_handler))
         .route("/api/v1/sql", get(sql_handler).post(sql_handler))
+        .route(
+            "/api/v1/query",
+            get(crate::prom_api::query_handler).post(crate::prom_api::query_handler),
+        )
+        .route(
+            "/api/v1/query_range",
+            get(crate::prom_api::query_range_handler).post(crate::prom_api::query_range_handler),
+        )
         .route("/metrics", get(metrics_handler))
         .route("/-/healthy", get(|| async { "Vigil is Healthy.\n" }))
         .route("/-/ready", get(ready_handler))
@@ -139,7 +147,7 @@ struct SqlParams {
 }
 
 /// Prometheus' error envelope: `{"status":"error","errorType":…,"error":…}`.
-fn api_error(status: StatusCode, error_type: &str, message: String) -> Response {
+pub fn api_error(status: StatusCode, error_type: &str, message: String) -> Response {
     (
         status,
         Json(json!({"status": "error", "errorType": error_type, "error": message})),

@@ -605,6 +605,20 @@ impl Storage {
         parquet_block::series_table_batch(rows.into_iter())
     }
 
+    /// Every known series whose labels satisfy `predicate`.
+    pub fn series_matching(
+        &self,
+        predicate: impl Fn(&LabelSet) -> bool,
+    ) -> Vec<(SeriesId, Arc<LabelSet>)> {
+        self.catalog
+            .read()
+            .series
+            .iter()
+            .filter(|(_, labels)| predicate(labels))
+            .map(|(id, labels)| (*id, labels.clone()))
+            .collect()
+    }
+
     pub fn n_series(&self) -> usize {
         self.catalog.read().series.len()
     }

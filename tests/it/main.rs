@@ -10,6 +10,7 @@ mod demo;
 mod node_exporter;
 mod parquet;
 mod prometheus;
+mod promql_api;
 mod promql_conformance;
 mod remote_write;
 mod scrape;

@@ -1,0 +1,263 @@
+//! The Prometheus HTTP query API: `/api/v1/query` and `/api/v1/query_range`, with
+//! Prometheus' parameters, JSON shapes, error types and resolution limit
+//! (`web/api/v1/api.go`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value as JsonValue};
+use vigil_queries::promql::storage_source::StorageSource;
+use vigil_queries::promql::{EvalError, Evaluator, Series, Value};
+use vigil_storage::LabelSet;
+
+use crate::server::{api_error, AppState};
+
+/// Prometheus refuses range queries with more points than this per series.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Query-string parameters merged with a form-encoded body, as Prometheus accepts both.
+fn params(
+    query: HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> HashMap<String, String> {
+    let mut merged = query;
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        if let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
+            merged.extend(form);
+        }
+    }
+    merged
+}
+
+/// A time parameter: Unix seconds (float) or RFC 3339; milliseconds out.
+fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return seconds
+            .is_finite()
+            .then(|| (seconds * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.timestamp_millis())
+}
+
+/// A duration parameter: float seconds or a Prometheus duration; milliseconds out.
+fn parse_step(text: &str) -> Option<i64> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return seconds
+            .is_finite()
+            .then(|| (seconds * 1000.0).round() as i64);
+    }
+    vigil_connectors::duration::parse(text)
+        .ok()
+        .map(|d| d.as_millis() as i64)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` with Prometheus' spellings of the specials.
+fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+fn metric(labels: &LabelSet) -> JsonValue {
+    let mut map = Map::new();
+    for label in labels.labels() {
+        map.insert(label.name.clone(), JsonValue::String(label.value.clone()));
+    }
+    JsonValue::Object(map)
+}
+
+fn point(t: i64, f: f64) -> JsonValue {
+    json!([t as f64 / 1000.0, format_float(f)])
+}
+
+fn success(result_type: &str, result: JsonValue) -> Response {
+    Json(json!({"status": "success", "data": {"resultType": result_type, "result": result}}))
+        .into_response()
+}
+
+fn eval_error(err: EvalError) -> Response {
+    match err {
+        EvalError::Unsupported(what) => api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "execution",
+            format!("not supported by vigil yet: {what}"),
+        ),
+        EvalError::Execution(message) => {
+            api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", message)
+        }
+    }
+}
+
+fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser::Expr, Response> {
+    let Some(text) = params.get("query") else {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"query\": query is empty".into(),
+        ));
+    };
+    promql_parser::parser::parse(text).map_err(|err| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            format!("invalid parameter \"query\": {err}"),
+        )
+    })
+}
+
+/// Runs the evaluator on a blocking thread (it reads storage synchronously).
+async fn evaluate<T: Send + 'static>(
+    state: Arc<AppState>,
+    run: impl FnOnce(&Evaluator<'_>) -> Result<T, EvalError> + Send + 'static,
+    start: i64,
+    end: i64,
+) -> Result<T, Response> {
+    let runtime = tokio::runtime::Handle::current();
+    let joined = tokio::task::spawn_blocking(move || {
+        let source = StorageSource {
+            storage: &state.storage,
+            sql: &state.sql,
+            runtime,
+        };
+        let evaluator = Evaluator::new(&source, start, end);
+        run(&evaluator)
+    })
+    .await;
+    match joined {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(eval_error(err)),
+        Err(err) => Err(api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        )),
+    }
+}
+
+pub async fn query_handler(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = params(query, &headers, &body);
+    let expr = match parse_query(&params) {
+        Ok(expr) => expr,
+        Err(response) => return response,
+    };
+    let t =
+        match params.get("time") {
+            Some(text) => match parse_time(text) {
+                Some(t) => t,
+                None => return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!(
+                        "invalid parameter \"time\": cannot parse {text:?} to a valid timestamp"
+                    ),
+                ),
+            },
+            None => now_ms(),
+        };
+    let value = match evaluate(state, move |ev| ev.instant_query(&expr, t), t, t).await {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    match value {
+        Value::Scalar(f) => success("scalar", point(t, f)),
+        Value::String(s) => success("string", json!([t as f64 / 1000.0, s])),
+        Value::Vector(samples) => success(
+            "vector",
+            samples
+                .iter()
+                .map(|s| json!({"metric": metric(&s.labels), "value": point(t, s.f)}))
+                .collect(),
+        ),
+        Value::Matrix(series) => success("matrix", matrix(&series)),
+    }
+}
+
+fn matrix(series: &[Series]) -> JsonValue {
+    series
+        .iter()
+        .map(|s| json!({"metric": metric(&s.labels), "values": s.points.iter().map(|p| point(p.t, p.f)).collect::<Vec<_>>()}))
+        .collect()
+}
+
+pub async fn query_range_handler(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = params(query, &headers, &body);
+    let expr = match parse_query(&params) {
+        Ok(expr) => expr,
+        Err(response) => return response,
+    };
+    let bad = |name: &str, text: &str| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            format!("invalid parameter \"{name}\": cannot parse {text:?}"),
+        )
+    };
+    let get = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
+    let Some(start) = parse_time(get("start")) else {
+        return bad("start", get("start"));
+    };
+    let Some(end) = parse_time(get("end")) else {
+        return bad("end", get("end"));
+    };
+    let Some(step) = parse_step(get("step")) else {
+        return bad("step", get("step"));
+    };
+    if end < start {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "invalid parameter \"end\": end timestamp must not be before start time".into(),
+        );
+    }
+    if step <= 0 {
+        return api_error(StatusCode::BAD_REQUEST, "bad_data", "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into());
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return api_error(StatusCode::BAD_REQUEST, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
+    }
+    match evaluate(
+        state,
+        move |ev| ev.range_query(&expr, start, end, step),
+        start,
+        end,
+    )
+    .await
+    {
+        Ok(series) => success("matrix", matrix(&series)),
+        Err(response) => response,
+    }
+}

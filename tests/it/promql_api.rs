@@ -1,0 +1,91 @@
+//! `/api/v1/query` and `/api/v1/query_range` over data written by remote_write.
+
+use serde_json::Value;
+
+use crate::util::{blocking_get, now_ms, Vigil};
+use vigil_storage::{LabelSet, SampleBatch};
+
+fn get_json(vigil: &Vigil, path_and_query: &str) -> (u16, Value) {
+    let (status, body) = blocking_get(&format!("{}{path_and_query}", vigil.url)).expect("http");
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not json: {body}")),
+    )
+}
+
+#[test]
+fn instant_and_range_queries_follow_prometheus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    // Two counters rising 10/s and 20/s, one sample every 10s for 10 minutes.
+    let start = (now_ms() - 600_000) / 10_000 * 10_000;
+    let mut batch = SampleBatch::default();
+    for (pod, per_second) in [("a", 10.0), ("b", 20.0)] {
+        let idx = batch.push_series(
+            LabelSet::from_pairs([("__name__", "requests_total"), ("job", "web"), ("pod", pod)])
+                .expect("labels"),
+        );
+        for step in 0..=60 {
+            batch.push_sample(idx, start + step * 10_000, per_second * 10.0 * step as f64);
+        }
+    }
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    let t = (start + 600_000) as f64 / 1000.0;
+
+    let (status, json) = get_json(
+        &vigil,
+        &format!("/api/v1/query?query=sum%20by%20(job)%20(rate(requests_total%5B1m%5D))&time={t}"),
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["resultType"], "vector");
+    let result = &json["data"]["result"][0];
+    assert_eq!(result["metric"], serde_json::json!({"job": "web"}));
+    assert_eq!(result["value"][0].as_f64(), Some(t));
+    assert_eq!(result["value"][1], "30");
+
+    let (status, json) = get_json(
+        &vigil,
+        &format!("/api/v1/query?query=requests_total%7Bpod%3D%22b%22%7D&time={t}"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        json["data"]["result"][0]["metric"]["__name__"],
+        "requests_total"
+    );
+    assert_eq!(json["data"]["result"][0]["value"][1], "12000");
+
+    let (status, json) = get_json(&vigil, &format!("/api/v1/query?query=1%2B1&time={t}"));
+    assert_eq!(status, 200);
+    assert_eq!(json["data"]["resultType"], "scalar");
+    assert_eq!(json["data"]["result"][1], "2");
+
+    let range_start = t - 120.0;
+    let (status, json) = get_json(
+        &vigil,
+        &format!("/api/v1/query_range?query=rate(requests_total%7Bpod%3D%22a%22%7D%5B1m%5D)&start={range_start}&end={t}&step=30s"),
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["resultType"], "matrix");
+    let values = json["data"]["result"][0]["values"]
+        .as_array()
+        .expect("values");
+    assert_eq!(values.len(), 5);
+    assert!(values.iter().all(|v| v[1] == "10"), "{values:?}");
+
+    // Errors use Prometheus' envelope and status codes.
+    let (status, json) = get_json(&vigil, "/api/v1/query?query=sum(");
+    assert_eq!(status, 400);
+    assert_eq!(json["errorType"], "bad_data");
+    let (status, json) = get_json(
+        &vigil,
+        &format!("/api/v1/query_range?query=up&start={t}&end={range_start}&step=15"),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(json["errorType"], "bad_data");
+    let (status, _) = get_json(
+        &vigil,
+        "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+    );
+    assert_eq!(status, 400);
+}
