@@ -169,20 +169,21 @@ pub async fn query_handler(
         Ok(expr) => expr,
         Err(response) => return response,
     };
-    let t =
-        match params.get("time") {
-            Some(text) => match parse_time(text) {
-                Some(t) => t,
-                None => return api_error(
+    let t = match params.get("time") {
+        Some(text) => match parse_time(text) {
+            Some(t) => t,
+            None => {
+                return api_error(
                     StatusCode::BAD_REQUEST,
                     "bad_data",
                     format!(
                         "invalid parameter \"time\": cannot parse {text:?} to a valid timestamp"
                     ),
-                ),
-            },
-            None => now_ms(),
-        };
+                )
+            }
+        },
+        None => now_ms(),
+    };
     let value = match evaluate(state, move |ev| ev.instant_query(&expr, t), t, t).await {
         Ok(value) => value,
         Err(response) => return response,
@@ -260,4 +261,162 @@ pub async fn query_range_handler(
         Ok(series) => success("matrix", matrix(&series)),
         Err(response) => response,
     }
+}
+
+/// The selectors of repeated `match[]` parameters; `Err` is a ready 400 response.
+fn match_selectors(
+    params: &[(String, String)],
+) -> Result<Vec<Vec<promql_parser::label::Matcher>>, Response> {
+    let mut selectors = Vec::new();
+    for (name, value) in params {
+        if name != "match[]" {
+            continue;
+        }
+        match promql_parser::parser::parse(value) {
+            Ok(promql_parser::parser::Expr::VectorSelector(selector)) => {
+                let mut matchers = selector.matchers.matchers.clone();
+                if let Some(metric) = &selector.name {
+                    matchers.push(promql_parser::label::Matcher::new(
+                        promql_parser::label::MatchOp::Equal,
+                        "__name__",
+                        metric,
+                    ));
+                }
+                selectors.push(matchers);
+            }
+            _ => {
+                return Err(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!("invalid parameter \"match[]\": {value:?} is not a series selector"),
+                ))
+            }
+        }
+    }
+    Ok(selectors)
+}
+
+/// Series matching any selector (all series without selectors). Series are not yet
+/// filtered by `start`/`end`: every series known to storage is considered.
+fn matching_series(
+    state: &AppState,
+    selectors: &[Vec<promql_parser::label::Matcher>],
+) -> Vec<LabelSet> {
+    let mut series: Vec<LabelSet> = state
+        .storage
+        .series_matching(|labels| {
+            selectors.is_empty()
+                || selectors
+                    .iter()
+                    .any(|m| vigil_queries::promql::eval::matches(m, labels))
+        })
+        .into_iter()
+        .map(|(_, labels)| (*labels).clone())
+        .collect();
+    series.sort();
+    series
+}
+
+fn form_pairs(
+    query: Vec<(String, String)>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Vec<(String, String)> {
+    let mut pairs = query;
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        if let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
+            pairs.extend(form);
+        }
+    }
+    pairs
+}
+
+fn data(value: JsonValue) -> Response {
+    Json(json!({"status": "success", "data": value})).into_response()
+}
+
+pub async fn series_handler(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let pairs = form_pairs(query, &headers, &body);
+    let selectors = match match_selectors(&pairs) {
+        Ok(selectors) if !selectors.is_empty() => selectors,
+        Ok(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                "no match[] parameter provided".into(),
+            )
+        }
+        Err(response) => return response,
+    };
+    data(
+        matching_series(&state, &selectors)
+            .iter()
+            .map(metric)
+            .collect(),
+    )
+}
+
+pub async fn labels_handler(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let pairs = form_pairs(query, &headers, &body);
+    let selectors = match match_selectors(&pairs) {
+        Ok(selectors) => selectors,
+        Err(response) => return response,
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for series in matching_series(&state, &selectors) {
+        for label in series.labels() {
+            names.insert(label.name.clone());
+        }
+    }
+    data(names.into_iter().collect())
+}
+
+pub async fn label_values_handler(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let selectors = match match_selectors(&query) {
+        Ok(selectors) => selectors,
+        Err(response) => return response,
+    };
+    if !vigil_storage::labels::is_valid_label_name(&name) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            format!("invalid label name: {name:?}"),
+        );
+    }
+    let mut values = std::collections::BTreeSet::new();
+    for series in matching_series(&state, &selectors) {
+        if let Some(value) = series.get(&name) {
+            values.insert(value.to_string());
+        }
+    }
+    data(values.into_iter().collect())
+}
+
+pub async fn buildinfo_handler() -> Response {
+    data(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
 }

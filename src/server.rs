@@ -59,6 +59,22 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(crate::prom_api::query_handler).post(crate::prom_api::query_handler),
         )
         .route(
+            "/api/v1/series",
+            get(crate::prom_api::series_handler).post(crate::prom_api::series_handler),
+        )
+        .route(
+            "/api/v1/labels",
+            get(crate::prom_api::labels_handler).post(crate::prom_api::labels_handler),
+        )
+        .route(
+            "/api/v1/label/{name}/values",
+            get(crate::prom_api::label_values_handler),
+        )
+        .route(
+            "/api/v1/status/buildinfo",
+            get(crate::prom_api::buildinfo_handler),
+        )
+        .route(
             "/api/v1/query_range",
             get(crate::prom_api::query_range_handler).post(crate::prom_api::query_range_handler),
         )

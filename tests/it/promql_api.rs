@@ -89,3 +89,34 @@ fn instant_and_range_queries_follow_prometheus() {
     );
     assert_eq!(status, 400);
 }
+
+#[test]
+fn series_labels_and_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let (status, _) = vigil.write(&crate::util::batch("meta_metric", 3, 1, now_ms() - 1000));
+    assert_eq!(status, 204);
+    let (status, json) = get_json(
+        &vigil,
+        "/api/v1/series?match%5B%5D=meta_metric%7Binstance%3D~%22host-%5B01%5D%22%7D",
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["data"][0]["__name__"], "meta_metric");
+    let (_, json) = get_json(&vigil, "/api/v1/labels");
+    assert_eq!(
+        json["data"],
+        serde_json::json!(["__name__", "instance", "job"])
+    );
+    let (_, json) = get_json(&vigil, "/api/v1/label/instance/values");
+    assert_eq!(
+        json["data"],
+        serde_json::json!(["host-0", "host-1", "host-2"])
+    );
+    let (status, json) = get_json(&vigil, "/api/v1/series");
+    assert_eq!(status, 400);
+    assert_eq!(json["errorType"], "bad_data");
+    let (status, json) = get_json(&vigil, "/api/v1/status/buildinfo");
+    assert_eq!(status, 200);
+    assert_eq!(json["data"]["version"], env!("CARGO_PKG_VERSION"));
+}
