@@ -42,6 +42,22 @@ enum Command {
         #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:9190")]
         listen: SocketAddr,
     },
+    /// Run a PromQL query against a running server (instant, or range with --start/--end).
+    Query {
+        expr: String,
+        /// Evaluation time (Unix seconds or RFC 3339); now by default.
+        #[arg(long)]
+        time: Option<String>,
+        #[arg(long, requires_all = ["end", "step"])]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        /// Range step (seconds or a duration such as 30s).
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
+        url: String,
+    },
     /// Run a SQL query against a running server and print the result as a table.
     Sql {
         query: String,
@@ -100,6 +116,14 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Sql { query, url, format } => sql(&url, &query, &format).await,
+            Command::Query {
+                expr,
+                time,
+                start,
+                end,
+                step,
+                url,
+            } => promql(&url, &expr, time, start.zip(end).zip(step)).await,
         }
     })
 }
@@ -142,6 +166,78 @@ async fn sql(url: &str, query: &str, format: &str) -> anyhow::Result<()> {
         );
     } else {
         print!("{}", String::from_utf8_lossy(&body));
+    }
+    Ok(())
+}
+
+/// Prints a PromQL result one series per line, as `promtool query` does.
+async fn promql(
+    url: &str,
+    expr: &str,
+    time: Option<String>,
+    range: Option<((String, String), String)>,
+) -> anyhow::Result<()> {
+    let base = url.trim_end_matches('/');
+    let mut form = vec![("query", expr.to_string())];
+    let endpoint = match range {
+        Some(((start, end), step)) => {
+            form.extend([("start", start), ("end", end), ("step", step)]);
+            format!("{base}/api/v1/query_range")
+        }
+        None => {
+            if let Some(time) = time {
+                form.push(("time", time));
+            }
+            format!("{base}/api/v1/query")
+        }
+    };
+    let response = reqwest::Client::new()
+        .post(endpoint)
+        .form(&form)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach vigil at {url}"))?;
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+    if body["status"] != "success" {
+        bail!(
+            "query failed ({}): {}",
+            body["errorType"].as_str().unwrap_or("?"),
+            body["error"].as_str().unwrap_or("?")
+        );
+    }
+    let format_metric = |metric: &serde_json::Value| {
+        let Some(map) = metric.as_object() else {
+            return String::from("{}");
+        };
+        let name = map.get("__name__").and_then(|v| v.as_str()).unwrap_or("");
+        let labels: Vec<String> = map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__name__")
+            .map(|(k, v)| format!("{k}={}", v))
+            .collect();
+        format!("{name}{{{}}}", labels.join(", "))
+    };
+    let result = &body["data"]["result"];
+    match body["data"]["resultType"].as_str() {
+        Some("vector") => {
+            for sample in result.as_array().into_iter().flatten() {
+                println!(
+                    "{} => {} @[{}]",
+                    format_metric(&sample["metric"]),
+                    sample["value"][1].as_str().unwrap_or(""),
+                    sample["value"][0]
+                );
+            }
+        }
+        Some("matrix") => {
+            for series in result.as_array().into_iter().flatten() {
+                println!("{} =>", format_metric(&series["metric"]));
+                for point in series["values"].as_array().into_iter().flatten() {
+                    println!("{} @[{}]", point[1].as_str().unwrap_or(""), point[0]);
+                }
+            }
+        }
+        _ => println!("{} @[{}]", result[1].as_str().unwrap_or(""), result[0]),
     }
     Ok(())
 }

@@ -120,3 +120,34 @@ fn series_labels_and_values() {
     assert_eq!(status, 200);
     assert_eq!(json["data"]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn query_command_prints_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let now = now_ms();
+    let (status, _) = vigil.write(&crate::util::batch("cli_gauge", 2, 3, now - 3000));
+    assert_eq!(status, 204);
+    let t = (now as f64 / 1000.0).to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["query", "--url", &vigil.url, "--time", &t, "sum(cli_gauge)"])
+        .output()
+        .expect("run vigil query");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Latest samples: 2 and 1002.
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("{} => 1004 @["),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["query", "--url", &vigil.url, "sum("])
+        .output()
+        .expect("run vigil query");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad_data"));
+}
