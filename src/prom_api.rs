@@ -17,6 +17,15 @@ use vigil_storage::LabelSet;
 
 use crate::server::{api_error, AppState};
 
+/// An API error ready to be sent: status, Prometheus `errorType`, message.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.0, self.1, self.2)
+    }
+}
+
 /// Prometheus refuses range queries with more points than this per series.
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
@@ -26,17 +35,9 @@ fn params(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> HashMap<String, String> {
-    let mut merged = query;
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        if let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
-            merged.extend(form);
-        }
-    }
-    merged
+    form_pairs(query.into_iter().collect(), headers, body)
+        .into_iter()
+        .collect()
 }
 
 /// A time parameter: Unix seconds (float) or RFC 3339; milliseconds out.
@@ -69,18 +70,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` with Prometheus' spellings of the specials.
-fn format_float(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
-    }
-}
+use vigil_queries::promql::aggregate::format_value as format_float;
 
 fn metric(labels: &LabelSet) -> JsonValue {
     let mut map = Map::new();
@@ -112,16 +102,16 @@ fn eval_error(err: EvalError) -> Response {
     }
 }
 
-fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser::Expr, Response> {
+fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser::Expr, ApiError> {
     let Some(text) = params.get("query") else {
-        return Err(api_error(
+        return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
             "invalid parameter \"query\": query is empty".into(),
         ));
     };
     promql_parser::parser::parse(text).map_err(|err| {
-        api_error(
+        ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
             format!("invalid parameter \"query\": {err}"),
@@ -167,7 +157,7 @@ pub async fn query_handler(
     let params = params(query, &headers, &body);
     let expr = match parse_query(&params) {
         Ok(expr) => expr,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     let t = match params.get("time") {
         Some(text) => match parse_time(text) {
@@ -218,7 +208,7 @@ pub async fn query_range_handler(
     let params = params(query, &headers, &body);
     let expr = match parse_query(&params) {
         Ok(expr) => expr,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     let bad = |name: &str, text: &str| {
         api_error(
@@ -266,7 +256,7 @@ pub async fn query_range_handler(
 /// The selectors of repeated `match[]` parameters; `Err` is a ready 400 response.
 fn match_selectors(
     params: &[(String, String)],
-) -> Result<Vec<Vec<promql_parser::label::Matcher>>, Response> {
+) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
     let mut selectors = Vec::new();
     for (name, value) in params {
         if name != "match[]" {
@@ -285,7 +275,7 @@ fn match_selectors(
                 selectors.push(matchers);
             }
             _ => {
-                return Err(api_error(
+                return Err(ApiError(
                     StatusCode::BAD_REQUEST,
                     "bad_data",
                     format!("invalid parameter \"match[]\": {value:?} is not a series selector"),
@@ -355,7 +345,7 @@ pub async fn series_handler(
                 "no match[] parameter provided".into(),
             )
         }
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     data(
         matching_series(&state, &selectors)
@@ -374,7 +364,7 @@ pub async fn labels_handler(
     let pairs = form_pairs(query, &headers, &body);
     let selectors = match match_selectors(&pairs) {
         Ok(selectors) => selectors,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     let mut names = std::collections::BTreeSet::new();
     for series in matching_series(&state, &selectors) {
@@ -392,7 +382,7 @@ pub async fn label_values_handler(
 ) -> Response {
     let selectors = match match_selectors(&query) {
         Ok(selectors) => selectors,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     if !vigil_storage::labels::is_valid_label_name(&name) {
         return api_error(

@@ -4,8 +4,7 @@
 //! Prints `conformance: N passed, M failed, K skipped` with every skip reason. Skips are
 //! only for stated reasons (experimental features behind Prometheus feature flags, native
 //! histograms, syntax promql-parser does not parse, constructs the evaluator reports as
-//! unsupported, annotation checks). Failures are listed, and any failure fails the test
-//! (`KNOWN_FAILURES` is the ratchet to use if one ever has to be tolerated).
+//! unsupported, annotation checks). Failures are listed, and any failure fails the test.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,9 +15,6 @@ use vigil_queries::promql::memory::MemorySource;
 use vigil_queries::promql::{EvalError, Evaluator, Value};
 use vigil_storage::record::{is_stale_marker, stale_marker};
 use vigil_storage::LabelSet;
-
-/// Failing statements tolerated; the test fails if there are more. Zero today.
-const KNOWN_FAILURES: usize = 0;
 
 /// Files that exercise features Prometheus keeps behind feature flags or marks
 /// experimental (see `../shared/conformance/README.md`).
@@ -534,8 +530,8 @@ fn promql_conformance() {
     );
     assert!(summary.passed > 0);
     assert!(
-        summary.failed.len() <= KNOWN_FAILURES,
-        "{} failures, more than the {KNOWN_FAILURES} known",
+        summary.failed.is_empty(),
+        "{} conformance statements failed (listed above)",
         summary.failed.len()
     );
 }
