@@ -91,4 +91,70 @@ fn prometheus_remote_write_matches_prometheus_storage() {
             "sample at {ts} differs"
         );
     }
+
+    // Differential PromQL: the same instant queries against both HTTP APIs, at a time
+    // whose data has reached Vigil, give the same series and values. The time is half a
+    // scrape interval off the sample grid, so window edges never fall on a sample
+    // (Prometheus 2.42's windows are closed, Prometheus 3's and Vigil's left-open).
+    let at = (last_prom - 1_500) as f64 / 1000.0;
+    let queries = [
+        "prometheus_tsdb_head_series",
+        "max_over_time(scrape_duration_seconds[20s])",
+        "count(up == 1)",
+        "topk(3, prometheus_http_requests_total)",
+        "absent(nonexistent_metric{job=\"x\"})",
+        "prometheus_tsdb_head_series offset 3s",
+        "count by (handler) (prometheus_http_requests_total) > 0",
+        "scrape_samples_scraped / ignoring(__name__) scrape_duration_seconds > 0",
+    ];
+    for query in queries {
+        let encoded = serde_urlencoded::to_string([("query", query), ("time", &at.to_string())])
+            .expect("encode");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let prom = vector_result(&format!("http://127.0.0.1:{port}/api/v1/query?{encoded}"));
+            let ours = vector_result(&format!("{}/api/v1/query?{encoded}", vigil.url));
+            let same = prom.len() == ours.len()
+                && prom.iter().all(|(labels, value)| {
+                    ours.get(labels).is_some_and(|other| {
+                        (value - other).abs() <= 1e-9 * value.abs().max(1.0)
+                            || (value.is_nan() && other.is_nan())
+                    })
+                });
+            if same {
+                assert!(
+                    !prom.is_empty(),
+                    "{query}: empty on both sides proves nothing"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{query}: prometheus {prom:?} vs vigil {ours:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// An instant-vector (or scalar) result as labels → value.
+fn vector_result(url: &str) -> BTreeMap<String, f64> {
+    let (status, body) = blocking_get(url).expect("query");
+    assert_eq!(status, 200, "{url}: {body}");
+    let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let data = &value["data"];
+    let parse = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|sample| (sample["metric"].to_string(), parse(&sample["value"][1])))
+            .collect(),
+        _ => BTreeMap::from([(String::new(), parse(&data["result"][1]))]),
+    }
 }
