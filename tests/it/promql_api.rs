@@ -151,3 +151,28 @@ fn query_command_prints_results() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad_data"));
 }
+
+#[test]
+fn increase_extrapolates_over_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    // A counter rising 100 per second, sampled every second at .123.
+    let base = (now_ms() - 120_000) / 1000 * 1000 + 123;
+    let mut batch = SampleBatch::default();
+    let idx = batch.push_series(
+        LabelSet::from_pairs([("__name__", "ctr_total"), ("job", "x")]).expect("labels"),
+    );
+    for step in 0..100 {
+        batch.push_sample(idx, base + step * 1000, 100.0 * step as f64);
+    }
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    // At .623 the 10s window holds 10 samples spanning 9s, 0.5s from each edge: 900 → 1000.
+    let t = (base + 50_500) as f64 / 1000.0;
+    let (status, json) = get_json(
+        &vigil,
+        &format!("/api/v1/query?query=increase(ctr_total%5B10s%5D)&time={t}"),
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["result"][0]["value"][1], "1000", "{json}");
+}
