@@ -10,7 +10,6 @@ use vigil_storage::Storage;
 #[derive(Debug, Default)]
 pub struct SelfMetrics {
     pub remote_write_requests: AtomicU64,
-    pub remote_write_samples: AtomicU64,
     pub exemplars_ignored: AtomicU64,
     pub histograms_ignored: AtomicU64,
     pub sql_queries: AtomicU64,

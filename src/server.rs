@@ -128,19 +128,12 @@ async fn remote_write_handler(State(state): State<Arc<AppState>>, body: Bytes) -
             metadata.insert(meta.metric.clone(), meta);
         }
     }
-    let n_samples = decoded.batch.samples.len();
     match state
         .storage
         .append(decoded.batch, AppendMode::Strict)
         .await
     {
-        Ok(_) => {
-            state
-                .metrics
-                .remote_write_samples
-                .fetch_add(n_samples as u64, Ordering::Relaxed);
-            StatusCode::NO_CONTENT.into_response()
-        }
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => {
             state.metrics.reject(err.reason());
             let status = match err.kind() {

@@ -9,12 +9,11 @@ use promql_parser::parser::LabelModifier;
 use vigil_storage::LabelSet;
 
 use super::eval::{grouping_labels, EvalError, EvalResult};
-use super::functions::{kahan_add, quantile};
+use super::functions::{cmp_nan_last, kahan_add, quantile};
 use super::value::{Sample, Value};
 
 struct Group {
     labels: LabelSet,
-    values: Vec<f64>,
     members: Vec<Sample>,
 }
 
@@ -93,13 +92,11 @@ pub fn aggregate(
                 index.insert(key.clone(), groups.len());
                 groups.push(Group {
                     labels: key,
-                    values: Vec::new(),
                     members: Vec::new(),
                 });
                 groups.len() - 1
             }
         };
-        groups[slot].values.push(sample.f);
         groups[slot].members.push(sample);
     }
     let mut out = Vec::new();
@@ -114,9 +111,9 @@ pub fn aggregate(
                 let mut members = group.members;
                 if id == token::T_TOPK {
                     // NaN sorts last for topk (lowest).
-                    members.sort_by(|a, b| cmp_desc_nan_last(a.f, b.f));
+                    members.sort_by(|a, b| cmp_nan_last(a.f, b.f, true));
                 } else if id == token::T_BOTTOMK {
-                    members.sort_by(|a, b| cmp_asc_nan_last(a.f, b.f));
+                    members.sort_by(|a, b| cmp_nan_last(a.f, b.f, false));
                 }
                 out.extend(members.into_iter().take(k).map(|mut s| {
                     s.t = t;
@@ -128,7 +125,7 @@ pub fn aggregate(
         _ => {}
     }
     for group in groups {
-        let values = group.values.clone();
+        let values: Vec<f64> = group.members.iter().map(|m| m.f).collect();
         let f = match id {
             token::T_SUM => {
                 let (mut sum, mut c) = (0.0, 0.0);
@@ -193,22 +190,4 @@ pub fn aggregate(
         });
     }
     Ok(out)
-}
-
-fn cmp_desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Greater,
-        (false, true) => std::cmp::Ordering::Less,
-        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
-    }
-}
-
-fn cmp_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Greater,
-        (false, true) => std::cmp::Ordering::Less,
-        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
-    }
 }

@@ -206,19 +206,7 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         "sort" | "sort_desc" => {
             let mut samples = vector_arg(evaluator, arg(0)?, t)?;
             let descending = name == "sort_desc";
-            samples.sort_by(|a, b| {
-                let ordering = match (a.f.is_nan(), b.f.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => return std::cmp::Ordering::Greater,
-                    (false, true) => return std::cmp::Ordering::Less,
-                    _ => a.f.partial_cmp(&b.f).unwrap_or(std::cmp::Ordering::Equal),
-                };
-                if descending {
-                    ordering.reverse()
-                } else {
-                    ordering
-                }
-            });
+            samples.sort_by(|a, b| f::cmp_nan_last(a.f, b.f, descending));
             Ok(Value::Vector(samples))
         }
         "clamp" => {
@@ -365,7 +353,7 @@ fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         let source = sample.labels.get(&src).unwrap_or("").to_string();
         if let Some(captures) = regex.captures(&source) {
             let mut value = String::new();
-            captures.expand(&go_template(&replacement), &mut value);
+            captures.expand(&replacement, &mut value);
             sample.labels.set(&dst, &value);
             if dst == METRIC_NAME {
                 sample.drop_name = false;
@@ -374,12 +362,6 @@ fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         out.push(sample);
     }
     Ok(Value::Vector(out))
-}
-
-/// Go's `$1`/`${name}` expansion differs from the regex crate's only in that `$1x` means
-/// group `1x` in both; wrap bare numbers so `$1` followed by text still works as in Go.
-fn go_template(replacement: &str) -> String {
-    replacement.to_string()
 }
 
 fn label_join(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
     VectorSelector,
@@ -384,11 +383,6 @@ pub fn check_unique(samples: &[Sample]) -> EvalResult<()> {
         }
     }
     Ok(())
-}
-
-/// Token helpers re-exported for the operator modules.
-pub fn token_is(op: TokenType, id: token::TokenId) -> bool {
-    op.id() == id
 }
 
 /// Label matchers from the parser, applied to a label set (missing label = "").

@@ -336,6 +336,19 @@ pub fn double_exponential_smoothing(points: &[Point], sf: f64, tf: f64) -> Optio
     Some(smoothed)
 }
 
+/// Orders values with NaN last in both directions, as Prometheus' `sort`, `sort_desc`,
+/// `topk` and `bottomk` do.
+pub fn cmp_nan_last(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if descending => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
