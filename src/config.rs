@@ -5,6 +5,7 @@
 //! scrape_configs: [ { job_name: node, static_configs: [ { targets: [ "host:9100" ] } ] } ]
 //! storage: { block_period: 2h, retention: 30d }
 //! limits: { max_body_bytes: 33554432, max_labels_per_series: 64, ... }
+//! query: { timeout: 2m, max_samples: 50000000 }
 //! ```
 
 use std::path::Path;
@@ -23,6 +24,25 @@ pub struct Config {
     pub scrape_configs: Vec<ScrapeConfig>,
     pub storage: StorageSection,
     pub limits: Limits,
+    pub query: QuerySection,
+}
+
+/// Prometheus' `--query.timeout` and `--query.max-samples`, with the same defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySection {
+    #[serde(with = "serde_prom")]
+    pub timeout: Duration,
+    pub max_samples: usize,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

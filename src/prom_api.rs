@@ -11,6 +11,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value as JsonValue};
+use vigil_queries::promql::eval::{Annotations, DEFAULT_LOOKBACK_MS};
+use vigil_queries::promql::prefetch::PrefetchSource;
 use vigil_queries::promql::storage_source::StorageSource;
 use vigil_queries::promql::{EvalError, Evaluator, Series, Value};
 use vigil_storage::LabelSet;
@@ -84,9 +86,16 @@ fn point(t: i64, f: f64) -> JsonValue {
     json!([t as f64 / 1000.0, format_float(f)])
 }
 
-fn success(result_type: &str, result: JsonValue) -> Response {
-    Json(json!({"status": "success", "data": {"resultType": result_type, "result": result}}))
-        .into_response()
+fn success(result_type: &str, result: JsonValue, annotations: &Annotations) -> Response {
+    let mut body =
+        json!({"status": "success", "data": {"resultType": result_type, "result": result}});
+    if !annotations.warnings.is_empty() {
+        body["warnings"] = json!(annotations.warnings);
+    }
+    if !annotations.infos.is_empty() {
+        body["infos"] = json!(annotations.infos);
+    }
+    Json(body).into_response()
 }
 
 fn eval_error(err: EvalError) -> Response {
@@ -98,6 +107,17 @@ fn eval_error(err: EvalError) -> Response {
         ),
         EvalError::Execution(message) => {
             api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", message)
+        }
+        err @ EvalError::TooManySamples => api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "execution",
+            err.to_string(),
+        ),
+        err @ EvalError::Timeout(_) => {
+            api_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", err.to_string())
+        }
+        EvalError::Storage(message) => {
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
     }
 }
@@ -119,22 +139,46 @@ fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser
     })
 }
 
-/// Runs the evaluator on a blocking thread (it reads storage synchronously).
-async fn evaluate<T: Send + 'static>(
-    state: Arc<AppState>,
-    run: impl FnOnce(&Evaluator<'_>) -> Result<T, EvalError> + Send + 'static,
+/// What one query evaluates: the parsed expression, its time range (the range `@
+/// start()`/`@ end()` refer to) and the request's `timeout` parameter.
+struct QueryRun {
+    expr: promql_parser::parser::Expr,
     start: i64,
     end: i64,
-) -> Result<T, Response> {
+    timeout: Option<std::time::Duration>,
+}
+
+/// Runs the evaluator on a blocking thread (it reads storage synchronously), each
+/// selector's span read once, under the configured timeout and sample limit.
+async fn evaluate<T: Send + 'static>(
+    state: Arc<AppState>,
+    query: QueryRun,
+    run: impl FnOnce(&Evaluator<'_>, &promql_parser::parser::Expr) -> Result<T, EvalError>
+        + Send
+        + 'static,
+) -> Result<(T, Annotations), Response> {
     let runtime = tokio::runtime::Handle::current();
+    let timeout = query
+        .timeout
+        .map_or(state.query.timeout, |t| t.min(state.query.timeout));
     let joined = tokio::task::spawn_blocking(move || {
         let source = StorageSource {
             storage: &state.storage,
             sql: &state.sql,
             runtime,
         };
-        let evaluator = Evaluator::new(&source, start, end);
-        run(&evaluator)
+        let prefetch = PrefetchSource::new(
+            &source,
+            &query.expr,
+            query.start,
+            query.end,
+            DEFAULT_LOOKBACK_MS,
+        );
+        let mut evaluator = Evaluator::new(&prefetch, query.start, query.end);
+        evaluator.max_samples = state.query.max_samples;
+        evaluator.deadline = Some(std::time::Instant::now() + timeout);
+        let value = run(&evaluator, &query.expr)?;
+        Ok((value, evaluator.annotations()))
     })
     .await;
     match joined {
@@ -145,6 +189,23 @@ async fn evaluate<T: Send + 'static>(
             "internal",
             err.to_string(),
         )),
+    }
+}
+
+/// The optional `timeout` parameter; `Err` is a ready 400 response.
+fn timeout_param(
+    params: &HashMap<String, String>,
+) -> Result<Option<std::time::Duration>, Response> {
+    match params.get("timeout") {
+        None => Ok(None),
+        Some(text) => match parse_step(text) {
+            Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms as u64))),
+            _ => Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("invalid parameter \"timeout\": cannot parse {text:?} to a valid duration"),
+            )),
+        },
     }
 }
 
@@ -174,21 +235,33 @@ pub async fn query_handler(
         },
         None => now_ms(),
     };
-    let value = match evaluate(state, move |ev| ev.instant_query(&expr, t), t, t).await {
+    let timeout = match timeout_param(&params) {
+        Ok(timeout) => timeout,
+        Err(response) => return response,
+    };
+    let run = QueryRun {
+        expr,
+        start: t,
+        end: t,
+        timeout,
+    };
+    let (value, notes) = match evaluate(state, run, move |ev, expr| ev.instant_query(expr, t)).await
+    {
         Ok(value) => value,
         Err(response) => return response,
     };
     match value {
-        Value::Scalar(f) => success("scalar", point(t, f)),
-        Value::String(s) => success("string", json!([t as f64 / 1000.0, s])),
+        Value::Scalar(f) => success("scalar", point(t, f), &notes),
+        Value::String(s) => success("string", json!([t as f64 / 1000.0, s]), &notes),
         Value::Vector(samples) => success(
             "vector",
             samples
                 .iter()
                 .map(|s| json!({"metric": metric(&s.labels), "value": point(t, s.f)}))
                 .collect(),
+            &notes,
         ),
-        Value::Matrix(series) => success("matrix", matrix(&series)),
+        Value::Matrix(series) => success("matrix", matrix(&series), &notes),
     }
 }
 
@@ -240,15 +313,22 @@ pub async fn query_range_handler(
     if (end - start) / step > MAX_POINTS_PER_SERIES {
         return api_error(StatusCode::BAD_REQUEST, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
     }
-    match evaluate(
-        state,
-        move |ev| ev.range_query(&expr, start, end, step),
+    let timeout = match timeout_param(&params) {
+        Ok(timeout) => timeout,
+        Err(response) => return response,
+    };
+    let run = QueryRun {
+        expr,
         start,
         end,
-    )
+        timeout,
+    };
+    match evaluate(state, run, move |ev, expr| {
+        ev.range_query(expr, start, end, step)
+    })
     .await
     {
-        Ok(series) => success("matrix", matrix(&series)),
+        Ok((series, notes)) => success("matrix", matrix(&series), &notes),
         Err(response) => response,
     }
 }

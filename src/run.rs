@@ -58,7 +58,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let storage = Storage::open(storage_config(&options.config, options.data_dir.clone()))
         .await
         .with_context(|| format!("cannot open data directory {:?}", options.data_dir))?;
-    let state = AppState::new(storage.clone()).await?;
+    let state = AppState::with_query_limits(storage.clone(), options.config.query.clone()).await?;
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;

@@ -30,10 +30,19 @@ pub struct AppState {
     /// Metric metadata received over remote_write, by metric family name.
     pub metadata: RwLock<BTreeMap<String, MetricMetadata>>,
     pub ready: AtomicBool,
+    /// Query timeout and sample limit (Prometheus' defaults unless configured).
+    pub query: crate::config::QuerySection,
 }
 
 impl AppState {
     pub async fn new(storage: Arc<Storage>) -> anyhow::Result<Arc<AppState>> {
+        Self::with_query_limits(storage, crate::config::QuerySection::default()).await
+    }
+
+    pub async fn with_query_limits(
+        storage: Arc<Storage>,
+        query: crate::config::QuerySection,
+    ) -> anyhow::Result<Arc<AppState>> {
         let sql = SqlEngine::new(storage.clone()).await?;
         Ok(Arc::new(AppState {
             storage,
@@ -41,6 +50,7 @@ impl AppState {
             metrics: SelfMetrics::default(),
             metadata: RwLock::new(BTreeMap::new()),
             ready: AtomicBool::new(true),
+            query,
         }))
     }
 }

@@ -30,7 +30,7 @@ const EXPERIMENTAL_FILES: [&str; 8] = [
 ];
 
 fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/promql")
+    crate::util::shared_dir().join("conformance/promql")
 }
 
 fn parse_duration_ms(text: &str) -> Option<i64> {
@@ -167,35 +167,127 @@ struct Eval {
     at: i64,
     expect_fail: bool,
     ordered: bool,
-    annotations: bool,
+    annotations: Vec<AnnotationCheck>,
     expected: Vec<String>,
+}
+
+/// `expect warn|no_warn|info|no_info [msg: …|regex: …]`.
+struct AnnotationCheck {
+    warn: bool,
+    present: bool,
+    text: Option<TextMatch>,
+}
+
+enum TextMatch {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+/// Prometheus appends the expression's position, `(line:column)`, to each annotation;
+/// Vigil's parser gives no positions, so the position is not compared.
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" (") {
+        Some(at)
+            if message.ends_with(')')
+                && message[at + 2..message.len() - 1]
+                    .split(':')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            &message[..at]
+        }
+        _ => message,
+    }
+}
+
+/// A regex's trailing position part, ` \(1:21\)` or ` \([0-9]+:[0-9]+\)`, removed.
+fn strip_position_pattern(pattern: &str) -> &str {
+    match pattern.rfind(" \\(") {
+        Some(at) if pattern.ends_with("\\)") && pattern[at..].contains(':') => &pattern[..at],
+        _ => pattern,
+    }
+}
+
+fn check_annotations(
+    checks: &[AnnotationCheck],
+    annotations: &vigil_queries::promql::eval::Annotations,
+) -> Result<(), String> {
+    for check in checks {
+        let set = if check.warn {
+            &annotations.warnings
+        } else {
+            &annotations.infos
+        };
+        let kind = if check.warn { "warning" } else { "info" };
+        let matching = set
+            .iter()
+            .filter(|message| match &check.text {
+                None => true,
+                Some(TextMatch::Exact(text)) => strip_position(text) == message.as_str(),
+                Some(TextMatch::Regex(re)) => re.is_match(message),
+            })
+            .count();
+        if check.present && matching == 0 {
+            return Err(format!("expected a {kind} annotation, got {set:?}"));
+        }
+        if !check.present && !set.is_empty() {
+            return Err(format!("expected no {kind} annotation, got {set:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether any selector in `expr` matches one of `series`.
+fn selects_any(expr: &parser::Expr, series: &[LabelSet]) -> bool {
+    use parser::Expr;
+    let selector_matches = |vs: &parser::VectorSelector| {
+        let mut matchers = vs.matchers.matchers.clone();
+        if let Some(name) = &vs.name {
+            matchers.push(promql_parser::label::Matcher::new(
+                promql_parser::label::MatchOp::Equal,
+                "__name__",
+                name,
+            ));
+        }
+        series.iter().any(|labels| {
+            matchers
+                .iter()
+                .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))
+        })
+    };
+    match expr {
+        Expr::VectorSelector(vs) => selector_matches(vs),
+        Expr::MatrixSelector(ms) => selector_matches(&ms.vs),
+        Expr::Subquery(sq) => selects_any(&sq.expr, series),
+        Expr::Paren(p) => selects_any(&p.expr, series),
+        Expr::Unary(u) => selects_any(&u.expr, series),
+        Expr::Binary(b) => selects_any(&b.lhs, series) || selects_any(&b.rhs, series),
+        Expr::Aggregate(a) => {
+            selects_any(&a.expr, series) || a.param.as_ref().is_some_and(|p| selects_any(p, series))
+        }
+        Expr::Call(c) => c.args.args.iter().any(|arg| selects_any(arg, series)),
+        _ => false,
+    }
 }
 
 fn run_eval(
     source: &MemorySource,
-    histogram_names: &[String],
+    histograms: &[LabelSet],
     eval: &Eval,
     file: &str,
     summary: &mut Summary,
 ) {
     let location = format!("{file}:{} {}", eval.line_no, eval.expr_text);
-    let mentions_histogram = eval
-        .expr_text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .any(|token| histogram_names.iter().any(|name| name == token));
-    // A name regex may select histogram series too.
-    let regex_over_histograms =
-        !histogram_names.is_empty() && eval.expr_text.contains("__name__=~");
-    if mentions_histogram
-        || regex_over_histograms
-        || eval.expected.iter().any(|line| line.contains("{{"))
-    {
+    let parsed = parser::parse(&eval.expr_text);
+    // A statement that selects a series holding native histogram samples (by name, by
+    // regex, or by labels alone) is about histograms.
+    let selects_histogram = match &parsed {
+        Ok(expr) => selects_any(expr, histograms),
+        Err(_) => false,
+    };
+    if selects_histogram || eval.expected.iter().any(|line| line.contains("{{")) {
         return summary.skip("native histogram samples (not stored by Vigil yet)");
     }
-    if eval.annotations {
-        return summary.skip("warning/info annotations are not produced yet");
-    }
-    let expr = match parser::parse(&eval.expr_text) {
+    let expr = match parsed {
         Ok(expr) => expr,
         Err(_) if eval.expect_fail => {
             summary.passed += 1;
@@ -231,7 +323,9 @@ fn run_eval(
         }
         Ok(value) => value,
     };
-    match compare(&value, eval) {
+    match compare(&value, eval)
+        .and_then(|()| check_annotations(&eval.annotations, &evaluator.annotations()))
+    {
         Ok(()) => summary.passed += 1,
         Err(why) => summary.failed.push(format!("{location}: {why}")),
     }
@@ -366,7 +460,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
     let text = std::fs::read_to_string(path).expect("read conformance file");
     let lines: Vec<&str> = text.lines().collect();
     let mut source = MemorySource::default();
-    let mut histogram_names: Vec<String> = Vec::new();
+    let mut histograms: Vec<LabelSet> = Vec::new();
     let mut idx = 0;
     while idx < lines.len() {
         let line = lines[idx].trim_end();
@@ -377,7 +471,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
         }
         if trimmed == "clear" {
             source.clear();
-            histogram_names.clear();
+            histograms.clear();
             continue;
         }
         let body_start = idx;
@@ -406,9 +500,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                     continue;
                 };
                 if values.contains("{{") {
-                    if let Some(name) = labels.metric_name() {
-                        histogram_names.push(name.to_string());
-                    }
+                    histograms.push(labels.clone());
                     continue;
                 }
                 if trimmed.starts_with("load_with_nhcb") {
@@ -419,7 +511,10 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                             .or(name.strip_suffix("_count"))
                             .or(name.strip_suffix("_sum"))
                     }) {
-                        histogram_names.push(family.to_string());
+                        let mut native = labels.clone();
+                        native.set("le", "");
+                        native.set("__name__", family);
+                        histograms.push(native);
                     }
                 }
                 let tokens: Vec<&str> = values.split_whitespace().collect();
@@ -445,7 +540,19 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                 at: 0,
                 expect_fail: keyword == "eval_fail",
                 ordered: keyword == "eval_ordered",
-                annotations: keyword == "eval_warn" || keyword == "eval_info",
+                annotations: match keyword {
+                    "eval_warn" => vec![AnnotationCheck {
+                        warn: true,
+                        present: true,
+                        text: None,
+                    }],
+                    "eval_info" => vec![AnnotationCheck {
+                        warn: false,
+                        present: true,
+                        text: None,
+                    }],
+                    _ => Vec::new(),
+                },
                 expected: Vec::new(),
             };
             if let Some(rest) = rest.strip_prefix("instant at ") {
@@ -472,19 +579,41 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                 summary.skip("unknown eval form");
                 continue;
             }
+            let mut unsupported_expect = None;
             for line in body {
                 if let Some(expectation) = line.strip_prefix("expect ") {
-                    let kind = expectation.split_whitespace().next().unwrap_or("");
+                    let (kind, detail) = expectation.split_once(' ').unwrap_or((expectation, ""));
+                    let detail = detail.trim();
+                    let text = if let Some(text) = detail.strip_prefix("msg:") {
+                        Some(TextMatch::Exact(text.trim().to_string()))
+                    } else if let Some(pattern) = detail.strip_prefix("regex:") {
+                        regex::Regex::new(strip_position_pattern(pattern.trim()))
+                            .ok()
+                            .map(TextMatch::Regex)
+                    } else {
+                        None
+                    };
                     match kind {
                         "fail" => eval.expect_fail = true,
                         "ordered" => eval.ordered = true,
-                        "warn" | "info" => eval.annotations = true,
-                        "no_warn" | "no_info" => {}
-                        _ => eval.annotations = true,
+                        "warn" | "info" | "no_warn" | "no_info" => {
+                            eval.annotations.push(AnnotationCheck {
+                                warn: kind.ends_with("warn"),
+                                present: !kind.starts_with("no_"),
+                                text,
+                            })
+                        }
+                        other => {
+                            unsupported_expect = Some(other.to_string());
+                        }
                     }
                 } else {
                     eval.expected.push(line.to_string());
                 }
+            }
+            if let Some(kind) = unsupported_expect {
+                summary.skip(format!("runner does not check `expect {kind}`"));
+                continue;
             }
             if EXPERIMENTAL_FILES.contains(&file.as_str()) {
                 summary.skip(format!(
@@ -492,7 +621,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                 ));
                 continue;
             }
-            run_eval(&source, &histogram_names, &eval, &file, summary);
+            run_eval(&source, &histograms, &eval, &file, summary);
             continue;
         }
         summary.skip(format!(

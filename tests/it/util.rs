@@ -307,3 +307,13 @@ pub fn require(program: &str) -> PathBuf {
     }
     panic!("{program} is not installed: run `bash .ci/run` (it installs the test peers)");
 }
+
+/// `../shared` next to the checkout. Resolved at run time (cargo and nextest set
+/// `CARGO_MANIFEST_DIR` for the test process), so a test binary built in another
+/// checkout of the same target directory still finds this checkout's files.
+pub fn shared_dir() -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join("../shared")
+}

@@ -79,8 +79,21 @@ fn range_function(
     let Value::Matrix(series) = evaluator.eval(arg, t)? else {
         return Err(EvalError::Execution("expected range vector".into()));
     };
+    let counter_function = matches!(call.func.name, "rate" | "increase");
     let mut out = Vec::new();
     for s in series {
+        if counter_function {
+            let name = s.labels.get(METRIC_NAME).unwrap_or("");
+            if !["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
+            {
+                evaluator.info(format!(
+                    "metric might not be a counter, name does not end in \
+                     _total/_sum/_count/_bucket: {name:?}"
+                ));
+            }
+        }
         if let Some(value) = op(&s.points, window) {
             out.push(Sample {
                 labels: s.labels,
@@ -101,6 +114,12 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             .map(|boxed| boxed.as_ref())
             .ok_or_else(|| EvalError::Execution(format!("missing argument {idx} of {name}")))
     };
+    if name.starts_with("sort") && evaluator.query_step_ms > 0 {
+        evaluator.warn(
+            "sort is ineffective for range queries since results are always ordered by labels"
+                .into(),
+        );
+    }
     match name {
         "rate" => range_function(evaluator, call, t, false, |p, w| {
             f::extrapolated_rate(p, w, true, true)
@@ -142,6 +161,7 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
         }
         "quantile_over_time" => {
             let phi = scalar_arg(evaluator, arg(0)?, t)?;
+            warn_quantile(evaluator, phi);
             range_function(evaluator, call, t, false, |p, _| {
                 f::quantile_over_time(phi, p)
             })
@@ -162,6 +182,113 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             range_function(evaluator, call, t, false, |p, _| {
                 f::double_exponential_smoothing(p, sf, tf)
             })
+        }
+        "mad_over_time" => range_function(evaluator, call, t, false, |p, _| f::mad_over_time(p)),
+        "first_over_time" => range_function(evaluator, call, t, true, |p, _| f::first_over_time(p)),
+        "ts_of_min_over_time" => {
+            range_function(evaluator, call, t, false, |p, _| f::ts_of_extreme(p, false))
+        }
+        "ts_of_max_over_time" => {
+            range_function(evaluator, call, t, false, |p, _| f::ts_of_extreme(p, true))
+        }
+        "ts_of_first_over_time" => range_function(evaluator, call, t, false, |p, _| {
+            p.first().map(|point| point.t as f64 / 1000.0)
+        }),
+        "ts_of_last_over_time" => range_function(evaluator, call, t, false, |p, _| {
+            p.last().map(|point| point.t as f64 / 1000.0)
+        }),
+        "histogram_quantile" => {
+            let phi = scalar_arg(evaluator, arg(0)?, t)?;
+            let samples = vector_arg(evaluator, arg(1)?, t)?;
+            warn_quantile(evaluator, phi);
+            let groups = bucket_groups(evaluator, samples);
+            let mut out = Vec::with_capacity(groups.len());
+            for (labels, (name, buckets)) in groups {
+                let (value, fixes) = f::bucket_quantile(phi, buckets);
+                note_fixes(evaluator, fixes, &name);
+                out.push(named_dropped(labels, t, value));
+            }
+            Ok(Value::Vector(out))
+        }
+        "histogram_quantiles" => {
+            let samples = vector_arg(evaluator, arg(0)?, t)?;
+            let label = string_arg(evaluator, arg(1)?, t)?;
+            let mut phis = Vec::new();
+            for expr in args.iter().skip(2) {
+                let phi = scalar_arg(evaluator, expr, t)?;
+                warn_quantile(evaluator, phi);
+                phis.push(phi);
+            }
+            let groups = bucket_groups(evaluator, samples);
+            let mut out = Vec::with_capacity(groups.len() * phis.len());
+            for (labels, (name, buckets)) in groups {
+                for phi in &phis {
+                    let (value, fixes) = f::bucket_quantile(*phi, buckets.clone());
+                    note_fixes(evaluator, fixes, &name);
+                    let mut labels = labels.clone();
+                    labels.set(&label, &quantile_label(*phi));
+                    out.push(named_dropped(labels, t, value));
+                }
+            }
+            Ok(Value::Vector(out))
+        }
+        "histogram_fraction" => {
+            let lower = scalar_arg(evaluator, arg(0)?, t)?;
+            let upper = scalar_arg(evaluator, arg(1)?, t)?;
+            let samples = vector_arg(evaluator, arg(2)?, t)?;
+            let groups = bucket_groups(evaluator, samples);
+            let mut out = Vec::with_capacity(groups.len());
+            for (labels, (name, buckets)) in groups {
+                let (value, fixes) = f::bucket_fraction(lower, upper, buckets);
+                note_fixes(evaluator, fixes, &name);
+                out.push(named_dropped(labels, t, value));
+            }
+            Ok(Value::Vector(out))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut samples = vector_arg(evaluator, arg(0)?, t)?;
+            let mut names = Vec::new();
+            for expr in args.iter().skip(1) {
+                names.push(string_arg(evaluator, expr, t)?);
+            }
+            let descending = name == "sort_by_label_desc";
+            samples.sort_by(|a, b| {
+                let mut order = std::cmp::Ordering::Equal;
+                for label in &names {
+                    order = f::natural_cmp(
+                        a.labels.get(label).unwrap_or(""),
+                        b.labels.get(label).unwrap_or(""),
+                    );
+                    if order.is_ne() {
+                        break;
+                    }
+                }
+                let order = order.then_with(|| a.labels.cmp(&b.labels));
+                if descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            });
+            Ok(Value::Vector(samples))
+        }
+        "start" => Ok(Value::Scalar(evaluator.query_start as f64 / 1000.0)),
+        "end" => Ok(Value::Scalar(evaluator.query_end as f64 / 1000.0)),
+        "step" => Ok(Value::Scalar(evaluator.query_step_ms as f64 / 1000.0)),
+        "range" => Ok(Value::Scalar(
+            (evaluator.query_end - evaluator.query_start) as f64 / 1000.0,
+        )),
+        "min_of" | "max_of" => {
+            let a = scalar_arg(evaluator, arg(0)?, t)?;
+            let b = scalar_arg(evaluator, arg(1)?, t)?;
+            // Go's math.Min/Max: NaN wins.
+            Ok(Value::Scalar(if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else if name == "min_of" {
+                a.min(b)
+            } else {
+                a.max(b)
+            }))
         }
         "absent_over_time" => {
             let Value::Matrix(series) = evaluator.eval(arg(0)?, t)? else {
@@ -260,6 +387,93 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             let samples = vector_arg(evaluator, arg(0)?, t)?;
             map_values(samples, t, op)
         }
+    }
+}
+
+/// The quantile label of `histogram_quantiles`: the shortest decimal, with `.0` on
+/// whole numbers (`0.0`, `0.25`, `1.0`).
+fn quantile_label(phi: f64) -> String {
+    let text = super::aggregate::format_value(phi);
+    if phi.is_finite() && !text.contains(['.', 'e']) {
+        format!("{text}.0")
+    } else {
+        text
+    }
+}
+
+fn named_dropped(labels: vigil_storage::LabelSet, t: i64, f: f64) -> Sample {
+    Sample {
+        labels,
+        t,
+        f,
+        drop_name: true,
+    }
+}
+
+fn warn_quantile(evaluator: &Evaluator<'_>, phi: f64) {
+    if !(0.0..=1.0).contains(&phi) {
+        evaluator.warn(format!(
+            "quantile value should be between 0 and 1, got {}",
+            super::aggregate::format_value(phi)
+        ));
+    }
+}
+
+fn note_fixes(evaluator: &Evaluator<'_>, fixes: f::BucketFixes, name: &str) {
+    if fixes.forced_monotonic {
+        evaluator.info(format!(
+            "input to histogram_quantile needed to be fixed for monotonicity (see \
+             https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) \
+             for metric name {name:?}"
+        ));
+    }
+}
+
+/// Classic histogram buckets grouped by their labels without `le`,
+/// in label order. Samples without a parsable `le` are dropped with a warning.
+fn bucket_groups(
+    evaluator: &Evaluator<'_>,
+    samples: Vec<Sample>,
+) -> std::collections::BTreeMap<vigil_storage::LabelSet, (String, Vec<f::Bucket>)> {
+    let mut groups: std::collections::BTreeMap<_, (String, Vec<f::Bucket>)> = Default::default();
+    for sample in samples {
+        let name = sample.labels.get(METRIC_NAME).unwrap_or("").to_string();
+        let le = sample.labels.get("le").unwrap_or("");
+        let Some(upper_bound) = parse_go_float(le) else {
+            evaluator.warn(format!(
+                "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {name:?}"
+            ));
+            continue;
+        };
+        // The name stays in the key (two histograms differing only by name are two
+        // groups, and collide when the name is dropped at the end, as in Prometheus).
+        let mut labels = sample.labels.clone();
+        labels.set("le", "");
+        groups
+            .entry(labels)
+            .or_insert_with(|| (name, Vec::new()))
+            .1
+            .push(f::Bucket {
+                upper_bound,
+                count: sample.f,
+            });
+    }
+    groups
+}
+
+/// Go's `strconv.ParseFloat`: also accepts `+Inf`, `Inf`, `-Inf`, `NaN` in any case.
+fn parse_go_float(text: &str) -> Option<f64> {
+    let trimmed = text.trim_start_matches('+');
+    match trimmed.to_ascii_lowercase().as_str() {
+        "inf" | "infinity" => Some(if text.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        }),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ if text.is_empty() => None,
+        _ => text.parse().ok(),
     }
 }
 

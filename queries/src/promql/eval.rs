@@ -28,7 +28,14 @@ use super::value::{Sample, Series, Value};
 pub trait SeriesSource: Send + Sync {
     /// Every series matching all `matchers`, with its samples in `(start, end]`
     /// (staleness markers included), in time order.
-    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Series>;
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>>;
+}
+
+/// Warnings and infos collected during one query, as Prometheus' `annotations`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Annotations {
+    pub warnings: std::collections::BTreeSet<String>,
+    pub infos: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -39,6 +46,15 @@ pub enum EvalError {
     /// Evaluation failed as Prometheus would fail it (the message is Prometheus' own).
     #[error("{0}")]
     Execution(String),
+    /// Reading the selected series failed (storage or scan error).
+    #[error("{0}")]
+    Storage(String),
+    /// The query touched more samples than allowed (Prometheus' `query.max-samples`).
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples,
+    /// The query ran past its deadline (Prometheus' `query.timeout`).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
 }
 
 pub type EvalResult<T> = Result<T, EvalError>;
@@ -54,6 +70,14 @@ pub struct Evaluator<'a> {
     pub query_end: i64,
     pub lookback_ms: i64,
     pub subquery_step_ms: i64,
+    /// The step of the range query (0 for an instant query), for `step()`.
+    pub query_step_ms: i64,
+    /// At most this many samples loaded by selectors per query (0: unlimited).
+    pub max_samples: usize,
+    /// Evaluation stops with [`EvalError::Timeout`] after this instant.
+    pub deadline: Option<std::time::Instant>,
+    annotations: std::sync::Arc<std::sync::Mutex<Annotations>>,
+    loaded_samples: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn millis(duration: &Duration) -> i64 {
@@ -83,7 +107,74 @@ impl<'a> Evaluator<'a> {
             query_end,
             lookback_ms: DEFAULT_LOOKBACK_MS,
             subquery_step_ms: DEFAULT_SUBQUERY_STEP_MS,
+            query_step_ms: 0,
+            max_samples: 0,
+            deadline: None,
+            annotations: Default::default(),
+            loaded_samples: Default::default(),
         }
+    }
+
+    /// An evaluator for a nested evaluation sharing limits and annotations.
+    fn derive(&self) -> Evaluator<'a> {
+        Evaluator {
+            source: self.source,
+            query_start: self.query_start,
+            query_end: self.query_end,
+            lookback_ms: self.lookback_ms,
+            subquery_step_ms: self.subquery_step_ms,
+            query_step_ms: self.query_step_ms,
+            max_samples: self.max_samples,
+            deadline: self.deadline,
+            annotations: self.annotations.clone(),
+            loaded_samples: self.loaded_samples.clone(),
+        }
+    }
+
+    /// Records a `PromQL warning: …` annotation.
+    pub fn warn(&self, message: String) {
+        if let Ok(mut annotations) = self.annotations.lock() {
+            annotations
+                .warnings
+                .insert(format!("PromQL warning: {message}"));
+        }
+    }
+
+    /// Records a `PromQL info: …` annotation.
+    pub fn info(&self, message: String) {
+        if let Ok(mut annotations) = self.annotations.lock() {
+            annotations.infos.insert(format!("PromQL info: {message}"));
+        }
+    }
+
+    /// The annotations collected so far.
+    pub fn annotations(&self) -> Annotations {
+        self.annotations
+            .lock()
+            .map(|annotations| annotations.clone())
+            .unwrap_or_default()
+    }
+
+    /// Selects from the source, enforcing the sample limit and the deadline.
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
+        if self
+            .deadline
+            .is_some_and(|deadline| std::time::Instant::now() > deadline)
+        {
+            return Err(EvalError::Timeout("query execution"));
+        }
+        let series = self.source.select(matchers, start, end)?;
+        if self.max_samples > 0 {
+            let loaded: usize = series.iter().map(|s| s.points.len()).sum();
+            let total = self
+                .loaded_samples
+                .fetch_add(loaded, std::sync::atomic::Ordering::Relaxed)
+                + loaded;
+            if total > self.max_samples {
+                return Err(EvalError::TooManySamples);
+            }
+        }
+        Ok(series)
     }
 
     fn at_time(&self, at: &Option<AtModifier>, t: i64) -> i64 {
@@ -111,7 +202,9 @@ impl<'a> Evaluator<'a> {
         end: i64,
         step: i64,
     ) -> EvalResult<Vec<Series>> {
-        self.eval_steps(expr, start, end, step, true)
+        let mut ranged = self.derive();
+        ranged.query_step_ms = step;
+        ranged.eval_steps(expr, start, end, step, true)
     }
 
     /// Evaluates at every step; with `finalize_steps` names are removed per step (a
@@ -184,14 +277,16 @@ impl<'a> Evaluator<'a> {
                     other.type_name()
                 ))),
             },
-            Expr::VectorSelector(selector) => Ok(Value::Vector(self.instant_selector(selector, t))),
+            Expr::VectorSelector(selector) => {
+                Ok(Value::Vector(self.instant_selector(selector, t)?))
+            }
             Expr::MatrixSelector(matrix) => {
                 let reference = self.at_time(&matrix.vs.at, t) - offset_ms(&matrix.vs.offset);
                 Ok(Value::Matrix(self.range_selector(
                     &matrix.vs,
                     reference - millis(&matrix.range),
                     reference,
-                )))
+                )?))
             }
             Expr::Subquery(subquery) => Ok(Value::Matrix(self.subquery(subquery, t)?)),
             Expr::Call(call) => call::eval_call(self, call, t),
@@ -202,7 +297,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The matchers of a selector, including the metric name.
-    fn matchers(selector: &VectorSelector) -> EvalResult<Vec<Matcher>> {
+    pub fn selector_matchers(selector: &VectorSelector) -> EvalResult<Vec<Matcher>> {
         if !selector.matchers.or_matchers.is_empty() {
             return Err(EvalError::Unsupported("\"or\" in label matchers".into()));
         }
@@ -217,34 +312,35 @@ impl<'a> Evaluator<'a> {
 
     /// Instant vector selector at `t`: each series' latest sample in the lookback window,
     /// unless that sample is a staleness marker. Sample times are kept for `timestamp()`.
-    pub fn instant_selector(&self, selector: &VectorSelector, t: i64) -> Vec<Sample> {
+    pub fn instant_selector(&self, selector: &VectorSelector, t: i64) -> EvalResult<Vec<Sample>> {
         let reference = self.at_time(&selector.at, t) - offset_ms(&selector.offset);
-        let Ok(matchers) = Self::matchers(selector) else {
-            return Vec::new();
-        };
-        self.source
-            .select(&matchers, reference - self.lookback_ms, reference)
+        let matchers = Self::selector_matchers(selector)?;
+        Ok(self
+            .select(&matchers, reference - self.lookback_ms, reference)?
             .into_iter()
             .filter_map(|series| {
                 let last = series.points.last()?;
                 (!is_stale_marker(last.f)).then(|| Sample::new(series.labels, last.t, last.f))
             })
-            .collect()
+            .collect())
     }
 
     /// Range selector: samples in `(start, end]` without staleness markers.
-    pub fn range_selector(&self, selector: &VectorSelector, start: i64, end: i64) -> Vec<Series> {
-        let Ok(matchers) = Self::matchers(selector) else {
-            return Vec::new();
-        };
-        self.source
-            .select(&matchers, start, end)
+    pub fn range_selector(
+        &self,
+        selector: &VectorSelector,
+        start: i64,
+        end: i64,
+    ) -> EvalResult<Vec<Series>> {
+        let matchers = Self::selector_matchers(selector)?;
+        Ok(self
+            .select(&matchers, start, end)?
             .into_iter()
             .filter_map(|mut series| {
                 series.points.retain(|point| !is_stale_marker(point.f));
                 (!series.points.is_empty()).then_some(series)
             })
-            .collect()
+            .collect())
     }
 
     /// Evaluates a subquery at `t` into a range vector.
@@ -262,13 +358,7 @@ impl<'a> Evaluator<'a> {
         if start <= window_start {
             start += step;
         }
-        let inner = Evaluator {
-            source: self.source,
-            query_start: self.query_start,
-            query_end: self.query_end,
-            lookback_ms: self.lookback_ms,
-            subquery_step_ms: self.subquery_step_ms,
-        };
+        let inner = self.derive();
         let mut series = inner.eval_steps(&subquery.expr, start, reference, step, false)?;
         series.retain(|s| !s.points.is_empty());
         Ok(series)
@@ -301,6 +391,16 @@ impl<'a> Evaluator<'a> {
             Some(param) => Some(self.eval(param, t)?),
             None => None,
         };
+        if aggregate.op.id() == promql_parser::parser::token::T_QUANTILE {
+            if let Some(Value::Scalar(phi)) = &param {
+                if !(0.0..=1.0).contains(phi) {
+                    self.warn(format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        aggregate::format_value(*phi)
+                    ));
+                }
+            }
+        }
         let Value::Vector(samples) = self.eval(&aggregate.expr, t)? else {
             return Err(EvalError::Execution("aggregation over a non-vector".into()));
         };

@@ -336,6 +336,244 @@ pub fn double_exponential_smoothing(points: &[Point], sf: f64, tf: f64) -> Optio
     Some(smoothed)
 }
 
+/// `mad_over_time`: the median absolute deviation from the median.
+pub fn mad_over_time(points: &[Point]) -> Option<f64> {
+    if points.is_empty() {
+        return None;
+    }
+    if points.iter().any(|point| point.f.is_nan()) {
+        return Some(f64::NAN);
+    }
+    let mut values: Vec<f64> = points.iter().map(|point| point.f).collect();
+    let median = quantile(0.5, &mut values);
+    let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
+    Some(quantile(0.5, &mut deviations))
+}
+
+pub fn first_over_time(points: &[Point]) -> Option<f64> {
+    points.first().map(|point| point.f)
+}
+
+/// The time (seconds) of the sample `pick` chooses: the first of equal extremes, as
+/// `ts_of_min_over_time`/`ts_of_max_over_time` do; NaN samples are never chosen unless
+/// all are NaN.
+pub fn ts_of_extreme(points: &[Point], max: bool) -> Option<f64> {
+    let mut best: Option<&Point> = None;
+    for point in points {
+        best = match best {
+            None => Some(point),
+            Some(current) if current.f.is_nan() && !point.f.is_nan() => Some(point),
+            Some(current) if max && point.f >= current.f => Some(point),
+            Some(current) if !max && point.f <= current.f => Some(point),
+            keep => keep,
+        };
+    }
+    best.map(|point| point.t as f64 / 1000.0)
+}
+
+/// One classic histogram bucket: its upper bound (`le`) and cumulative count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub upper_bound: f64,
+    pub count: f64,
+}
+
+/// What fixing the buckets of a classic histogram took, for the info annotations.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct BucketFixes {
+    /// A cumulative count went down and was raised to its predecessor.
+    pub forced_monotonic: bool,
+}
+
+/// Sorts by upper bound, merges buckets with the same bound, and makes the cumulative
+/// counts monotonic (tiny floating-point drops are treated as equal). `None` when the
+/// `+Inf` bucket is missing.
+fn prepare_buckets(buckets: &mut Vec<Bucket>) -> Option<BucketFixes> {
+    buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+    if buckets.last().map(|b| b.upper_bound) != Some(f64::INFINITY) {
+        return None;
+    }
+    let mut merged: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for bucket in buckets.drain(..) {
+        match merged.last_mut() {
+            Some(last) if last.upper_bound == bucket.upper_bound => last.count += bucket.count,
+            _ => merged.push(bucket),
+        }
+    }
+    *buckets = merged;
+    let mut fixes = BucketFixes::default();
+    let mut previous = buckets[0].count;
+    for bucket in buckets.iter_mut().skip(1) {
+        let current = bucket.count;
+        if current == previous {
+            continue;
+        }
+        if nearly_equal(previous, current, 1e-12) {
+            bucket.count = previous;
+        } else if current < previous {
+            bucket.count = previous;
+            fixes.forced_monotonic = true;
+        } else {
+            previous = current;
+        }
+    }
+    Some(fixes)
+}
+
+fn nearly_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let diff = (a - b).abs();
+    let sum = a.abs() + b.abs();
+    if a == 0.0 || b == 0.0 || sum < f64::MIN_POSITIVE {
+        return diff < epsilon * f64::MIN_POSITIVE;
+    }
+    diff / sum.min(f64::MAX) < epsilon
+}
+
+/// `histogram_quantile(φ, …)` over classic buckets: linear interpolation within the
+/// bucket holding the rank; the lowest bucket starts at 0 unless its bound is ≤ 0;
+/// a rank in the `+Inf` bucket answers the highest finite bound.
+pub fn bucket_quantile(phi: f64, mut buckets: Vec<Bucket>) -> (f64, BucketFixes) {
+    if phi.is_nan() {
+        return (f64::NAN, BucketFixes::default());
+    }
+    if phi < 0.0 {
+        return (f64::NEG_INFINITY, BucketFixes::default());
+    }
+    if phi > 1.0 {
+        return (f64::INFINITY, BucketFixes::default());
+    }
+    let Some(fixes) = prepare_buckets(&mut buckets) else {
+        return (f64::NAN, BucketFixes::default());
+    };
+    if buckets.len() < 2 {
+        return (f64::NAN, fixes);
+    }
+    let observations = buckets[buckets.len() - 1].count;
+    if observations == 0.0 || observations.is_nan() {
+        return (f64::NAN, fixes);
+    }
+    let mut rank = phi * observations;
+    let last_finite = buckets.len() - 1;
+    let b = buckets[..last_finite].partition_point(|bucket| bucket.count < rank);
+    if b == last_finite {
+        return (buckets[last_finite - 1].upper_bound, fixes);
+    }
+    if b == 0 && buckets[0].upper_bound <= 0.0 {
+        return (buckets[0].upper_bound, fixes);
+    }
+    let bucket_end = buckets[b].upper_bound;
+    let mut count = buckets[b].count;
+    let mut bucket_start = 0.0;
+    if b > 0 {
+        bucket_start = buckets[b - 1].upper_bound;
+        count -= buckets[b - 1].count;
+        rank -= buckets[b - 1].count;
+    }
+    (
+        bucket_start + (bucket_end - bucket_start) * (rank / count),
+        fixes,
+    )
+}
+
+/// `histogram_fraction(lower, upper, …)` over classic buckets: the share of
+/// observations in `[lower, upper]`, interpolating linearly inside finite buckets (the
+/// lowest bucket starts at 0 when its bound is positive; infinite-width buckets are not
+/// interpolated).
+pub fn bucket_fraction(lower: f64, upper: f64, mut buckets: Vec<Bucket>) -> (f64, BucketFixes) {
+    let Some(fixes) = prepare_buckets(&mut buckets) else {
+        return (f64::NAN, BucketFixes::default());
+    };
+    let total = buckets[buckets.len() - 1].count;
+    if total == 0.0 || lower.is_nan() || upper.is_nan() {
+        return (f64::NAN, fixes);
+    }
+    if lower >= upper {
+        return (0.0, fixes);
+    }
+    // The cumulative count at value `v`. Infinite-width buckets are not interpolated:
+    // a bound inside one counts none of it.
+    let rank_at = |v: f64, is_lower: bool| -> f64 {
+        let mut below = 0.0;
+        for (idx, bucket) in buckets.iter().enumerate() {
+            let start = if idx == 0 {
+                if bucket.upper_bound > 0.0 {
+                    0.0
+                } else {
+                    f64::NEG_INFINITY
+                }
+            } else {
+                buckets[idx - 1].upper_bound
+            };
+            if v >= bucket.upper_bound {
+                below = bucket.count;
+                continue;
+            }
+            if v <= start {
+                return below;
+            }
+            if start.is_infinite() && is_lower {
+                return bucket.count;
+            }
+            if start.is_infinite() || bucket.upper_bound.is_infinite() {
+                return below;
+            }
+            return below + (bucket.count - below) * (v - start) / (bucket.upper_bound - start);
+        }
+        below
+    };
+    (
+        (rank_at(upper, false) - rank_at(lower, true)) / total,
+        fixes,
+    )
+}
+
+/// Natural ordering of label values (`sort_by_label`): runs of digits compare as
+/// numbers, everything else byte-wise.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let start_a = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let start_b = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let digits_a = trim_zeros(&a[start_a..i]);
+            let digits_b = trim_zeros(&b[start_b..j]);
+            let order = digits_a
+                .len()
+                .cmp(&digits_b.len())
+                .then_with(|| digits_a.cmp(digits_b));
+            if order != Ordering::Equal {
+                return order;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let first = digits
+        .iter()
+        .position(|d| *d != b'0')
+        .unwrap_or(digits.len());
+    &digits[first..]
+}
+
 /// Orders values with NaN last in both directions, as Prometheus' `sort`, `sort_desc`,
 /// `topk` and `bottomk` do.
 pub fn cmp_nan_last(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
@@ -388,6 +626,40 @@ mod tests {
         let reset = points(&[(10_000, 10.0), (20_000, 2.0)]);
         assert_eq!(resets(&reset), Some(1.0));
         assert_eq!(instant_value(&reset, true), Some(0.2));
+    }
+
+    #[test]
+    fn classic_histogram_quantile() {
+        let buckets = |pairs: &[(f64, f64)]| -> Vec<Bucket> {
+            pairs
+                .iter()
+                .map(|&(upper_bound, count)| Bucket { upper_bound, count })
+                .collect()
+        };
+        let b = buckets(&[
+            (0.1, 50.0),
+            (0.5, 90.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ]);
+        // Rank 50 is the top of the first bucket, which starts at 0.
+        assert_eq!(bucket_quantile(0.5, b.clone()).0, 0.1);
+        // Rank 70 is half-way through (0.1, 0.5].
+        assert!((bucket_quantile(0.7, b.clone()).0 - 0.3).abs() < 1e-12);
+        // Without +Inf there is no answer; a decreasing count is forced up.
+        assert!(bucket_quantile(0.5, buckets(&[(1.0, 5.0)])).0.is_nan());
+        let (_, fixes) = bucket_quantile(
+            0.5,
+            buckets(&[(1.0, 5.0), (2.0, 4.0), (f64::INFINITY, 6.0)]),
+        );
+        assert!(fixes.forced_monotonic);
+        let (fraction, _) = bucket_fraction(0.0, 0.3, b);
+        assert!((fraction - 0.7).abs() < 1e-12, "{fraction}");
+        assert_eq!(natural_cmp("4m5", "4m600"), std::cmp::Ordering::Less);
+        assert_eq!(
+            natural_cmp("1.111.3", "1.11.3"),
+            std::cmp::Ordering::Greater
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use promql_parser::label::Matcher;
 use vigil_storage::LabelSet;
 
-use super::eval::{matches, SeriesSource};
+use super::eval::{matches, EvalResult, SeriesSource};
 use super::functions::Point;
 use super::value::Series;
 
@@ -42,8 +42,9 @@ impl MemorySource {
 }
 
 impl SeriesSource for MemorySource {
-    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Series> {
-        self.series
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
+        Ok(self
+            .series
             .iter()
             .filter(|series| matches(matchers, &series.labels))
             .filter_map(|series| {
@@ -55,6 +56,6 @@ impl SeriesSource for MemorySource {
                     drop_name: false,
                 })
             })
-            .collect()
+            .collect())
     }
 }

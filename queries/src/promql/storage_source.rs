@@ -10,10 +10,9 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
 use promql_parser::label::Matcher;
 use tokio::runtime::Handle;
-use tracing::warn;
 use vigil_storage::Storage;
 
-use super::eval::{matches, SeriesSource};
+use super::eval::{matches, EvalError, EvalResult, SeriesSource};
 use super::functions::Point;
 use super::value::Series;
 use crate::SqlEngine;
@@ -24,25 +23,33 @@ pub struct StorageSource<'a> {
     pub runtime: Handle,
 }
 
+/// Above this many matched series the scan reads every series in the time range and
+/// filters afterwards; below it the ids are pushed into the scan (Parquet statistics on
+/// the sorted `series_id` column then skip most row groups and pages).
+const MAX_PUSHED_IDS: usize = 4096;
+
 impl SeriesSource for StorageSource<'_> {
-    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> Vec<Series> {
-        let selected = self
+    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
+        let mut selected = self
             .storage
             .series_matching(|labels| matches(matchers, labels));
         if selected.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let query = format!(
+        // Prometheus returns series in label order.
+        selected.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut query = format!(
             "SELECT series_id, CAST(timestamp AS BIGINT) AS ts, value FROM samples \
              WHERE timestamp > to_timestamp_millis({start}) AND timestamp <= to_timestamp_millis({end})"
         );
-        let batches = match self.runtime.block_on(self.sql.query(&query)) {
-            Ok((_, batches)) => batches,
-            Err(err) => {
-                warn!(error = %err, "promql selector scan failed");
-                return Vec::new();
-            }
-        };
+        if selected.len() <= MAX_PUSHED_IDS {
+            let ids: Vec<String> = selected.iter().map(|(id, _)| id.to_string()).collect();
+            query.push_str(&format!(" AND series_id IN ({})", ids.join(",")));
+        }
+        let (_, batches) = self
+            .runtime
+            .block_on(self.sql.query(&query))
+            .map_err(|err| EvalError::Storage(format!("reading samples: {err}")))?;
         let mut points: HashMap<u64, Vec<Point>> =
             selected.iter().map(|(id, _)| (*id, Vec::new())).collect();
         for batch in &batches {
@@ -58,7 +65,7 @@ impl SeriesSource for StorageSource<'_> {
                 }
             }
         }
-        selected
+        Ok(selected
             .into_iter()
             .filter_map(|(id, labels)| {
                 let mut series_points = points.remove(&id)?;
@@ -72,6 +79,6 @@ impl SeriesSource for StorageSource<'_> {
                     drop_name: false,
                 })
             })
-            .collect()
+            .collect())
     }
 }
