@@ -490,3 +490,79 @@ pub async fn buildinfo_handler() -> Response {
         "goVersion": "",
     }))
 }
+
+/// `GET /api/v1/metadata`: metric metadata received over remote_write, as
+/// `{name: [{type, help, unit}]}`; `metric`, `limit` and `limit_per_metric` as in
+/// Prometheus (a negative or absent limit means no limit).
+pub async fn metadata_handler(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = |name: &str| -> Result<Option<usize>, Response> {
+        match query.get(name).map(String::as_str) {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<i64>() {
+                Ok(n) if n < 0 => Ok(None),
+                Ok(n) => Ok(Some(n as usize)),
+                Err(_) => Err(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!("{name} must be a number"),
+                )),
+            },
+        }
+    };
+    let (limit, _per_metric) = match (limit("limit"), limit("limit_per_metric")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let metadata = state.metadata.read();
+    let mut data = Map::new();
+    // One entry per metric is kept, so `limit_per_metric` never cuts anything.
+    for (name, meta) in metadata.iter() {
+        if query.get("metric").is_some_and(|wanted| wanted != name) {
+            continue;
+        }
+        if limit.is_some_and(|limit| data.len() >= limit) {
+            break;
+        }
+        data.insert(
+            name.clone(),
+            json!([{"type": meta.kind, "help": meta.help, "unit": meta.unit}]),
+        );
+    }
+    Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// `/api/v1/format_query`: the query pretty-printed as Prometheus formats it.
+pub async fn format_query_handler(
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = params(query, &headers, &body);
+    match parse_query(&params) {
+        Ok(expr) => Json(json!({"status": "success", "data": expr.prettify()})).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// `/api/v1/parse_query`: the syntax tree as JSON, in the shape Prometheus' UI reads.
+pub async fn parse_query_handler(
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = params(query, &headers, &body);
+    match parse_query(&params) {
+        Ok(expr) => match serde_json::to_value(&expr) {
+            Ok(tree) => Json(json!({"status": "success", "data": tree})).into_response(),
+            Err(err) => api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            ),
+        },
+        Err(err) => err.into_response(),
+    }
+}

@@ -88,6 +88,15 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/query_range",
             get(crate::prom_api::query_range_handler).post(crate::prom_api::query_range_handler),
         )
+        .route("/api/v1/metadata", get(crate::prom_api::metadata_handler))
+        .route(
+            "/api/v1/format_query",
+            get(crate::prom_api::format_query_handler).post(crate::prom_api::format_query_handler),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(crate::prom_api::parse_query_handler).post(crate::prom_api::parse_query_handler),
+        )
         .route("/metrics", get(metrics_handler))
         .route("/-/healthy", get(|| async { "Vigil is Healthy.\n" }))
         .route("/-/ready", get(ready_handler))

@@ -9,6 +9,7 @@ mod crash;
 mod demo;
 mod node_exporter;
 mod parquet;
+mod prom_client;
 mod prometheus;
 mod promql_api;
 mod promql_conformance;

@@ -176,3 +176,114 @@ fn increase_extrapolates_over_storage() {
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["data"]["result"][0]["value"][1], "1000", "{json}");
 }
+
+/// A histogram family (`latency_seconds_bucket` for two pods) plus a gauge, written at
+/// 10s intervals over the last 10 minutes; returns the time of the last sample.
+fn write_histograms(vigil: &Vigil) -> i64 {
+    let start = (now_ms() - 600_000) / 10_000 * 10_000;
+    let mut batch = SampleBatch::default();
+    for pod in ["a", "b"] {
+        for (le, per_step) in [("0.1", 5.0), ("0.5", 8.0), ("1", 9.0), ("+Inf", 10.0)] {
+            let idx = batch.push_series(
+                LabelSet::from_pairs([
+                    ("__name__", "latency_seconds_bucket"),
+                    ("pod", pod),
+                    ("le", le),
+                ])
+                .expect("labels"),
+            );
+            for step in 0..=60 {
+                batch.push_sample(idx, start + step * 10_000, per_step * step as f64);
+            }
+        }
+    }
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    start + 600_000
+}
+
+#[test]
+fn histogram_quantile_annotations_and_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(
+        &dir.path().join("data"),
+        Some("query:\n  max_samples: 100\n"),
+    );
+    let end = write_histograms(&vigil);
+    let t = end as f64 / 1000.0;
+    let query = |q: &str| {
+        let encoded =
+            serde_urlencoded::to_string([("query", q), ("time", &t.to_string())]).expect("encode");
+        get_json(&vigil, &format!("/api/v1/query?{encoded}"))
+    };
+    // Per 10s: 5 of 10 observations ≤ 0.1, 8 ≤ 0.5. The median is the top of the first
+    // bucket; the 0.65-quantile is half-way through (0.1, 0.5].
+    let (status, json) =
+        query("histogram_quantile(0.65, sum by (le) (rate(latency_seconds_bucket[1m])))");
+    assert_eq!(status, 200, "{json}");
+    let value: f64 = json["data"]["result"][0]["value"][1]
+        .as_str()
+        .expect("value")
+        .parse()
+        .expect("float");
+    assert!((value - 0.3).abs() < 1e-9, "{json}");
+    assert_eq!(json["data"]["result"][0]["metric"], serde_json::json!({}));
+    assert!(json.get("warnings").is_none(), "{json}");
+    // Out-of-range φ: a result and a warning, as Prometheus reports it.
+    let (status, json) = query("histogram_quantile(1.5, rate(latency_seconds_bucket[1m]))");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["result"][0]["value"][1], "+Inf");
+    assert!(
+        json["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("quantile value should be between 0 and 1")),
+        "{json}"
+    );
+    // rate() over `_bucket` series is fine; over a name without a counter suffix it is
+    // answered with Prometheus' info annotation.
+    let (_, json) = query("rate(latency_seconds_bucket[1m])");
+    assert!(json.get("infos").is_none(), "{json}");
+    let (_, json) = query("rate(label_replace(latency_seconds_bucket, \"__name__\", \"latency\", \"\", \"\")[1m:10s])");
+    assert!(
+        json["infos"][0]
+            .as_str()
+            .is_some_and(|i| i.contains("metric might not be a counter")),
+        "{json}"
+    );
+    // 8 series × 61 samples is more than max_samples (100): Prometheus' error.
+    let (status, json) = query("max_over_time(latency_seconds_bucket[10m])");
+    assert_eq!(status, 422, "{json}");
+    assert_eq!(json["errorType"], "execution");
+    assert!(json["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("too many samples")));
+    // A timeout parameter that cannot be parsed is bad_data.
+    let (status, json) = get_json(&vigil, "/api/v1/query?query=1&timeout=soon");
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(json["errorType"], "bad_data");
+}
+
+#[test]
+fn format_parse_query_and_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let (status, json) = get_json(
+        &vigil,
+        "/api/v1/format_query?query=sum(rate(foo%7Bbar%3D%22baz%22%7D%5B5m%5D))%20by%20(job)",
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"], "sum by (job) (rate(foo{bar=\"baz\"}[5m]))");
+    let (status, json) = get_json(&vigil, "/api/v1/parse_query?query=up%20offset%205m");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["type"], "vectorSelector");
+    assert_eq!(json["data"]["name"], "up");
+    assert_eq!(json["data"]["offset"], 300_000);
+    let (status, json) = get_json(&vigil, "/api/v1/parse_query?query=sum(");
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(json["errorType"], "bad_data");
+    let (status, json) = get_json(&vigil, "/api/v1/metadata");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["status"], "success");
+    let (status, json) = get_json(&vigil, "/api/v1/metadata?limit=x");
+    assert_eq!(status, 400, "{json}");
+}

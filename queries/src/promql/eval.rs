@@ -163,18 +163,23 @@ impl<'a> Evaluator<'a> {
         {
             return Err(EvalError::Timeout("query execution"));
         }
-        let series = self.source.select(matchers, start, end)?;
-        if self.max_samples > 0 {
-            let loaded: usize = series.iter().map(|s| s.points.len()).sum();
-            let total = self
-                .loaded_samples
-                .fetch_add(loaded, std::sync::atomic::Ordering::Relaxed)
-                + loaded;
-            if total > self.max_samples {
-                return Err(EvalError::TooManySamples);
-            }
+        self.source.select(matchers, start, end)
+    }
+
+    /// Counts samples a selector brought into the query (one per series for an instant
+    /// selector, every point for a range selector), as Prometheus' max-samples does.
+    fn count_samples(&self, loaded: usize) -> EvalResult<()> {
+        if self.max_samples == 0 {
+            return Ok(());
         }
-        Ok(series)
+        let total = self
+            .loaded_samples
+            .fetch_add(loaded, std::sync::atomic::Ordering::Relaxed)
+            + loaded;
+        if total > self.max_samples {
+            return Err(EvalError::TooManySamples);
+        }
+        Ok(())
     }
 
     fn at_time(&self, at: &Option<AtModifier>, t: i64) -> i64 {
@@ -315,14 +320,16 @@ impl<'a> Evaluator<'a> {
     pub fn instant_selector(&self, selector: &VectorSelector, t: i64) -> EvalResult<Vec<Sample>> {
         let reference = self.at_time(&selector.at, t) - offset_ms(&selector.offset);
         let matchers = Self::selector_matchers(selector)?;
-        Ok(self
+        let samples: Vec<Sample> = self
             .select(&matchers, reference - self.lookback_ms, reference)?
             .into_iter()
             .filter_map(|series| {
                 let last = series.points.last()?;
                 (!is_stale_marker(last.f)).then(|| Sample::new(series.labels, last.t, last.f))
             })
-            .collect())
+            .collect();
+        self.count_samples(samples.len())?;
+        Ok(samples)
     }
 
     /// Range selector: samples in `(start, end]` without staleness markers.
@@ -333,14 +340,16 @@ impl<'a> Evaluator<'a> {
         end: i64,
     ) -> EvalResult<Vec<Series>> {
         let matchers = Self::selector_matchers(selector)?;
-        Ok(self
+        let series: Vec<Series> = self
             .select(&matchers, start, end)?
             .into_iter()
             .filter_map(|mut series| {
                 series.points.retain(|point| !is_stale_marker(point.f));
                 (!series.points.is_empty()).then_some(series)
             })
-            .collect())
+            .collect();
+        self.count_samples(series.iter().map(|s| s.points.len()).sum())?;
+        Ok(series)
     }
 
     /// Evaluates a subquery at `t` into a range vector.
