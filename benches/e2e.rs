@@ -6,7 +6,10 @@
 //!    0/1 series; 1000 series × 720 samples at 15s): Vigil's Parquet vs the Prometheus TSDB
 //!    blocks that `promtool tsdb create-blocks-from openmetrics` builds from the same data.
 //!
-//! Run: `cargo bench --bench e2e` (needs `prometheus` and `promtool` on PATH).
+//! 3. with `-- query`: PromQL latency of dashboard queries (instant and 30-minute range)
+//!    at 10k and 100k series, Vigil vs Prometheus on the same remote-written data.
+//!
+//! Run: `cargo bench --bench e2e [-- query]` (needs `prometheus` and `promtool` on PATH).
 //! Prints a Markdown table for BENCHMARKS.md.
 
 use std::path::Path;
@@ -136,7 +139,12 @@ fn labels(n: usize) -> Vec<LabelSet> {
 /// Sends `rounds` samples of every series, `SERIES_PER_REQUEST` series per request and
 /// `CONCURRENCY` requests in flight; returns samples per second (bodies prebuilt).
 async fn ingest(url: &str, series: &[LabelSet], rounds: usize) -> f64 {
-    let start_ts = now_ms() - rounds as i64 * 15_000;
+    ingest_from(url, series, rounds, now_ms() - rounds as i64 * 15_000).await
+}
+
+/// [`ingest`] with the first round at `start_ts` (ms), one round every 15s; counters
+/// rise by 100 per round.
+async fn ingest_from(url: &str, series: &[LabelSet], rounds: usize, start_ts: i64) -> f64 {
     let mut bodies = Vec::new();
     for round in 0..rounds {
         for chunk in series.chunks(SERIES_PER_REQUEST) {
@@ -313,9 +321,111 @@ async fn bytes_per_sample(root: &Path) -> (f64, f64, usize) {
     )
 }
 
+/// Dashboard-style queries: instant at the end of the data, range over the last 30
+/// minutes at a 60s step (Grafana's shape).
+const INSTANT_QUERIES: &[&str] = &[
+    "sum by (namespace) (rate(container_cpu_usage_seconds_total[5m]))",
+    "topk(5, rate(container_cpu_usage_seconds_total[5m]))",
+    "count(container_cpu_usage_seconds_total)",
+    "container_cpu_usage_seconds_total{pod=\"pod-7\"}",
+];
+const RANGE_QUERIES: &[&str] = &[
+    "sum by (namespace) (rate(container_cpu_usage_seconds_total[5m]))",
+    "rate(container_cpu_usage_seconds_total{namespace=\"ns-3\",pod=~\"pod-1.*\"}[5m])",
+    "max by (namespace) (container_cpu_usage_seconds_total)",
+];
+
+/// Median latency (ms) of `runs` executions of one query, after one warm-up, and the
+/// number of series in the answer.
+async fn time_query(url: &str, params: &[(&str, String)], runs: usize) -> (f64, usize) {
+    let client = reqwest::Client::new();
+    let mut times = Vec::with_capacity(runs);
+    let mut series = 0;
+    for run in 0..=runs {
+        let started = Instant::now();
+        let response = client
+            .post(format!("{url}{}", params[0].1))
+            .form(&params[1..])
+            .send()
+            .await
+            .expect("query");
+        assert!(response.status().is_success(), "{}", response.status());
+        let bytes = response.bytes().await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        series = body["data"]["result"].as_array().map_or(1, Vec::len);
+        if run > 0 {
+            times.push(elapsed);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], series)
+}
+
+/// Query latency, Vigil vs Prometheus on the same data: 30 minutes of 15s samples for
+/// `n_series` counters written to both over remote_write, then each query timed on both.
+async fn query_latency(root: &Path, n_series: usize) {
+    let series = labels(n_series);
+    let rounds = 120;
+    let start_ts = (now_ms() - rounds as i64 * 15_000) / 15_000 * 15_000;
+    let vigil = start_vigil(&root.join(format!("q-vigil-{n_series}"))).await;
+    ingest_from(&vigil.url, &series, rounds, start_ts).await;
+    let prometheus = start_prometheus(&root.join(format!("q-prom-{n_series}"))).await;
+    ingest_from(&prometheus.url, &series, rounds, start_ts).await;
+    // Off the sample grid, so both versions' window edges agree.
+    let end = (start_ts + (rounds as i64 - 1) * 15_000 + 7_500) as f64 / 1000.0;
+    let runs = 5;
+    for (kind, queries) in [("instant", INSTANT_QUERIES), ("range", RANGE_QUERIES)] {
+        for query in queries {
+            let params: Vec<(&str, String)> = if kind == "instant" {
+                vec![
+                    ("path", "/api/v1/query".into()),
+                    ("query", query.to_string()),
+                    ("time", end.to_string()),
+                ]
+            } else {
+                vec![
+                    ("path", "/api/v1/query_range".into()),
+                    ("query", query.to_string()),
+                    ("start", (end - 1800.0).to_string()),
+                    ("end", end.to_string()),
+                    ("step", "60".into()),
+                ]
+            };
+            let (ours, our_series) = time_query(&vigil.url, &params, runs).await;
+            let (theirs, their_series) = time_query(&prometheus.url, &params, runs).await;
+            let note = if our_series == their_series {
+                ""
+            } else {
+                " (series count differs!)"
+            };
+            println!(
+                "| {n_series} | {kind} | `{}` | {our_series} | {ours:.1} | {theirs:.1} | {:.2}{note} |",
+                query.replace('|', "\\|"),
+                ours / theirs
+            );
+        }
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let root = tempfile::tempdir().expect("tempdir");
+    if std::env::args().any(|arg| arg == "query") {
+        runtime.block_on(async {
+            println!("| series | kind | query | result series | Vigil ms (median of 5) | Prometheus ms | Vigil / Prometheus |");
+            println!("|---:|---|---|---:|---:|---:|---:|");
+            // VIGIL_BENCH_SERIES=100000 runs one size only (for profiling).
+            let sizes: Vec<usize> = match std::env::var("VIGIL_BENCH_SERIES") {
+                Ok(n) => vec![n.parse().expect("VIGIL_BENCH_SERIES is a number")],
+                Err(_) => vec![10_000, 100_000],
+            };
+            for n_series in sizes {
+                query_latency(root.path(), n_series).await;
+            }
+        });
+        return;
+    }
     runtime.block_on(async {
         println!("| active series | samples sent | Vigil samples/s (fsync ack) | Prometheus samples/s | Vigil / Prometheus |");
         println!("|---:|---:|---:|---:|---:|");

@@ -22,7 +22,8 @@ pub struct Label {
 /// A set of labels sorted by name, with unique names and no empty values
 /// (an empty value means "label absent", as in Prometheus).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct LabelSet(Vec<Label>);
+/// Shared on clone (the evaluator copies label sets per step); copied on write.
+pub struct LabelSet(std::sync::Arc<Vec<Label>>);
 
 impl LabelSet {
     /// Builds a label set, dropping empty values and sorting by name.
@@ -35,7 +36,7 @@ impl LabelSet {
                 return Err(Error::DuplicateLabel(pair[0].name.clone()));
             }
         }
-        Ok(LabelSet(labels))
+        Ok(LabelSet(std::sync::Arc::new(labels)))
     }
 
     /// Builds a label set from pairs; panics never, duplicates are an error.
@@ -63,7 +64,11 @@ impl LabelSet {
     }
 
     pub fn metric_name(&self) -> Option<&str> {
-        self.get(METRIC_NAME)
+        // `__name__` sorts before every lower-case name: usually the first label.
+        match self.0.first() {
+            Some(first) if first.name == METRIC_NAME => Some(first.value.as_str()),
+            _ => self.get(METRIC_NAME),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -81,11 +86,12 @@ impl LabelSet {
             .binary_search_by(|label| label.name.as_str().cmp(name))
         {
             Ok(idx) if value.is_empty() => {
-                self.0.remove(idx);
+                std::sync::Arc::make_mut(&mut self.0).remove(idx);
             }
-            Ok(idx) => self.0[idx].value = value.to_string(),
+            Ok(idx) if self.0[idx].value == value => {}
+            Ok(idx) => std::sync::Arc::make_mut(&mut self.0)[idx].value = value.to_string(),
             Err(_) if value.is_empty() => {}
-            Err(idx) => self.0.insert(
+            Err(idx) => std::sync::Arc::make_mut(&mut self.0).insert(
                 idx,
                 Label {
                     name: name.to_string(),
@@ -97,7 +103,7 @@ impl LabelSet {
 
     pub fn series_id(&self) -> SeriesId {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for label in &self.0 {
+        for label in self.0.iter() {
             hasher.update(label.name.as_bytes());
             hasher.update(&[0xff]);
             hasher.update(label.value.as_bytes());
@@ -111,7 +117,7 @@ impl LabelSet {
     /// `[a-zA-Z_:][a-zA-Z0-9_:]*` for the metric name, which must be present.
     pub fn validate(&self) -> Result<()> {
         let mut has_name = false;
-        for label in &self.0 {
+        for label in self.0.iter() {
             if label.name == METRIC_NAME {
                 has_name = true;
                 if !is_valid_metric_name(&label.value) {

@@ -96,6 +96,9 @@ struct Reservation {
     previous: Option<(i64, f64)>,
 }
 
+/// Series chosen by a selector, in label order (shared, cached).
+pub type SortedSelection = Arc<Vec<(SeriesId, Arc<LabelSet>)>>;
+
 struct Catalog {
     series: HashMap<SeriesId, Arc<LabelSet>>,
     /// Latest accepted sample per series: the out-of-order check.
@@ -114,6 +117,9 @@ pub struct Storage {
     /// segment its cut started (everything below it is in this or an older head).
     frozen: RwLock<Vec<FrozenHead>>,
     catalog: RwLock<Catalog>,
+    /// Selector results in label order, keyed by selector, valid while the number of
+    /// series is unchanged (series are only ever added).
+    selections: Mutex<HashMap<String, (usize, SortedSelection)>>,
     /// Serializes the out-of-order check and its reservation of timestamps.
     order: Mutex<()>,
     files: RwLock<Vec<SampleFile>>,
@@ -266,6 +272,7 @@ impl Storage {
             head: RwLock::new(head),
             frozen: RwLock::new(Vec::new()),
             catalog: RwLock::new(catalog),
+            selections: Mutex::new(HashMap::new()),
             order: Mutex::new(()),
             files: RwLock::new(files),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -593,6 +600,58 @@ impl Storage {
         (batches, files)
     }
 
+    /// The samples of `ids` in `(start, end]` straight from memory, when no Parquet file
+    /// overlaps the range (`None` otherwise: the caller reads through the `samples`
+    /// table). Each series' samples come sorted by time; series without samples in the
+    /// range are left out.
+    pub fn head_points(
+        &self,
+        ids: &[SeriesId],
+        start: i64,
+        end: i64,
+    ) -> Option<HashMap<SeriesId, (Vec<i64>, Vec<f64>)>> {
+        let head = self.head.read();
+        let frozen = self.frozen.read();
+        let files = self.files.read();
+        if files
+            .iter()
+            .any(|file| file.block_start <= end && file.block_end > start)
+        {
+            return None;
+        }
+        let mut out: HashMap<SeriesId, (Vec<i64>, Vec<f64>)> = HashMap::new();
+        for source in
+            std::iter::once(&*head).chain(frozen.iter().map(|pending| pending.head.as_ref()))
+        {
+            for id in ids {
+                let Some(series) = source.series.get(id) else {
+                    continue;
+                };
+                let from = series.timestamps.partition_point(|&ts| ts <= start);
+                let to = series.timestamps.partition_point(|&ts| ts <= end);
+                if from < to {
+                    let entry = out.entry(*id).or_default();
+                    entry.0.extend_from_slice(&series.timestamps[from..to]);
+                    entry.1.extend_from_slice(&series.values[from..to]);
+                }
+            }
+        }
+        if !frozen.is_empty() {
+            // A frozen head and the live head may both hold a series: merge by time.
+            for (timestamps, values) in out.values_mut() {
+                let mut pairs: Vec<(i64, f64)> = timestamps
+                    .iter()
+                    .copied()
+                    .zip(values.iter().copied())
+                    .collect();
+                pairs.sort_by_key(|pair| pair.0);
+                *timestamps = pairs.iter().map(|pair| pair.0).collect();
+                *values = pairs.iter().map(|pair| pair.1).collect();
+            }
+        }
+        Some(out)
+    }
+
     /// Every known series, as a `series` table batch.
     pub fn series_batch(&self) -> Result<RecordBatch> {
         let catalog = self.catalog.read();
@@ -603,6 +662,39 @@ impl Storage {
             .collect();
         rows.sort_unstable_by_key(|row| row.0);
         parquet_block::series_table_batch(rows.into_iter())
+    }
+
+    /// Every series whose labels satisfy `predicate`, sorted by labels, as the selector
+    /// `key` selects them. Repeated selectors (dashboards refresh the same queries) are
+    /// answered from a cache until a new series appears.
+    pub fn select_series(
+        &self,
+        key: &str,
+        predicate: impl Fn(&LabelSet) -> bool,
+    ) -> SortedSelection {
+        let generation = self.catalog.read().series.len();
+        if let Some((cached_generation, selection)) = self.selections.lock().get(key) {
+            if *cached_generation == generation {
+                return selection.clone();
+            }
+        }
+        let catalog = self.catalog.read();
+        let generation = catalog.series.len();
+        let mut selected: Vec<(SeriesId, Arc<LabelSet>)> = catalog
+            .series
+            .iter()
+            .filter(|(_, labels)| predicate(labels))
+            .map(|(id, labels)| (*id, labels.clone()))
+            .collect();
+        drop(catalog);
+        selected.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        let selection = Arc::new(selected);
+        let mut selections = self.selections.lock();
+        if selections.len() >= 1024 {
+            selections.clear();
+        }
+        selections.insert(key.to_string(), (generation, selection.clone()));
+        selection
     }
 
     /// Every known series whose labels satisfy `predicate`.

@@ -39,6 +39,67 @@ pub fn format_value(f: f64) -> String {
     }
 }
 
+/// The labels a grouping keeps, without building a label set.
+fn kept_labels<'l>(
+    labels: &'l LabelSet,
+    modifier: Option<&'l LabelModifier>,
+) -> Box<dyn Iterator<Item = (&'l str, &'l str)> + 'l> {
+    match modifier {
+        None => Box::new(std::iter::empty()),
+        Some(LabelModifier::Include(keep)) => {
+            // `by` keeps labels in the label set's (sorted) order.
+            Box::new(
+                labels
+                    .labels()
+                    .iter()
+                    .filter(|label| keep.labels.iter().any(|name| *name == label.name))
+                    .map(|label| (label.name.as_str(), label.value.as_str())),
+            )
+        }
+        Some(LabelModifier::Exclude(drop)) => Box::new(
+            labels
+                .labels()
+                .iter()
+                .filter(|label| {
+                    label.name != vigil_storage::labels::METRIC_NAME
+                        && !drop.labels.iter().any(|name| *name == label.name)
+                })
+                .map(|label| (label.name.as_str(), label.value.as_str())),
+        ),
+    }
+}
+
+fn group_hash(labels: &LabelSet, modifier: Option<&LabelModifier>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    if let Some(LabelModifier::Include(keep)) = modifier {
+        // `by (…)`: a few lookups beat a scan of every label.
+        for name in &keep.labels {
+            labels.get(name).hash(&mut hasher);
+        }
+        return hasher.finish();
+    }
+    for (name, value) in kept_labels(labels, modifier) {
+        name.hash(&mut hasher);
+        value.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Whether `labels` belongs to the group whose grouping labels are `key`.
+fn same_group(labels: &LabelSet, key: &LabelSet, modifier: Option<&LabelModifier>) -> bool {
+    if let Some(LabelModifier::Include(keep)) = modifier {
+        return keep
+            .labels
+            .iter()
+            .all(|name| labels.get(name) == key.get(name));
+    }
+    kept_labels(labels, modifier).eq(key
+        .labels()
+        .iter()
+        .map(|label| (label.name.as_str(), label.value.as_str())))
+}
+
 pub fn aggregate(
     op: TokenType,
     samples: Vec<Sample>,
@@ -81,17 +142,23 @@ pub fn aggregate(
             .map(|(labels, f)| Sample::new(labels, t, f))
             .collect());
     }
-    // Group, preserving first-seen order.
+    // Group, preserving first-seen order. Samples are hashed by their grouping labels
+    // in place; a group's label set is built once, when the group is first seen.
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<LabelSet, usize> = HashMap::new();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     for sample in samples {
-        let key = grouping_labels(&sample.labels, modifier);
-        let slot = match index.get(&key) {
+        let candidates = index
+            .entry(group_hash(&sample.labels, modifier))
+            .or_default();
+        let slot = match candidates
+            .iter()
+            .find(|slot| same_group(&sample.labels, &groups[**slot].labels, modifier))
+        {
             Some(slot) => *slot,
             None => {
-                index.insert(key.clone(), groups.len());
+                candidates.push(groups.len());
                 groups.push(Group {
-                    labels: key,
+                    labels: grouping_labels(&sample.labels, modifier),
                     members: Vec::new(),
                 });
                 groups.len() - 1

@@ -83,7 +83,7 @@ fn range_function(
     let mut out = Vec::new();
     for s in series {
         if counter_function {
-            let name = s.labels.get(METRIC_NAME).unwrap_or("");
+            let name = s.labels.metric_name().unwrap_or("");
             if !["_total", "_sum", "_count", "_bucket"]
                 .iter()
                 .any(|suffix| name.ends_with(suffix))

@@ -60,6 +60,10 @@ pub enum EvalError {
 pub type EvalResult<T> = Result<T, EvalError>;
 
 pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// A range query uses up to this many threads (its steps are split between them).
+const MAX_QUERY_THREADS: usize = 4;
+/// A thread gets at least this many steps of a range query.
+const MIN_STEPS_PER_THREAD: i64 = 8;
 /// The default subquery step when none is given (`evaluation_interval`).
 pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
 
@@ -207,9 +211,56 @@ impl<'a> Evaluator<'a> {
         end: i64,
         step: i64,
     ) -> EvalResult<Vec<Series>> {
-        let mut ranged = self.derive();
-        ranged.query_step_ms = step;
-        ranged.eval_steps(expr, start, end, step, true)
+        let step = step.max(1);
+        let steps = (end - start) / step + 1;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_QUERY_THREADS) as i64;
+        // Steps are independent instant queries: split them over the cores in contiguous
+        // chunks, each with its own sample count (the limit holds per chunk, as samples
+        // held at once), then join the chunks in time order.
+        let chunks = if steps >= MIN_STEPS_PER_THREAD * 2 {
+            threads.min(steps / MIN_STEPS_PER_THREAD).max(1)
+        } else {
+            1
+        };
+        let per_chunk = (steps + chunks - 1) / chunks;
+        let results: Vec<EvalResult<Vec<Series>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..chunks)
+                .map(|chunk| {
+                    let chunk_start = start + chunk * per_chunk * step;
+                    let chunk_end = (chunk_start + (per_chunk - 1) * step).min(end);
+                    let mut ranged = self.derive();
+                    ranged.query_step_ms = step;
+                    ranged.loaded_samples = Default::default();
+                    scope.spawn(move || ranged.eval_steps(expr, chunk_start, chunk_end, step, true))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(EvalError::Execution("query evaluation panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut merged: BTreeMap<LabelSet, (Vec<Point>, bool)> = BTreeMap::new();
+        for result in results {
+            for series in result? {
+                let entry = merged.entry(series.labels).or_default();
+                entry.0.extend(series.points);
+                entry.1 |= series.drop_name;
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, (points, drop_name))| Series {
+                labels,
+                points,
+                drop_name,
+            })
+            .collect())
     }
 
     /// Evaluates at every step; with `finalize_steps` names are removed per step (a
@@ -225,7 +276,14 @@ impl<'a> Evaluator<'a> {
         let step = step.max(1);
         let mut by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)> = BTreeMap::new();
         let mut t = start;
+        let mut output_points = 0;
         while t <= end {
+            if finalize_steps {
+                // Prometheus' max-samples bounds the samples held at once: the output so
+                // far plus what the current step loads.
+                self.loaded_samples
+                    .store(output_points, std::sync::atomic::Ordering::Relaxed);
+            }
             match self.eval(expr, t)? {
                 Value::Scalar(f) => by_labels
                     .entry(LabelSet::default())
@@ -234,6 +292,7 @@ impl<'a> Evaluator<'a> {
                     .push(Point { t, f }),
                 Value::Vector(samples) => {
                     let samples = if finalize_steps { finalize(samples)? } else { samples };
+                    output_points += samples.len();
                     for sample in samples {
                         let entry = by_labels.entry(sample.labels).or_default();
                         entry.0.push(Point { t, f: sample.f });

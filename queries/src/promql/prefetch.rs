@@ -165,27 +165,27 @@ fn slice(series: &[Series], start: i64, end: i64) -> Vec<Series> {
 impl SeriesSource for PrefetchSource<'_> {
     fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
         let key = key(matchers);
-        let cached = self
-            .loaded
-            .lock()
-            .ok()
-            .and_then(|loaded| loaded.get(&key).cloned());
-        if let Some((lo, hi, series)) = cached {
-            if lo <= start && end <= hi {
-                return Ok(slice(&series, start, end));
-            }
-        }
-        match self.spans.get(&key) {
-            Some(&(lo, hi)) if lo <= start && end <= hi => {
-                let series = std::sync::Arc::new(self.inner.select(matchers, lo, hi)?);
-                let out = slice(&series, start, end);
-                if let Ok(mut loaded) = self.loaded.lock() {
-                    loaded.insert(key, (lo, hi, series));
+        let planned = match self.spans.get(&key) {
+            Some(&(lo, hi)) if lo <= start && end <= hi => (lo, hi),
+            _ => return self.inner.select(matchers, start, end),
+        };
+        // Loads happen under the lock, so threads sharing a query read a span once.
+        let series = {
+            let mut loaded = self
+                .loaded
+                .lock()
+                .map_err(|_| super::eval::EvalError::Execution("prefetch cache poisoned".into()))?;
+            match loaded.get(&key) {
+                Some((_, _, series)) => series.clone(),
+                None => {
+                    let series =
+                        std::sync::Arc::new(self.inner.select(matchers, planned.0, planned.1)?);
+                    loaded.insert(key, (planned.0, planned.1, series.clone()));
+                    series
                 }
-                Ok(out)
             }
-            _ => self.inner.select(matchers, start, end),
-        }
+        };
+        Ok(slice(&series, start, end))
     }
 }
 

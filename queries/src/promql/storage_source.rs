@@ -30,14 +30,34 @@ const MAX_PUSHED_IDS: usize = 4096;
 
 impl SeriesSource for StorageSource<'_> {
     fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
-        let mut selected = self
+        let mut key: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
+        key.sort();
+        // Cached and already in label order (Prometheus returns series in label order).
+        let selected = self
             .storage
-            .series_matching(|labels| matches(matchers, labels));
+            .select_series(&key.join(","), |labels| matches(matchers, labels));
         if selected.is_empty() {
             return Ok(Vec::new());
         }
-        // Prometheus returns series in label order.
-        selected.sort_by(|a, b| a.1.cmp(&b.1));
+        // Recent data: read the head directly, no Arrow round trip.
+        let ids: Vec<u64> = selected.iter().map(|(id, _)| *id).collect();
+        if let Some(mut points) = self.storage.head_points(&ids, start, end) {
+            return Ok(selected
+                .iter()
+                .filter_map(|(id, labels)| {
+                    let (timestamps, values) = points.remove(id)?;
+                    Some(Series {
+                        labels: (**labels).clone(),
+                        points: timestamps
+                            .into_iter()
+                            .zip(values)
+                            .map(|(t, f)| Point { t, f })
+                            .collect(),
+                        drop_name: false,
+                    })
+                })
+                .collect());
+        }
         let mut query = format!(
             "SELECT series_id, CAST(timestamp AS BIGINT) AS ts, value FROM samples \
              WHERE timestamp > to_timestamp_millis({start}) AND timestamp <= to_timestamp_millis({end})"
@@ -66,15 +86,15 @@ impl SeriesSource for StorageSource<'_> {
             }
         }
         Ok(selected
-            .into_iter()
+            .iter()
             .filter_map(|(id, labels)| {
-                let mut series_points = points.remove(&id)?;
+                let mut series_points = points.remove(id)?;
                 if series_points.is_empty() {
                     return None;
                 }
                 series_points.sort_by_key(|point| point.t);
                 Some(Series {
-                    labels: (*labels).clone(),
+                    labels: (**labels).clone(),
                     points: series_points,
                     drop_name: false,
                 })
