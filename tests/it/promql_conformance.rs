@@ -169,6 +169,9 @@ struct Eval {
     ordered: bool,
     annotations: Vec<AnnotationCheck>,
     expected: Vec<String>,
+    /// `expect range vector from A to B step S`: the instant query answers a range
+    /// vector whose expected points lie on this grid.
+    matrix_grid: Option<(i64, i64, i64)>,
 }
 
 /// `expect warn|no_warn|info|no_info [msg: …|regex: …]`.
@@ -351,7 +354,13 @@ fn compare(value: &Value, eval: &Eval) -> Result<(), String> {
                 .expected
                 .first()
                 .ok_or("expected no result, got a string")?;
-            if line.trim().trim_matches('"') == actual {
+            let text = line.trim();
+            let unquoted = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .or_else(|| text.strip_prefix('`').and_then(|t| t.strip_suffix('`')))
+                .unwrap_or(text);
+            if unquoted == actual {
                 Ok(())
             } else {
                 Err(format!("string {actual:?}, expected {line}"))
@@ -408,7 +417,7 @@ fn compare(value: &Value, eval: &Eval) -> Result<(), String> {
                     expand_values(&tokens).ok_or_else(|| format!("unparsed values in {line:?}"))?;
                 expected.push((labels, values));
             }
-            let (start, _, step) = eval.range.unwrap_or((0, 0, 1));
+            let (start, _, step) = eval.matrix_grid.or(eval.range).unwrap_or((0, 0, 1));
             let non_empty: Vec<_> = expected
                 .iter()
                 .filter(|(_, v)| v.iter().any(Option::is_some))
@@ -554,6 +563,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                     _ => Vec::new(),
                 },
                 expected: Vec::new(),
+                matrix_grid: None,
             };
             if let Some(rest) = rest.strip_prefix("instant at ") {
                 let (at, expr) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -596,6 +606,20 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                     match kind {
                         "fail" => eval.expect_fail = true,
                         "ordered" => eval.ordered = true,
+                        "string" => eval.expected.push(detail.to_string()),
+                        "range" => {
+                            let words: Vec<&str> = detail.split_whitespace().collect();
+                            match (
+                                words.get(2).and_then(|w| parse_duration_ms(w)),
+                                words.get(4).and_then(|w| parse_duration_ms(w)),
+                                words.get(6).and_then(|w| parse_duration_ms(w)),
+                            ) {
+                                (Some(from), Some(to), Some(step)) if words[0] == "vector" => {
+                                    eval.matrix_grid = Some((from, to, step))
+                                }
+                                _ => unsupported_expect = Some(format!("range {detail}")),
+                            }
+                        }
                         "warn" | "info" | "no_warn" | "no_info" => {
                             eval.annotations.push(AnnotationCheck {
                                 warn: kind.ends_with("warn"),
