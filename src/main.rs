@@ -58,6 +58,11 @@ enum Command {
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
     },
+    /// Check or unit-test rule files (`promtool check rules` / `promtool test rules`).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Run a SQL query against a running server and print the result as a table.
     Sql {
         query: String,
@@ -69,8 +74,70 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate rule files: YAML, PromQL, templates, names; report duplicate rules.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit tests written for `promtool test rules`.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `vigil rules check`: promtool's output and exit status (1 if any file is invalid).
+fn rules_check(files: &[PathBuf]) -> bool {
+    let mut ok = true;
+    for file in files {
+        println!("Checking {}", file.display());
+        match vigil_engine::rules::load_file(file) {
+            Ok(groups) => {
+                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                let duplicates = vigil_engine::rules::duplicate_rules(&groups);
+                if !duplicates.is_empty() {
+                    println!("{} duplicate rule(s) found.", duplicates.len());
+                    for (name, labels) in &duplicates {
+                        println!("Metric: {name}\nLabel(s):");
+                        for (k, v) in labels {
+                            println!("\t{k}: {v}");
+                        }
+                    }
+                    println!("Might cause inconsistency while recording expressions.");
+                }
+                println!("  SUCCESS: {n} rules found\n");
+            }
+            Err(err) => {
+                ok = false;
+                eprintln!("  FAILED:\n{err}\n");
+            }
+        }
+    }
+    ok
+}
+
+/// `vigil rules test`: promtool's report and exit status (1 if any test fails).
+fn rules_test(files: &[PathBuf]) -> bool {
+    let mut ok = true;
+    for file in files {
+        let result = vigil_engine::unittest::run_file(file);
+        print!("{}", result.report);
+        ok &= result.passed;
+    }
+    ok
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Rules { command } = &cli.command {
+        let ok = match command {
+            RulesCommand::Check { files } => rules_check(files),
+            RulesCommand::Test { files } => rules_test(files),
+        };
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?,
@@ -115,6 +182,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Command::Rules { .. } => Ok(()),
             Command::Sql { query, url, format } => sql(&url, &query, &format).await,
             Command::Query {
                 expr,

@@ -14,5 +14,6 @@ mod prometheus;
 mod promql_api;
 mod promql_conformance;
 mod remote_write;
+mod rules;
 mod scrape;
 mod util;

@@ -1,0 +1,368 @@
+//! Rule evaluation with Prometheus' semantics (`rules/alerting.go`, `rules/recording.go`):
+//! recording rules produce series, alerting rules keep per-alert state
+//! (pending → firing after `for`, `keep_firing_for`, resolved alerts kept 15 minutes)
+//! and produce the `ALERTS` and `ALERTS_FOR_STATE` series.
+
+use std::collections::{BTreeMap, HashMap};
+
+use vigil_queries::promql::eval::finalize;
+use vigil_queries::promql::{EvalError, Evaluator, SeriesSource, Value};
+use vigil_storage::labels::METRIC_NAME;
+use vigil_storage::LabelSet;
+
+use crate::rules::{Group, Rule, RuleKind};
+use crate::template::{expand, TemplateData};
+
+/// Resolved alerts stay visible (and are re-sent) this long (`resolvedRetention`).
+pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub labels: LabelSet,
+    pub annotations: BTreeMap<String, String>,
+    pub state: AlertState,
+    pub value: f64,
+    pub active_at: i64,
+    pub fired_at: Option<i64>,
+    pub resolved_at: Option<i64>,
+    pub keep_firing_since: Option<i64>,
+    pub last_sent_at: Option<i64>,
+    pub valid_until: i64,
+}
+
+/// A state change, for the alert stream and the notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub alert: Alert,
+    pub from: AlertState,
+    pub at: i64,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum RuleEvalError {
+    #[error("{0}")]
+    Query(#[from] EvalError),
+    #[error("vector contains metrics with the same labelset after applying rule labels")]
+    DuplicateRuleLabels,
+    #[error("vector contains metrics with the same labelset after applying alert labels")]
+    DuplicateAlertLabels,
+    #[error("exceeded limit of {0} with {1} series")]
+    Limit(u64, usize),
+    #[error("{0}")]
+    Template(String),
+    #[error("rule result is not a vector or scalar")]
+    NotVector,
+}
+
+/// One rule with its evaluation state.
+#[derive(Debug, Clone)]
+pub struct RuleState {
+    pub rule: Rule,
+    /// Active alerts by their label set (alerting rules only).
+    pub active: HashMap<LabelSet, Alert>,
+    pub last_error: Option<String>,
+    pub last_evaluation: Option<i64>,
+    pub evaluation_ms: f64,
+    pub health: &'static str,
+}
+
+/// What one evaluation produced: samples to append (recording output, `ALERTS`,
+/// `ALERTS_FOR_STATE`) and alert transitions.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub samples: Vec<(LabelSet, i64, f64)>,
+    pub transitions: Vec<Transition>,
+}
+
+/// The instant vector a rule's expression answers at `t` (a scalar becomes one sample
+/// without labels, as Prometheus' rule query function does).
+fn query(
+    source: &dyn SeriesSource,
+    rule: &Rule,
+    t: i64,
+) -> Result<Vec<(LabelSet, f64)>, RuleEvalError> {
+    let evaluator = Evaluator::new(source, t, t);
+    match evaluator.instant_query(&rule.expr, t)? {
+        Value::Vector(samples) => Ok(finalize(samples)?
+            .into_iter()
+            .map(|sample| (sample.labels, sample.f))
+            .collect()),
+        Value::Scalar(f) => Ok(vec![(LabelSet::default(), f)]),
+        _ => Err(RuleEvalError::NotVector),
+    }
+}
+
+impl RuleState {
+    pub fn new(rule: Rule) -> RuleState {
+        RuleState {
+            rule,
+            active: HashMap::new(),
+            last_error: None,
+            last_evaluation: None,
+            evaluation_ms: 0.0,
+            health: "unknown",
+        }
+    }
+
+    /// Evaluates at `t` (the query runs at `t - query_offset`); appends to `out`.
+    pub fn eval(
+        &mut self,
+        source: &dyn SeriesSource,
+        group: &Group,
+        t: i64,
+        external_labels: &BTreeMap<String, String>,
+        out: &mut Output,
+    ) -> Result<(), RuleEvalError> {
+        let started = std::time::Instant::now();
+        let result = match self.rule.kind {
+            RuleKind::Recording => self.eval_recording(source, group, t, out),
+            RuleKind::Alerting => self.eval_alerting(source, group, t, external_labels, out),
+        };
+        self.last_evaluation = Some(t);
+        self.evaluation_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(()) => {
+                self.health = "ok";
+                self.last_error = None;
+            }
+            Err(err) => {
+                self.health = "err";
+                self.last_error = Some(err.to_string());
+            }
+        }
+        result
+    }
+
+    fn eval_recording(
+        &mut self,
+        source: &dyn SeriesSource,
+        group: &Group,
+        t: i64,
+        out: &mut Output,
+    ) -> Result<(), RuleEvalError> {
+        let vector = query(source, &self.rule, t - group.query_offset_ms)?;
+        let mut samples = Vec::with_capacity(vector.len());
+        let mut seen = std::collections::HashSet::new();
+        for (mut labels, value) in vector {
+            labels.set(METRIC_NAME, &self.rule.name);
+            for (name, value) in group.labels.iter().chain(&self.rule.labels) {
+                labels.set(name, value);
+            }
+            if !seen.insert(labels.clone()) {
+                return Err(RuleEvalError::DuplicateRuleLabels);
+            }
+            samples.push((labels, t, value));
+        }
+        if group.limit > 0 && samples.len() as u64 > group.limit {
+            return Err(RuleEvalError::Limit(group.limit, samples.len()));
+        }
+        out.samples.extend(samples);
+        Ok(())
+    }
+
+    fn eval_alerting(
+        &mut self,
+        source: &dyn SeriesSource,
+        group: &Group,
+        t: i64,
+        external_labels: &BTreeMap<String, String>,
+        out: &mut Output,
+    ) -> Result<(), RuleEvalError> {
+        let vector = query(source, &self.rule, t - group.query_offset_ms)?;
+        let name = format!("__alert_{}", self.rule.name);
+        let mut current: HashMap<LabelSet, (f64, BTreeMap<String, String>)> = HashMap::new();
+        for (sample_labels, value) in vector {
+            let mut sample_labels = sample_labels;
+            sample_labels.set(METRIC_NAME, "");
+            let data = TemplateData {
+                labels: &sample_labels,
+                value,
+                external_labels,
+            };
+            let mut labels = sample_labels.clone();
+            for (key, text) in group.labels.iter().chain(&self.rule.labels) {
+                let rendered = expand(&name, text, &data)
+                    .map_err(|e| RuleEvalError::Template(e.to_string()))?;
+                labels.set(key, &rendered);
+            }
+            labels.set("alertname", &self.rule.name);
+            let mut annotations = BTreeMap::new();
+            for (key, text) in &self.rule.annotations {
+                // Prometheus logs a template error and keeps the error text.
+                let rendered = expand(&name, text, &data)
+                    .unwrap_or_else(|e| format!("<error expanding template: {e}>"));
+                annotations.insert(key.clone(), rendered);
+            }
+            if current.insert(labels, (value, annotations)).is_some() {
+                return Err(RuleEvalError::DuplicateAlertLabels);
+            }
+        }
+        // Alerts that are no longer in the result.
+        let mut gone = Vec::new();
+        for (labels, alert) in self.active.iter_mut() {
+            if current.contains_key(labels) {
+                continue;
+            }
+            match alert.state {
+                AlertState::Pending => gone.push(labels.clone()),
+                AlertState::Firing => {
+                    let since = *alert.keep_firing_since.get_or_insert(t);
+                    let keep = self.rule.keep_firing_for_ms > 0
+                        && t - since < self.rule.keep_firing_for_ms;
+                    if !keep {
+                        let from = alert.state;
+                        alert.state = AlertState::Inactive;
+                        alert.resolved_at = Some(t);
+                        out.transitions.push(Transition {
+                            alert: alert.clone(),
+                            from,
+                            at: t,
+                        });
+                    }
+                }
+                AlertState::Inactive => {
+                    if alert
+                        .resolved_at
+                        .is_some_and(|resolved| t - resolved > RESOLVED_RETENTION_MS)
+                    {
+                        gone.push(labels.clone());
+                    }
+                }
+            }
+        }
+        for labels in gone {
+            self.active.remove(&labels);
+        }
+        // Alerts in the result: new ones start pending.
+        for (labels, (value, annotations)) in current {
+            match self.active.get_mut(&labels) {
+                Some(alert) if alert.state != AlertState::Inactive => {
+                    alert.value = value;
+                    alert.annotations = annotations;
+                    alert.keep_firing_since = None;
+                }
+                _ => {
+                    let alert = Alert {
+                        labels: labels.clone(),
+                        annotations,
+                        state: AlertState::Pending,
+                        value,
+                        active_at: t,
+                        fired_at: None,
+                        resolved_at: None,
+                        keep_firing_since: None,
+                        last_sent_at: None,
+                        valid_until: 0,
+                    };
+                    out.transitions.push(Transition {
+                        alert: alert.clone(),
+                        from: AlertState::Inactive,
+                        at: t,
+                    });
+                    self.active.insert(labels, alert);
+                }
+            }
+        }
+        let mut firing_or_pending = 0;
+        for alert in self.active.values_mut() {
+            if alert.state == AlertState::Pending && t - alert.active_at >= self.rule.for_ms {
+                alert.state = AlertState::Firing;
+                alert.fired_at = Some(t);
+                out.transitions.push(Transition {
+                    alert: alert.clone(),
+                    from: AlertState::Pending,
+                    at: t,
+                });
+            }
+            if alert.state != AlertState::Inactive {
+                firing_or_pending += 1;
+                let mut series = alert.labels.clone();
+                series.set(METRIC_NAME, "ALERTS");
+                series.set("alertstate", alert.state.as_str());
+                out.samples.push((series, t, 1.0));
+                let mut for_state = alert.labels.clone();
+                for_state.set(METRIC_NAME, "ALERTS_FOR_STATE");
+                out.samples
+                    .push((for_state, t, alert.active_at as f64 / 1000.0));
+            }
+        }
+        if group.limit > 0 && firing_or_pending as u64 > group.limit {
+            // Prometheus drops all alerts of the rule when the limit is exceeded.
+            self.active.clear();
+            return Err(RuleEvalError::Limit(group.limit, firing_or_pending));
+        }
+        Ok(())
+    }
+
+    /// Active alerts sorted by labels.
+    pub fn alerts(&self) -> Vec<&Alert> {
+        let mut alerts: Vec<&Alert> = self.active.values().collect();
+        alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+        alerts
+    }
+}
+
+/// A group with its rules' state.
+#[derive(Debug, Clone)]
+pub struct GroupState {
+    pub group: Group,
+    pub rules: Vec<RuleState>,
+    pub last_evaluation: Option<i64>,
+    pub evaluation_ms: f64,
+}
+
+impl GroupState {
+    pub fn new(group: Group) -> GroupState {
+        let rules = group.rules.iter().cloned().map(RuleState::new).collect();
+        GroupState {
+            group,
+            rules,
+            last_evaluation: None,
+            evaluation_ms: 0.0,
+        }
+    }
+
+    /// Evaluates every rule in order at `t`. Each rule's output is handed to `append`
+    /// before the next rule runs, so later rules see earlier rules' results at `t`.
+    /// Rule errors are recorded on the rule and returned; the group goes on.
+    pub fn eval(
+        &mut self,
+        source: &dyn SeriesSource,
+        t: i64,
+        external_labels: &BTreeMap<String, String>,
+        append: &mut dyn FnMut(&Output),
+    ) -> (Vec<Transition>, Vec<(String, RuleEvalError)>) {
+        let started = std::time::Instant::now();
+        let mut transitions = Vec::new();
+        let mut errors = Vec::new();
+        for rule in &mut self.rules {
+            let mut out = Output::default();
+            if let Err(err) = rule.eval(source, &self.group, t, external_labels, &mut out) {
+                errors.push((rule.rule.name.clone(), err));
+            }
+            append(&out);
+            transitions.extend(out.transitions);
+        }
+        self.last_evaluation = Some(t);
+        self.evaluation_ms = started.elapsed().as_secs_f64() * 1000.0;
+        (transitions, errors)
+    }
+}
