@@ -17,7 +17,7 @@ use vigil_connectors::duration::serde_prom;
 use vigil_connectors::scrape::{GlobalConfig, ScrapeConfig};
 use vigil_storage::Limits;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub global: GlobalConfig,
@@ -25,6 +25,85 @@ pub struct Config {
     pub storage: StorageSection,
     pub limits: Limits,
     pub query: QuerySection,
+    /// Rule files (globs, relative to the config file's directory), as in prometheus.yml.
+    pub rule_files: Vec<String>,
+    pub alerting: AlertingSection,
+    /// How long rule evaluation waits for late data before closing an evaluation tick
+    /// when no newer data arrives (the watermark's wall-clock bound). Default 5s.
+    #[serde(with = "serde_prom")]
+    pub rules_lateness: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            global: GlobalConfig::default(),
+            scrape_configs: Vec::new(),
+            storage: StorageSection::default(),
+            limits: Limits::default(),
+            query: QuerySection::default(),
+            rule_files: Vec::new(),
+            alerting: AlertingSection::default(),
+            rules_lateness: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `alerting.alertmanagers` as in prometheus.yml (static targets only).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingSection {
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    pub scheme: String,
+    pub path_prefix: String,
+    #[serde(with = "serde_prom")]
+    pub timeout: Duration,
+    pub api_version: String,
+    pub static_configs: Vec<StaticTargets>,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            scheme: "http".into(),
+            path_prefix: String::new(),
+            timeout: Duration::from_secs(10),
+            api_version: "v2".into(),
+            static_configs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticTargets {
+    pub targets: Vec<String>,
+}
+
+impl AlertingSection {
+    /// The `POST /api/v2/alerts` URL of every configured Alertmanager.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.alertmanagers
+            .iter()
+            .flat_map(|am| {
+                am.static_configs.iter().flat_map(move |sc| {
+                    sc.targets.iter().map(move |target| {
+                        format!(
+                            "{}://{}{}/api/v2/alerts",
+                            am.scheme,
+                            target,
+                            am.path_prefix.trim_end_matches('/')
+                        )
+                    })
+                })
+            })
+            .collect()
+    }
 }
 
 /// Prometheus' `--query.timeout` and `--query.max-samples`, with the same defaults.
@@ -69,7 +148,17 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {path:?}"))?;
-        Self::parse(&text).with_context(|| format!("invalid config file {path:?}"))
+        let mut config =
+            Self::parse(&text).with_context(|| format!("invalid config file {path:?}"))?;
+        // Rule file globs are relative to the config file, as in Prometheus.
+        if let Some(dir) = path.parent() {
+            for pattern in &mut config.rule_files {
+                if Path::new(pattern.as_str()).is_relative() {
+                    *pattern = dir.join(&*pattern).display().to_string();
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates, reporting every problem found.

@@ -25,7 +25,17 @@ const BACKFILL_MS: i64 = 3600 * 1000;
 pub fn config() -> Config {
     let mut config = Config::default();
     config.storage.block_period = Duration::from_secs(15 * 60);
+    config.global.evaluation_interval = Duration::from_secs(15);
     config
+}
+
+/// The shipped Kubernetes alerting rules (`rules/kubernetes.yml`), embedded.
+pub fn rule_groups() -> anyhow::Result<Vec<vigil_engine::rules::Group>> {
+    let text = include_str!("../rules/kubernetes.yml");
+    let spec =
+        vigil_engine::rules::parse_document(text).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    vigil_engine::rules::validate("rules/kubernetes.yml", &spec)
+        .map_err(|e| anyhow::anyhow!(e.join("; ")))
 }
 
 pub fn print_banner(address: SocketAddr, data_dir: &Path) {
@@ -87,7 +97,7 @@ impl Cluster {
         let deployments: [(&str, &str, usize, f64, f64, f64, f64); 5] = [
             ("shop", "frontend", 3, 0.25, 1.0, 0.3 * gib, 1.0 * gib),
             ("shop", "cart", 2, 0.4, 1.0, 0.96 * gib, 1.0 * gib),
-            ("payments", "api", 2, 0.92, 1.0, 0.4 * gib, 1.0 * gib),
+            ("payments", "api", 2, 0.95, 1.0, 0.4 * gib, 1.0 * gib),
             ("payments", "worker", 1, 0.1, 0.5, 0.2 * gib, 0.5 * gib),
             (
                 "monitoring",
@@ -193,7 +203,7 @@ impl Cluster {
         for idx in 0..self.pods.len() {
             let jitter = self.noise();
             let pod = &mut self.pods[idx];
-            let cpu = pod.cpu_cores * (0.8 + 0.4 * jitter);
+            let cpu = pod.cpu_cores * (0.95 + 0.1 * jitter);
             pod.cpu_seconds += cpu * dt;
             pod.rx_bytes += 2e5 * (0.5 + jitter) * dt;
             if pod.crash_looping && (now_ms / 60_000) % 2 == 0 && dt > 0.0 {

@@ -3,9 +3,11 @@
 //! The binary (`main.rs`) is a thin CLI over [`run::serve`]; integration tests build the
 //! same [`server::app`] router.
 
+pub mod alert_api;
 pub mod config;
 pub mod demo;
 pub mod prom_api;
+pub mod rule_manager;
 pub mod run;
 pub mod self_metrics;
 pub mod server;

@@ -195,12 +195,12 @@ async fn evaluate<T: Send + 'static>(
 /// The optional `timeout` parameter; `Err` is a ready 400 response.
 fn timeout_param(
     params: &HashMap<String, String>,
-) -> Result<Option<std::time::Duration>, Response> {
+) -> Result<Option<std::time::Duration>, ApiError> {
     match params.get("timeout") {
         None => Ok(None),
         Some(text) => match parse_step(text) {
             Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms as u64))),
-            _ => Err(api_error(
+            _ => Err(ApiError(
                 StatusCode::BAD_REQUEST,
                 "bad_data",
                 format!("invalid parameter \"timeout\": cannot parse {text:?} to a valid duration"),
@@ -237,7 +237,7 @@ pub async fn query_handler(
     };
     let timeout = match timeout_param(&params) {
         Ok(timeout) => timeout,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     let run = QueryRun {
         expr,
@@ -315,7 +315,7 @@ pub async fn query_range_handler(
     }
     let timeout = match timeout_param(&params) {
         Ok(timeout) => timeout,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     let run = QueryRun {
         expr,
@@ -498,13 +498,13 @@ pub async fn metadata_handler(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let limit = |name: &str| -> Result<Option<usize>, Response> {
+    let limit = |name: &str| -> Result<Option<usize>, ApiError> {
         match query.get(name).map(String::as_str) {
             None | Some("") => Ok(None),
             Some(text) => match text.parse::<i64>() {
                 Ok(n) if n < 0 => Ok(None),
                 Ok(n) => Ok(Some(n as usize)),
-                Err(_) => Err(api_error(
+                Err(_) => Err(ApiError(
                     StatusCode::BAD_REQUEST,
                     "bad_data",
                     format!("{name} must be a number"),
@@ -514,7 +514,7 @@ pub async fn metadata_handler(
     };
     let (limit, _per_metric) = match (limit("limit"), limit("limit_per_metric")) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(response), _) | (_, Err(response)) => return response,
+        (Err(err), _) | (_, Err(err)) => return err.into_response(),
     };
     let metadata = state.metadata.read();
     let mut data = Map::new();

@@ -82,6 +82,28 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut groups = crate::rule_manager::load_rule_files(&options.config.rule_files)?;
+    if options.demo {
+        groups.extend(crate::demo::rule_groups()?);
+    }
+    let rules = if groups.is_empty() {
+        None
+    } else {
+        info!(groups = groups.len(), "rules loaded");
+        let manager = crate::rule_manager::RuleManager::new(
+            storage.clone(),
+            groups,
+            options.config.global.evaluation_interval,
+            options.config.global.external_labels.clone(),
+            options.config.alerting.endpoints(),
+            format!("http://{local}"),
+        )
+        .await?;
+        let _ = state.rules.set(manager.clone());
+        Some(tokio::spawn(
+            manager.run(options.config.rules_lateness, stop_rx.clone()),
+        ))
+    };
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
     let demo = options
         .demo
@@ -103,6 +125,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let _ = demo.await;
     }
     scrapers.stop().await;
+    if let Some(rules) = rules {
+        let _ = rules.await;
+    }
     let _ = maintenance.await;
     storage.shutdown().await.context("final flush failed")?;
     info!("vigil stopped");

@@ -32,6 +32,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Query timeout and sample limit (Prometheus' defaults unless configured).
     pub query: crate::config::QuerySection,
+    /// The rule manager, once rules are loaded (set by `run::serve`).
+    pub rules: std::sync::OnceLock<Arc<crate::rule_manager::RuleManager>>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             metadata: RwLock::new(BTreeMap::new()),
             ready: AtomicBool::new(true),
             query,
+            rules: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -89,6 +92,12 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(crate::prom_api::query_range_handler).post(crate::prom_api::query_range_handler),
         )
         .route("/api/v1/metadata", get(crate::prom_api::metadata_handler))
+        .route("/api/v1/rules", get(crate::alert_api::rules_handler))
+        .route("/api/v1/alerts", get(crate::alert_api::alerts_handler))
+        .route(
+            "/api/v1/alerts/stream",
+            get(crate::alert_api::stream_handler),
+        )
         .route(
             "/api/v1/format_query",
             get(crate::prom_api::format_query_handler).post(crate::prom_api::format_query_handler),

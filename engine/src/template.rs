@@ -39,6 +39,10 @@ enum Node {
     },
 }
 
+/// An `{{if}}` being parsed: its condition, the nodes before it, and its `then`
+/// branch once `{{else}}` is seen.
+type OpenIf = (Vec<Command>, Vec<Node>, Option<Vec<Node>>);
+
 /// One command of a pipeline: a function (or operand) and its arguments.
 type Command = Vec<Token>;
 
@@ -145,7 +149,7 @@ impl Template {
             name: format!("{name}:{line}"),
             message,
         };
-        let mut stack: Vec<(Vec<Command>, Vec<Node>, Option<Vec<Node>>)> = Vec::new();
+        let mut stack: Vec<OpenIf> = Vec::new();
         let mut nodes: Vec<Node> = Vec::new();
         let mut rest = text;
         let mut pending_trim = false;
@@ -521,7 +525,8 @@ fn call(name: &str, args: Vec<Val>) -> Result<Val, String> {
         "reReplaceAll" => match args.as_slice() {
             [pattern, replacement, text] => {
                 let re = regex::Regex::new(&pattern.render()).map_err(|e| e.to_string())?;
-                let replacement = replacement.render().replace("$", "$");
+                // Go's and Rust's regex replacements share `$1`/`${name}` syntax.
+                let replacement = replacement.render();
                 Val::Str(
                     re.replace_all(&text.render(), replacement.as_str())
                         .into_owned(),
@@ -775,7 +780,7 @@ mod tests {
             "85.67%"
         );
         assert_eq!(render("{{ humanizeDuration 90061 }}", 0.0), "1d 1h 1m 1s");
-        assert_eq!(render("{{ printf \"%.2f\" $value }}", 3.14159), "3.14");
+        assert_eq!(render("{{ printf \"%.2f\" $value }}", 1.23456), "1.23");
         assert_eq!(
             render("{{ $externalLabels.cluster | toUpper }}", 0.0),
             "PROD"

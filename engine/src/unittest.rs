@@ -103,6 +103,9 @@ struct ExpSample {
     histogram: Option<String>,
 }
 
+/// An alert as tests compare it: labels and annotations.
+type LabeledAlert = (LabelSet, BTreeMap<String, String>);
+
 /// The outcome of one test file: the lines promtool would print, and success.
 pub struct FileResult {
     pub report: String,
@@ -336,7 +339,7 @@ fn run_file_inner(path: &Path) -> Result<Vec<String>, Vec<String>> {
 }
 
 /// Expands `*` in the last path component (rule_files may be globs).
-fn glob_paths(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn glob_paths(pattern: &Path) -> Result<Vec<PathBuf>, String> {
     let text = pattern.display().to_string();
     if !text.contains('*') {
         return Ok(vec![pattern.to_path_buf()]);
@@ -407,8 +410,7 @@ fn run_group(
     let mut states: Vec<GroupState> = groups.iter().cloned().map(GroupState::new).collect();
     let mut errors = Vec::new();
     // Firing alerts per (eval_time, alertname), gathered as the loop passes them.
-    let mut got: BTreeMap<(i64, String), Vec<(LabelSet, BTreeMap<String, String>)>> =
-        BTreeMap::new();
+    let mut got: BTreeMap<(i64, String), Vec<LabeledAlert>> = BTreeMap::new();
     let mut ts = mint;
     while ts <= mint + max_eval {
         for state in &mut states {

@@ -96,6 +96,9 @@ struct Reservation {
     previous: Option<(i64, f64)>,
 }
 
+/// One series' samples: timestamps and values, in time order.
+pub type SeriesPoints = (Vec<i64>, Vec<f64>);
+
 /// Series chosen by a selector, in label order (shared, cached).
 pub type SortedSelection = Arc<Vec<(SeriesId, Arc<LabelSet>)>>;
 
@@ -120,6 +123,9 @@ pub struct Storage {
     /// Selector results in label order, keyed by selector, valid while the number of
     /// series is unchanged (series are only ever added).
     selections: Mutex<HashMap<String, (usize, SortedSelection)>>,
+    /// (appends so far, latest event time appended): the rule engine's ingest trigger
+    /// and watermark.
+    appended: tokio::sync::watch::Sender<(u64, i64)>,
     /// Serializes the out-of-order check and its reservation of timestamps.
     order: Mutex<()>,
     files: RwLock<Vec<SampleFile>>,
@@ -273,6 +279,7 @@ impl Storage {
             frozen: RwLock::new(Vec::new()),
             catalog: RwLock::new(catalog),
             selections: Mutex::new(HashMap::new()),
+            appended: tokio::sync::watch::channel((0, i64::MIN)).0,
             order: Mutex::new(()),
             files: RwLock::new(files),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -337,7 +344,18 @@ impl Storage {
         self.stats
             .samples_appended
             .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+        if let Some(latest) = batch.samples.iter().map(|s| s.timestamp_ms).max() {
+            self.appended.send_modify(|(count, watermark)| {
+                *count += 1;
+                *watermark = (*watermark).max(latest);
+            });
+        }
         Ok(outcome)
+    }
+
+    /// Notified after every durable append: (number of appends, latest event time).
+    pub fn watch_appends(&self) -> tokio::sync::watch::Receiver<(u64, i64)> {
+        self.appended.subscribe()
     }
 
     /// Undoes the timestamp reservations of a batch that did not reach the WAL, unless a
@@ -609,7 +627,7 @@ impl Storage {
         ids: &[SeriesId],
         start: i64,
         end: i64,
-    ) -> Option<HashMap<SeriesId, (Vec<i64>, Vec<f64>)>> {
+    ) -> Option<HashMap<SeriesId, SeriesPoints>> {
         let head = self.head.read();
         let frozen = self.frozen.read();
         let files = self.files.read();
@@ -619,7 +637,7 @@ impl Storage {
         {
             return None;
         }
-        let mut out: HashMap<SeriesId, (Vec<i64>, Vec<f64>)> = HashMap::new();
+        let mut out: HashMap<SeriesId, SeriesPoints> = HashMap::new();
         for source in
             std::iter::once(&*head).chain(frozen.iter().map(|pending| pending.head.as_ref()))
         {

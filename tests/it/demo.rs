@@ -59,3 +59,39 @@ fn demo_cluster_produces_the_seed_series() {
     assert_eq!(filling.len(), 1, "{filling:?}");
     assert_eq!(filling[0]["pvc"], "prometheus-db-prometheus-0");
 }
+
+#[test]
+fn demo_rules_fire_on_the_demo_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::demo(&dir.path().join("data"));
+    let wanted = [
+        "PodCrashLooping",
+        "HighCPUUsage",
+        "HighMemoryUsage",
+        "PersistentVolumeFillingUp",
+    ];
+    // Backfilled history does not fire alerts (as in Prometheus, it is evaluated from
+    // the first tick after start): pending at the first tick, firing after `for` (1m).
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let (status, body) =
+            crate::util::blocking_get(&format!("{}/api/v1/alerts", vigil.url)).expect("get");
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let firing: Vec<&str> = json["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|alert| alert["state"] == "firing")
+            .filter_map(|alert| alert["labels"]["alertname"].as_str())
+            .collect();
+        if wanted.iter().all(|name| firing.contains(name)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "firing so far: {firing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

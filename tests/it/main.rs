@@ -4,6 +4,7 @@
 //! `.ci/run` installs them. Every server binds 127.0.0.1 on a free port and every test
 //! removes its processes and temporary directories.
 
+mod alerts;
 mod bad_input;
 mod crash;
 mod demo;

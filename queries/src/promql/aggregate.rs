@@ -52,7 +52,7 @@ fn kept_labels<'l>(
                 labels
                     .labels()
                     .iter()
-                    .filter(|label| keep.labels.iter().any(|name| *name == label.name))
+                    .filter(|label| keep.labels.contains(&label.name))
                     .map(|label| (label.name.as_str(), label.value.as_str())),
             )
         }
@@ -62,7 +62,7 @@ fn kept_labels<'l>(
                 .iter()
                 .filter(|label| {
                     label.name != vigil_storage::labels::METRIC_NAME
-                        && !drop.labels.iter().any(|name| *name == label.name)
+                        && !drop.labels.contains(&label.name)
                 })
                 .map(|label| (label.name.as_str(), label.value.as_str())),
         ),

@@ -16,13 +16,16 @@ use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 use super::eval::{EvalResult, Evaluator, SeriesSource};
 use super::value::Series;
 
+/// A loaded span `(start, end]` and its series.
+type Loaded = (i64, i64, std::sync::Arc<Vec<Series>>);
+
 /// Half-open `(start, end]` spans of sample time, per selector.
 type Spans = HashMap<String, (i64, i64)>;
 
 pub struct PrefetchSource<'a> {
     inner: &'a dyn SeriesSource,
     spans: Spans,
-    loaded: Mutex<HashMap<String, (i64, i64, std::sync::Arc<Vec<Series>>)>>,
+    loaded: Mutex<HashMap<String, Loaded>>,
 }
 
 fn key(matchers: &[Matcher]) -> String {

@@ -1,0 +1,503 @@
+//! The rule manager: evaluates the configured rule groups and publishes alerts.
+//!
+//! Two triggers, both instant-query semantics over storage:
+//! - **ticks** at multiples of each group's interval (wall clock), exactly as Prometheus
+//!   schedules them (respecting `query_offset`); only tick evaluations write recording
+//!   rule output and `ALERTS`/`ALERTS_FOR_STATE` back into storage, so those series have
+//!   Prometheus' timestamps;
+//! - **ingest**: after every durable append, the alerting rules are evaluated at the
+//!   ingest watermark (the latest event time acknowledged), so an alert turns pending
+//!   within milliseconds of the sample that makes its condition true, and `for` is
+//!   measured in event time (it fires at the first evaluation at or after
+//!   `activeAt + for`: the next ingest or the next tick).
+//!
+//! Evaluation times never go backwards. Transitions go to the websocket stream (with a
+//! sequence number) and to the configured Alertmanagers (`POST /api/v2/alerts`), which
+//! also get every firing and recently resolved alert again each minute, as Prometheus
+//! resends them.
+//!
+//! The rules are evaluated by the ad hoc evaluator (`incremental: false` on
+//! `/api/v1/rules`); the differential-dataflow engine is not built yet.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value as JsonValue};
+use tokio::sync::broadcast;
+use tracing::{debug, warn};
+use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
+use vigil_engine::rules::{Group, RuleKind};
+use vigil_queries::promql::storage_source::StorageSource;
+use vigil_queries::SqlEngine;
+use vigil_storage::{AppendMode, LabelSet, SampleBatch, Storage};
+
+/// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
+const RESEND_MS: i64 = 60_000;
+
+/// One message of the alert stream: an alert in Alertmanager's shape plus the state
+/// Vigil knows (`pending` included) and a sequence number.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub seq: u64,
+    pub labels: LabelSet,
+    pub json: JsonValue,
+}
+
+pub struct RuleManager {
+    groups: Mutex<Vec<GroupState>>,
+    storage: Arc<Storage>,
+    sql: SqlEngine,
+    external_labels: BTreeMap<String, String>,
+    default_interval_ms: i64,
+    /// The latest evaluation time; evaluations never go back in time.
+    last_eval: Mutex<i64>,
+    seq: AtomicU64,
+    events: broadcast::Sender<StreamEvent>,
+    alertmanagers: Vec<String>,
+    http: reqwest::Client,
+    /// When each alert (by labels) was last sent to the Alertmanagers.
+    last_sent: Mutex<BTreeMap<LabelSet, i64>>,
+    generator_url: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn labels_json(labels: &LabelSet) -> JsonValue {
+    JsonValue::Object(
+        labels
+            .labels()
+            .iter()
+            .map(|l| (l.name.clone(), JsonValue::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl RuleManager {
+    pub async fn new(
+        storage: Arc<Storage>,
+        groups: Vec<Group>,
+        default_interval: Duration,
+        external_labels: BTreeMap<String, String>,
+        alertmanagers: Vec<String>,
+        external_url: String,
+    ) -> anyhow::Result<Arc<RuleManager>> {
+        let sql = SqlEngine::new(storage.clone()).await?;
+        Ok(Arc::new(RuleManager {
+            groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
+            storage,
+            sql,
+            external_labels,
+            default_interval_ms: (default_interval.as_millis() as i64).max(1),
+            last_eval: Mutex::new(i64::MIN),
+            seq: AtomicU64::new(0),
+            events: broadcast::channel(4096).0,
+            alertmanagers,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            last_sent: Mutex::new(BTreeMap::new()),
+            generator_url: external_url,
+        }))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    fn group_interval(&self, group: &Group) -> i64 {
+        if group.interval_ms > 0 {
+            group.interval_ms
+        } else {
+            self.default_interval_ms
+        }
+    }
+
+    /// Runs until `shutdown` resolves: ticks, ingest-triggered evaluations, resends.
+    ///
+    /// Time is the watermark: the latest event time ingested, or wall-clock time minus
+    /// `lateness` when inputs are idle. A tick at `T` closes once the watermark passes
+    /// it (missed ticks are caught up in order, e.g. while history is backfilled); an
+    /// ingest is evaluated at the event watermark right after the ticks before it.
+    pub async fn run(
+        self: Arc<Self>,
+        lateness: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut appends = self.storage.watch_appends();
+        let tick_ms = {
+            let groups = self.groups.lock();
+            groups
+                .iter()
+                .map(|g| self.group_interval(&g.group))
+                .min()
+                .unwrap_or(self.default_interval_ms)
+        };
+        let lateness_ms = lateness.as_millis() as i64;
+        let mut event_watermark = i64::MIN;
+        let mut next_tick: Option<i64> = None;
+        loop {
+            let wall_watermark = now_ms() - lateness_ms;
+            let watermark = event_watermark.max(wall_watermark);
+            let first = *next_tick.get_or_insert((watermark / tick_ms + 1) * tick_ms);
+            let mut tick = first;
+            while tick <= watermark {
+                let manager = self.clone();
+                let _ = tokio::task::spawn_blocking(move || manager.evaluate(tick, true)).await;
+                self.resend(tick).await;
+                tick += tick_ms;
+            }
+            next_tick = Some(tick);
+            if event_watermark > *self.last_eval.lock() {
+                let manager = self.clone();
+                let at = event_watermark;
+                let _ = tokio::task::spawn_blocking(move || manager.evaluate(at, false)).await;
+            }
+            let until_tick = (tick + lateness_ms - now_ms()).max(1) as u64;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(until_tick)) => {}
+                changed = appends.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let (_, latest) = *appends.borrow_and_update();
+                    event_watermark = event_watermark.max(latest);
+                    if next_tick == Some(first) && first > latest + tick_ms {
+                        // History arriving before the first tick (a backfill): start
+                        // the ticks at the data.
+                        next_tick = Some((latest / tick_ms + 1) * tick_ms);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Evaluates at `t`: every due group on a tick (writing its output), or every
+    /// alerting rule at an ingest watermark (state and transitions only).
+    pub fn evaluate(&self, t: i64, tick: bool) {
+        {
+            // Never back in time; a tick may share its time with an ingest evaluation.
+            let mut last = self.last_eval.lock();
+            if t < *last || (!tick && t == *last) {
+                return;
+            }
+            *last = t;
+        }
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle,
+            Err(_) => return,
+        };
+        let source = StorageSource {
+            storage: &self.storage,
+            sql: &self.sql,
+            runtime: runtime.clone(),
+        };
+        let mut transitions: Vec<Transition> = Vec::new();
+        let mut groups = self.groups.lock();
+        for state in groups.iter_mut() {
+            let interval = self.group_interval(&state.group);
+            if tick && t % interval != 0 {
+                continue;
+            }
+            let group = state.group.clone();
+            for rule in state.rules.iter_mut() {
+                if !tick && rule.rule.kind == RuleKind::Recording {
+                    continue;
+                }
+                let mut out = vigil_engine::alerting::Output::default();
+                if let Err(err) = rule.eval(&source, &group, t, &self.external_labels, &mut out) {
+                    warn!(group = %group.name, rule = %rule.rule.name, error = %err, "rule evaluation failed");
+                }
+                transitions.extend(out.transitions);
+                if tick && !out.samples.is_empty() {
+                    // Written before the next rule runs, so it sees this output.
+                    let mut batch = SampleBatch::default();
+                    for (labels, ts, value) in out.samples {
+                        let idx = batch.push_series(labels);
+                        batch.push_sample(idx, ts, value);
+                    }
+                    if let Err(err) =
+                        runtime.block_on(self.storage.append(batch, AppendMode::Lenient))
+                    {
+                        warn!(rule = %rule.rule.name, error = %err, "cannot store rule output");
+                    }
+                }
+            }
+            if tick {
+                state.last_evaluation = Some(t);
+            }
+        }
+        drop(groups);
+        for transition in transitions {
+            self.publish(&transition);
+        }
+    }
+
+    /// The alert as Alertmanager receives it, plus `status` and Vigil's fields.
+    fn alert_json(&self, alert: &Alert, at: i64) -> JsonValue {
+        let status = match alert.state {
+            AlertState::Inactive => "resolved",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+        };
+        let ends_at = match alert.resolved_at {
+            Some(resolved) => rfc3339(resolved),
+            None => rfc3339(at + 4 * RESEND_MS),
+        };
+        json!({
+            "labels": labels_json(&alert.labels),
+            "annotations": alert.annotations,
+            "startsAt": rfc3339(alert.fired_at.unwrap_or(alert.active_at)),
+            "endsAt": ends_at,
+            "generatorURL": self.generator_url,
+            "status": status,
+            "activeAt": rfc3339(alert.active_at),
+            "value": vigil_queries::promql::aggregate::format_value(alert.value),
+        })
+    }
+
+    fn publish(&self, transition: &Transition) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut json = self.alert_json(&transition.alert, transition.at);
+        json["seq"] = json!(seq);
+        json["from"] = json!(transition.from.as_str());
+        debug!(seq, labels = %transition.alert.labels, to = transition.alert.state.as_str(), "alert transition");
+        // No receiver is fine: nobody is subscribed.
+        let _ = self.events.send(StreamEvent {
+            seq,
+            labels: transition.alert.labels.clone(),
+            json,
+        });
+        if matches!(
+            transition.alert.state,
+            AlertState::Firing | AlertState::Inactive
+        ) && !self.alertmanagers.is_empty()
+        {
+            let alert = transition.alert.clone();
+            let at = transition.at;
+            let body = json!([self.alertmanager_json(&alert, at)]);
+            self.last_sent.lock().insert(alert.labels.clone(), now_ms());
+            self.send(body);
+        }
+    }
+
+    fn alertmanager_json(&self, alert: &Alert, at: i64) -> JsonValue {
+        let mut labels = alert.labels.clone();
+        for (k, v) in &self.external_labels {
+            if labels.get(k).is_none() {
+                labels.set(k, v);
+            }
+        }
+        json!({
+            "labels": labels_json(&labels),
+            "annotations": alert.annotations,
+            "startsAt": rfc3339(alert.fired_at.unwrap_or(alert.active_at)),
+            "endsAt": match alert.resolved_at {
+                Some(resolved) => rfc3339(resolved),
+                None => rfc3339(at + 4 * RESEND_MS),
+            },
+            "generatorURL": self.generator_url,
+        })
+    }
+
+    fn send(&self, body: JsonValue) {
+        for url in &self.alertmanagers {
+            let request = self
+                .http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+            let url = url.clone();
+            tokio::spawn(async move {
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => {}
+                    Ok(response) => {
+                        warn!(%url, status = %response.status(), "alertmanager refused alerts")
+                    }
+                    Err(err) => warn!(%url, error = %err, "cannot send alerts"),
+                }
+            });
+        }
+    }
+
+    /// Re-sends firing and recently resolved alerts not sent for a minute.
+    async fn resend(&self, t: i64) {
+        if self.alertmanagers.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut batch = Vec::new();
+        {
+            let groups = self.groups.lock();
+            let mut sent = self.last_sent.lock();
+            for alert in groups
+                .iter()
+                .flat_map(|g| g.rules.iter())
+                .flat_map(|r| r.active.values())
+            {
+                let due = match alert.state {
+                    AlertState::Firing => true,
+                    AlertState::Inactive => alert
+                        .resolved_at
+                        .is_some_and(|resolved| t - resolved <= RESOLVED_RETENTION_MS),
+                    AlertState::Pending => false,
+                };
+                let last = sent.get(&alert.labels).copied().unwrap_or(i64::MIN);
+                if due && now - last >= RESEND_MS {
+                    batch.push(self.alertmanager_json(alert, t));
+                    sent.insert(alert.labels.clone(), now);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.send(JsonValue::Array(batch));
+        }
+    }
+
+    /// Pending and firing alerts, in the stream's shape (sent to a new subscriber).
+    pub fn current_alerts(&self) -> Vec<(LabelSet, JsonValue)> {
+        let groups = self.groups.lock();
+        let at = *self.last_eval.lock();
+        groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| r.alerts())
+            .filter(|a| a.state != AlertState::Inactive)
+            .map(|a| (a.labels.clone(), self.alert_json(a, at)))
+            .collect()
+    }
+
+    /// `GET /api/v1/alerts` data.
+    pub fn alerts_api(&self) -> JsonValue {
+        let groups = self.groups.lock();
+        let alerts: Vec<JsonValue> = groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| r.alerts())
+            .filter(|a| a.state != AlertState::Inactive)
+            .map(alert_api_json)
+            .collect();
+        json!({ "alerts": alerts })
+    }
+
+    /// `GET /api/v1/rules` data (`type` = `alert` or `record` filters).
+    pub fn rules_api(&self, kind: Option<&str>) -> JsonValue {
+        let groups = self.groups.lock();
+        let groups: Vec<JsonValue> = groups
+            .iter()
+            .map(|g| {
+                let rules: Vec<JsonValue> = g
+                    .rules
+                    .iter()
+                    .filter(|r| match kind {
+                        Some("alert") => r.rule.kind == RuleKind::Alerting,
+                        Some("record") => r.rule.kind == RuleKind::Recording,
+                        _ => true,
+                    })
+                    .map(|r| {
+                        let common = json!({
+                            "name": r.rule.name,
+                            "query": r.rule.expr_text.trim(),
+                            "labels": r.rule.labels,
+                            "health": r.health,
+                            "lastError": r.last_error.clone().unwrap_or_default(),
+                            "evaluationTime": r.evaluation_ms / 1000.0,
+                            "lastEvaluation": r.last_evaluation.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                            "incremental": false,
+                        });
+                        let mut rule = common;
+                        match r.rule.kind {
+                            RuleKind::Recording => {
+                                rule["type"] = json!("recording");
+                            }
+                            RuleKind::Alerting => {
+                                let alerts: Vec<JsonValue> = r
+                                    .alerts()
+                                    .into_iter()
+                                    .filter(|a| a.state != AlertState::Inactive)
+                                    .map(alert_api_json)
+                                    .collect();
+                                let state = if alerts.iter().any(|a| a["state"] == "firing") {
+                                    "firing"
+                                } else if alerts.is_empty() {
+                                    "inactive"
+                                } else {
+                                    "pending"
+                                };
+                                rule["type"] = json!("alerting");
+                                rule["state"] = json!(state);
+                                rule["duration"] = json!(r.rule.for_ms as f64 / 1000.0);
+                                rule["keepFiringFor"] = json!(r.rule.keep_firing_for_ms as f64 / 1000.0);
+                                rule["annotations"] = json!(r.rule.annotations);
+                                rule["alerts"] = json!(alerts);
+                            }
+                        }
+                        rule
+                    })
+                    .collect();
+                json!({
+                    "name": g.group.name,
+                    "file": g.group.file,
+                    "interval": self.group_interval(&g.group) as f64 / 1000.0,
+                    "limit": g.group.limit,
+                    "rules": rules,
+                    "evaluationTime": g.evaluation_ms / 1000.0,
+                    "lastEvaluation": g.last_evaluation.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+                })
+            })
+            .collect();
+        json!({ "groups": groups })
+    }
+}
+
+fn alert_api_json(alert: &Alert) -> JsonValue {
+    let mut value = json!({
+        "labels": labels_json(&alert.labels),
+        "annotations": alert.annotations,
+        "state": alert.state.as_str(),
+        "activeAt": rfc3339(alert.active_at),
+        "value": vigil_queries::promql::aggregate::format_value(alert.value),
+    });
+    if let Some(since) = alert.keep_firing_since {
+        value["keepFiringSince"] = json!(rfc3339(since));
+    }
+    value
+}
+
+/// Loads every rule file matching the globs; `Err` lists every problem.
+pub fn load_rule_files(patterns: &[String]) -> anyhow::Result<Vec<Group>> {
+    let mut groups = Vec::new();
+    let mut problems = Vec::new();
+    for pattern in patterns {
+        let paths = vigil_engine::unittest::glob_paths(std::path::Path::new(pattern))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        for path in paths {
+            match vigil_engine::rules::load_file(&path) {
+                Ok(loaded) => groups.extend(loaded),
+                Err(err) => problems.push(format!("{}: {err}", path.display())),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(groups)
+    } else {
+        anyhow::bail!("invalid rule files:\n{}", problems.join("\n"))
+    }
+}

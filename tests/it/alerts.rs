@@ -1,0 +1,193 @@
+//! Alerting end to end: rules loaded from the config, an alert that turns pending at the
+//! ingest of the sample that makes it true and fires after `for` (event time), the
+//! websocket stream (a real websocket client), `/api/v1/alerts` and `/api/v1/rules`,
+//! and a real Alertmanager (Debian's `prometheus-alertmanager`) receiving the alert.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_storage::{LabelSet, SampleBatch};
+
+use crate::util::{blocking_get, free_port, now_ms, require, Peer, Vigil};
+
+const RULES: &str = r#"groups:
+  - name: test
+    rules:
+      - alert: HighValue
+        expr: test_gauge > 10
+        for: 2s
+        labels:
+          severity: critical
+        annotations:
+          summary: '{{ $labels.instance }} is at {{ $value }}'
+      - record: test_gauge:doubled
+        expr: test_gauge * 2
+"#;
+
+fn write_gauge(vigil: &Vigil, value: f64) -> Instant {
+    let mut batch = SampleBatch::default();
+    let idx = batch.push_series(
+        LabelSet::from_pairs([("__name__", "test_gauge"), ("instance", "db-1")]).expect("labels"),
+    );
+    batch.push_sample(idx, now_ms(), value);
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    Instant::now()
+}
+
+fn json_get(url: &str) -> Value {
+    let (status, body) = blocking_get(url).expect("get");
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// The next alert message (heartbeats skipped), within `timeout`.
+fn next_alert(
+    socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    timeout: Duration,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        assert!(Instant::now() < deadline, "no alert message in {timeout:?}");
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let value: Value = serde_json::from_str(&text).expect("json message");
+                if value["type"] != "heartbeat" {
+                    return value;
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(err))
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(err) => panic!("websocket: {err}"),
+        }
+    }
+}
+
+#[test]
+fn alerts_reach_websocket_and_alertmanager() {
+    let alertmanager = require("prometheus-alertmanager");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let am_port = free_port();
+    let am_config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+    )
+    .expect("write");
+    let _am = Peer(
+        Command::new(alertmanager)
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager"),
+    );
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).expect("write rules");
+    let config = format!(
+        "global:\n  evaluation_interval: 1s\nrule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n",
+        rules.display()
+    );
+    let vigil = Vigil::start(&dir.path().join("vigil"), Some(&config));
+    write_gauge(&vigil, 5.0);
+
+    let ws_url = format!(
+        "{}/api/v1/alerts/stream?match=severity%3D%22critical%22",
+        vigil.url.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tungstenite::connect(&ws_url).expect("websocket connects");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+    }
+    // The sample that crosses the threshold: pending at once (ingest-triggered).
+    let acked = write_gauge(&vigil, 20.0);
+    let pending = next_alert(&mut socket, Duration::from_secs(5));
+    let latency = acked.elapsed();
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert_eq!(pending["labels"]["alertname"], "HighValue");
+    assert_eq!(pending["labels"]["instance"], "db-1");
+    assert_eq!(pending["annotations"]["summary"], "db-1 is at 20");
+    println!("ack → pending message: {latency:?}");
+    // Keep the condition true; firing once 2s of event time have passed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let firing = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        write_gauge(&vigil, 21.0);
+        if let Ok(tungstenite::Message::Text(text)) = socket.read() {
+            let value: Value = serde_json::from_str(&text).expect("json");
+            if value["status"] == "firing" {
+                break value;
+            }
+        }
+        assert!(Instant::now() < deadline, "alert never fired");
+    };
+    assert!(firing["seq"].as_u64() > pending["seq"].as_u64());
+
+    let alerts = json_get(&format!("{}/api/v1/alerts", vigil.url));
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
+    let rules_json = json_get(&format!("{}/api/v1/rules", vigil.url));
+    let group = &rules_json["data"]["groups"][0];
+    assert_eq!(group["rules"][0]["name"], "HighValue");
+    assert_eq!(group["rules"][0]["state"], "firing");
+    assert_eq!(group["rules"][0]["incremental"], false);
+    assert_eq!(group["rules"][1]["type"], "recording");
+
+    // The real Alertmanager has it, with Vigil's labels and annotations.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let am_alerts = json_get(&format!("http://127.0.0.1:{am_port}/api/v2/alerts"));
+        let found = am_alerts.as_array().into_iter().flatten().find(|alert| {
+            alert["labels"]["alertname"] == "HighValue" && alert["labels"]["instance"] == "db-1"
+        });
+        if let Some(alert) = found {
+            // Annotations are rendered at each evaluation: the latest value is 21.
+            assert_eq!(alert["annotations"]["summary"], "db-1 is at 21");
+            assert_eq!(alert["status"]["state"], "active");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager never got the alert: {am_alerts}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Recording rule output and ALERTS were written back at evaluation ticks.
+    vigil.wait_for_rows(
+        "SELECT count(*) AS n FROM metrics WHERE name = 'ALERTS' AND labels['alertstate'] = 'firing'",
+        Duration::from_secs(10),
+        |rows| rows.first().and_then(|r| r["n"].as_i64()).unwrap_or(0) >= 1,
+    );
+    vigil.wait_for_rows(
+        "SELECT count(*) AS n FROM metrics WHERE name = 'test_gauge:doubled'",
+        Duration::from_secs(10),
+        |rows| rows.first().and_then(|r| r["n"].as_i64()).unwrap_or(0) >= 1,
+    );
+
+    // Back below the threshold: resolved on the stream.
+    write_gauge(&vigil, 1.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = next_alert(&mut socket, Duration::from_secs(10));
+        if message["status"] == "resolved" {
+            assert_eq!(message["labels"]["alertname"], "HighValue");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never resolved");
+    }
+    // A bad matcher is a Prometheus-style 400.
+    let (status, body) =
+        blocking_get(&format!("{}/api/v1/alerts/stream?match=%7B%7B", vigil.url)).expect("get");
+    assert_eq!(status, 400, "{body}");
+}
