@@ -131,10 +131,11 @@ impl RuleManager {
 
     /// Runs until `shutdown` resolves: ticks, ingest-triggered evaluations, resends.
     ///
-    /// Time is the watermark: the latest event time ingested, or wall-clock time minus
-    /// `lateness` when inputs are idle. A tick at `T` closes once the watermark passes
-    /// it (missed ticks are caught up in order, e.g. while history is backfilled); an
-    /// ingest is evaluated at the event watermark right after the ticks before it.
+    /// Time is the watermark: the latest event time ingested while data flows, and
+    /// wall-clock time minus `lateness` once inputs have been idle for `lateness`. A
+    /// tick at `T` closes when the watermark passes it (ticks are caught up in order,
+    /// so a backfill is evaluated in event time); an ingest is evaluated at the event
+    /// watermark right after the ticks before it.
     pub async fn run(
         self: Arc<Self>,
         lateness: Duration,
@@ -152,11 +153,15 @@ impl RuleManager {
         let lateness_ms = lateness.as_millis() as i64;
         let mut event_watermark = i64::MIN;
         let mut next_tick: Option<i64> = None;
+        let mut last_append: Option<std::time::Instant> = None;
         loop {
-            let wall_watermark = now_ms() - lateness_ms;
-            let watermark = event_watermark.max(wall_watermark);
-            let first = *next_tick.get_or_insert((watermark / tick_ms + 1) * tick_ms);
-            let mut tick = first;
+            let idle = last_append.is_none_or(|at| at.elapsed() >= lateness);
+            let watermark = if idle {
+                event_watermark.max(now_ms() - lateness_ms)
+            } else {
+                event_watermark
+            };
+            let mut tick = *next_tick.get_or_insert((watermark / tick_ms + 1) * tick_ms);
             while tick <= watermark {
                 let manager = self.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(tick, true)).await;
@@ -169,20 +174,27 @@ impl RuleManager {
                 let at = event_watermark;
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(at, false)).await;
             }
-            let until_tick = (tick + lateness_ms - now_ms()).max(1) as u64;
+            // Wake for the wall-clock bound: when the next tick is due by the clock and
+            // the inputs have gone idle.
+            let until_due = (tick + lateness_ms - now_ms()).max(0) as u64;
+            let until_idle = last_append.map_or(0, |at| {
+                lateness.saturating_sub(at.elapsed()).as_millis() as u64
+            });
+            let wait = Duration::from_millis(until_due.max(until_idle).max(1));
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(until_tick)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 changed = appends.changed() => {
                     if changed.is_err() {
                         return;
                     }
                     let (_, latest) = *appends.borrow_and_update();
-                    event_watermark = event_watermark.max(latest);
-                    if next_tick == Some(first) && first > latest + tick_ms {
-                        // History arriving before the first tick (a backfill): start
-                        // the ticks at the data.
+                    if event_watermark == i64::MIN && latest < tick - tick_ms {
+                        // The first data is older than the first tick (a backfill):
+                        // evaluate from the data on.
                         next_tick = Some((latest / tick_ms + 1) * tick_ms);
                     }
+                    event_watermark = event_watermark.max(latest);
+                    last_append = Some(std::time::Instant::now());
                 }
                 _ = shutdown.changed() => return,
             }
