@@ -58,6 +58,11 @@ enum Command {
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
     },
+    /// Follow the alert stream of a running server.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Check or unit-test rule files (`promtool check rules` / `promtool test rules`).
     Rules {
         #[command(subcommand)]
@@ -72,6 +77,78 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Print every alert transition (and the current alerts first), one per line.
+    Tail {
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
+        url: String,
+        /// Label matchers, e.g. 'severity="critical"'.
+        #[arg(long = "match")]
+        matchers: Option<String>,
+        /// Print the raw JSON messages.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `vigil alerts tail`: reads `/api/v1/alerts/stream` until the server closes it.
+fn alerts_tail(url: &str, matchers: Option<&str>, raw: bool) -> anyhow::Result<()> {
+    let mut ws_url = format!(
+        "{}/api/v1/alerts/stream",
+        url.trim_end_matches('/')
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1)
+    );
+    if let Some(matchers) = matchers {
+        ws_url.push_str("?");
+        ws_url.push_str(&serde_urlencoded::to_string([("match", matchers)])?);
+    }
+    let (mut socket, _) =
+        tungstenite::connect(&ws_url).with_context(|| format!("cannot connect to {ws_url}"))?;
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let message: serde_json::Value = serde_json::from_str(&text)?;
+                if message["type"] == "heartbeat" {
+                    continue;
+                }
+                if raw {
+                    println!("{text}");
+                    continue;
+                }
+                let labels = message["labels"]
+                    .as_object()
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != "alertname")
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:>6} {:<8} {}{{{}}} {}",
+                    message["seq"],
+                    message["status"].as_str().unwrap_or(""),
+                    message["labels"]["alertname"].as_str().unwrap_or(""),
+                    labels,
+                    message["annotations"]["summary"].as_str().unwrap_or("")
+                );
+                use std::io::Write;
+                std::io::stdout().flush()?;
+            }
+            Ok(tungstenite::Message::Close(frame)) => {
+                let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                bail!("stream closed by the server {reason}");
+            }
+            Ok(_) => {}
+            Err(err) => bail!("stream failed: {err}"),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,6 +208,17 @@ fn rules_test(files: &[PathBuf]) -> bool {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Alerts {
+        command:
+            AlertsCommand::Tail {
+                url,
+                matchers,
+                json,
+            },
+    } = &cli.command
+    {
+        return alerts_tail(url, matchers.as_deref(), *json);
+    }
     if let Command::Rules { command } = &cli.command {
         let ok = match command {
             RulesCommand::Check { files } => rules_check(files),
@@ -182,7 +270,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
-            Command::Rules { .. } => Ok(()),
+            Command::Rules { .. } | Command::Alerts { .. } => Ok(()),
             Command::Sql { query, url, format } => sql(&url, &query, &format).await,
             Command::Query {
                 expr,

@@ -61,6 +61,9 @@ pub struct RuleManager {
     /// When each alert (by labels) was last sent to the Alertmanagers.
     last_sent: Mutex<BTreeMap<LabelSet, i64>>,
     generator_url: String,
+    /// Where the rules come from, for reloads: file globs and built-in groups.
+    patterns: Vec<String>,
+    builtin: Vec<Group>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -86,16 +89,20 @@ fn now_ms() -> i64 {
 }
 
 impl RuleManager {
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         storage: Arc<Storage>,
-        groups: Vec<Group>,
+        patterns: Vec<String>,
+        builtin: Vec<Group>,
         default_interval: Duration,
         external_labels: BTreeMap<String, String>,
         alertmanagers: Vec<String>,
         external_url: String,
     ) -> anyhow::Result<Arc<RuleManager>> {
         let sql = SqlEngine::new(storage.clone()).await?;
-        Ok(Arc::new(RuleManager {
+        let mut groups = load_rule_files(&patterns)?;
+        groups.extend(builtin.iter().cloned());
+        let manager = Arc::new(RuleManager {
             groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
             storage,
             sql,
@@ -110,7 +117,132 @@ impl RuleManager {
                 .build()?,
             last_sent: Mutex::new(BTreeMap::new()),
             generator_url: external_url,
-        }))
+            patterns,
+            builtin,
+        });
+        let restoring = manager.clone();
+        tokio::task::spawn_blocking(move || restoring.restore_for_state()).await?;
+        Ok(manager)
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.lock().len()
+    }
+
+    /// Re-reads the rule files (`POST /-/reload`, SIGHUP). Rules that did not change
+    /// (same group, name, expression, labels, annotations, `for`) keep their alerts; a
+    /// file that fails to load leaves the running rules untouched.
+    pub fn reload(&self) -> anyhow::Result<usize> {
+        let mut loaded = load_rule_files(&self.patterns)?;
+        loaded.extend(self.builtin.iter().cloned());
+        let mut groups = self.groups.lock();
+        let mut old: Vec<GroupState> = std::mem::take(&mut *groups);
+        let mut fresh = Vec::with_capacity(loaded.len());
+        for group in loaded {
+            let mut state = GroupState::new(group);
+            if let Some(previous) = old
+                .iter_mut()
+                .find(|g| g.group.name == state.group.name && g.group.file == state.group.file)
+            {
+                for rule in &mut state.rules {
+                    if let Some(kept) = previous.rules.iter_mut().find(|r| {
+                        r.rule.name == rule.rule.name
+                            && r.rule.expr_text == rule.rule.expr_text
+                            && r.rule.labels == rule.rule.labels
+                            && r.rule.annotations == rule.rule.annotations
+                            && r.rule.for_ms == rule.rule.for_ms
+                            && r.rule.keep_firing_for_ms == rule.rule.keep_firing_for_ms
+                    }) {
+                        rule.active = std::mem::take(&mut kept.active);
+                        rule.last_evaluation = kept.last_evaluation;
+                        rule.health = kept.health;
+                    }
+                }
+            }
+            fresh.push(state);
+        }
+        old.clear();
+        *groups = fresh;
+        Ok(groups.len())
+    }
+
+    /// Restores `activeAt` of alerts that were pending or firing before a restart from
+    /// the latest `ALERTS_FOR_STATE` samples (within the lookback), as Prometheus does;
+    /// they come back pending, and fire once `for` has elapsed since `activeAt`.
+    /// Runs on a blocking thread (it reads storage synchronously).
+    fn restore_for_state(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let now = now_ms();
+        let mut last_written = i64::MIN;
+        let mut groups = self.groups.lock();
+        for state in groups.iter_mut() {
+            for rule in state.rules.iter_mut() {
+                if rule.rule.kind != RuleKind::Alerting {
+                    continue;
+                }
+                let matchers = vec![
+                    promql_parser::label::Matcher::new(
+                        promql_parser::label::MatchOp::Equal,
+                        "__name__",
+                        "ALERTS_FOR_STATE",
+                    ),
+                    promql_parser::label::Matcher::new(
+                        promql_parser::label::MatchOp::Equal,
+                        "alertname",
+                        &rule.rule.name,
+                    ),
+                ];
+                let source = StorageSource {
+                    storage: &self.storage,
+                    sql: &self.sql,
+                    runtime: runtime.clone(),
+                };
+                let series = match vigil_queries::promql::SeriesSource::select(
+                    &source,
+                    &matchers,
+                    now - vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS,
+                    now,
+                ) {
+                    Ok(series) => series,
+                    Err(err) => {
+                        warn!(rule = %rule.rule.name, error = %err, "cannot restore alert state");
+                        continue;
+                    }
+                };
+                for s in series {
+                    let Some(last) = s.points.last() else {
+                        continue;
+                    };
+                    if vigil_storage::record::is_stale_marker(last.f) {
+                        continue;
+                    }
+                    last_written = last_written.max(last.t);
+                    let mut labels = s.labels.clone();
+                    labels.set("__name__", "");
+                    let active_at = (last.f * 1000.0) as i64;
+                    rule.active.insert(
+                        labels.clone(),
+                        Alert {
+                            labels,
+                            annotations: BTreeMap::new(),
+                            state: AlertState::Pending,
+                            value: f64::NAN,
+                            active_at,
+                            fired_at: None,
+                            resolved_at: None,
+                            keep_firing_since: None,
+                            last_sent_at: None,
+                            valid_until: 0,
+                        },
+                    );
+                }
+            }
+        }
+        // Evaluation resumes after the last evaluation that wrote state, never before.
+        let mut last = self.last_eval.lock();
+        *last = (*last).max(last_written);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {

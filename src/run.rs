@@ -82,28 +82,25 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut groups = crate::rule_manager::load_rule_files(&options.config.rule_files)?;
-    if options.demo {
-        groups.extend(crate::demo::rule_groups()?);
-    }
-    let rules = if groups.is_empty() {
-        None
+    let builtin = if options.demo {
+        crate::demo::rule_groups()?
     } else {
-        info!(groups = groups.len(), "rules loaded");
-        let manager = crate::rule_manager::RuleManager::new(
-            storage.clone(),
-            groups,
-            options.config.global.evaluation_interval,
-            options.config.global.external_labels.clone(),
-            options.config.alerting.endpoints(),
-            format!("http://{local}"),
-        )
-        .await?;
-        let _ = state.rules.set(manager.clone());
-        Some(tokio::spawn(
-            manager.run(options.config.rules_lateness, stop_rx.clone()),
-        ))
+        Vec::new()
     };
+    let manager = crate::rule_manager::RuleManager::new(
+        storage.clone(),
+        options.config.rule_files.clone(),
+        builtin,
+        options.config.global.evaluation_interval,
+        options.config.global.external_labels.clone(),
+        options.config.alerting.endpoints(),
+        format!("http://{local}"),
+    )
+    .await?;
+    info!(groups = manager.group_count(), "rules loaded");
+    let _ = state.rules.set(manager.clone());
+    tokio::spawn(reload_on_sighup(manager.clone()));
+    let rules = { tokio::spawn(manager.run(options.config.rules_lateness, stop_rx.clone())) };
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
     let demo = options
         .demo
@@ -125,13 +122,30 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let _ = demo.await;
     }
     scrapers.stop().await;
-    if let Some(rules) = rules {
-        let _ = rules.await;
-    }
+    let _ = rules.await;
     let _ = maintenance.await;
     storage.shutdown().await.context("final flush failed")?;
     info!("vigil stopped");
     Ok(())
+}
+
+/// SIGHUP reloads the rule files, as it reloads Prometheus' configuration.
+async fn reload_on_sighup(manager: Arc<crate::rule_manager::RuleManager>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match manager.reload() {
+                Ok(groups) => info!(groups, "rules reloaded"),
+                Err(err) => error!(error = %err, "rule reload failed; keeping the running rules"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = manager;
 }
 
 /// Flushes the head when due and applies retention.

@@ -109,8 +109,24 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/-/healthy", get(|| async { "Vigil is Healthy.\n" }))
         .route("/-/ready", get(ready_handler))
+        .route("/-/reload", post(reload_handler).put(reload_handler))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// `POST /-/reload`: re-reads the rule files (500 with the reason if they are invalid,
+/// the running rules stay), as Prometheus' lifecycle endpoint.
+async fn reload_handler(State(state): State<Arc<AppState>>) -> Response {
+    let Some(rules) = state.rules.get() else {
+        return plain(StatusCode::OK, String::new());
+    };
+    match rules.reload() {
+        Ok(_) => plain(StatusCode::OK, String::new()),
+        Err(err) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {err:#}"),
+        ),
+    }
 }
 
 fn plain(status: StatusCode, message: String) -> Response {

@@ -175,7 +175,100 @@ fn alerts_reach_websocket_and_alertmanager() {
         |rows| rows.first().and_then(|r| r["n"].as_i64()).unwrap_or(0) >= 1,
     );
 
-    // Back below the threshold: resolved on the stream.
+    // A reload with unchanged rules keeps the alert's state; a broken file is refused
+    // with Prometheus' message and the running rules stay.
+    let active_at = alerts["data"]["alerts"][0]["activeAt"].clone();
+    let (status, body) =
+        crate::util::ureq_post(&format!("{}/-/reload", vigil.url), b"", "text/plain")
+            .expect("reload");
+    assert_eq!(status, 200, "{body}");
+    let alerts = json_get(&format!("{}/api/v1/alerts", vigil.url));
+    assert_eq!(
+        alerts["data"]["alerts"][0]["activeAt"], active_at,
+        "{alerts}"
+    );
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: broken\n    rules:\n      - alert: X\n        expr: sum(\n",
+    )
+    .expect("write");
+    let (status, body) =
+        crate::util::ureq_post(&format!("{}/-/reload", vigil.url), b"", "text/plain")
+            .expect("reload");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("could not parse expression"), "{body}");
+    std::fs::write(&rules, RULES).expect("write");
+    let rules_json = json_get(&format!("{}/api/v1/rules", vigil.url));
+    assert_eq!(
+        rules_json["data"]["groups"][0]["rules"][0]["state"],
+        "firing"
+    );
+
+    // After a restart the alert's activeAt comes back from ALERTS_FOR_STATE.
+    drop(socket);
+    let vigil = vigil.kill_and_restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = json_get(&format!("{}/api/v1/alerts", vigil.url));
+        let alert = &alerts["data"]["alerts"][0];
+        if alert["state"] == "firing" {
+            assert_eq!(alert["activeAt"], active_at, "{alerts}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "alert not restored: {alerts}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (mut socket, _) = tungstenite::connect(&ws_url.replace(
+        &ws_url[..ws_url.find("/api").expect("path")],
+        &vigil.url.replace("http://", "ws://"),
+    ))
+    .expect("websocket reconnects");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+    }
+    // The current alerts come first on connect.
+    let snapshot = next_alert(&mut socket, Duration::from_secs(5));
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    assert_eq!(snapshot["status"], "firing");
+
+    // `vigil alerts tail` prints the same stream.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "alerts",
+            "tail",
+            "--url",
+            &vigil.url,
+            "--match",
+            "severity=\"critical\"",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil alerts tail");
+    let stdout = tail.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let first = lines_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a line from alerts tail");
+    assert!(
+        first.contains("firing") && first.contains("HighValue"),
+        "{first}"
+    );
+    let tail = Peer(tail);
+
+    // Back below the threshold: resolved on the stream (and on the tail).
     write_gauge(&vigil, 1.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -186,6 +279,11 @@ fn alerts_reach_websocket_and_alertmanager() {
         }
         assert!(Instant::now() < deadline, "never resolved");
     }
+    let resolved = lines_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a second line from alerts tail");
+    assert!(resolved.contains("resolved"), "{resolved}");
+    drop(tail);
     // A bad matcher is a Prometheus-style 400.
     let (status, body) =
         blocking_get(&format!("{}/api/v1/alerts/stream?match=%7B%7B", vigil.url)).expect("get");
