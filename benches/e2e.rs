@@ -9,7 +9,11 @@
 //! 3. with `-- query`: PromQL latency of dashboard queries (instant and 30-minute range)
 //!    at 10k and 100k series, Vigil vs Prometheus on the same remote-written data.
 //!
-//! Run: `cargo bench --bench e2e [-- query]` (needs `prometheus` and `promtool` on PATH).
+//! 4. with `-- alerts`: alert latency from the remote_write ack of the sample that
+//!    crosses a threshold to the alert (Vigil: websocket message; Prometheus 2.42 with
+//!    `evaluation_interval: 15s`: `/api/v1/alerts`), 10k and 100k series, 100 rules.
+//!
+//! Run: `cargo bench --bench e2e [-- query|alerts]` (needs `prometheus` and `promtool` on PATH).
 //! Prints a Markdown table for BENCHMARKS.md.
 
 use std::path::Path;
@@ -408,9 +412,279 @@ async fn query_latency(root: &Path, n_series: usize) {
     }
 }
 
+/// 100 alerting rules, each over 1% of the series (`shard` label), `for: 0s`.
+fn alert_rules() -> String {
+    let mut text = String::from("groups:\n  - name: bench\n    rules:\n");
+    for shard in 0..100 {
+        text.push_str(&format!(
+            "      - alert: Bench{shard}\n        expr: bench_gauge{{shard=\"{shard}\"}} > 100\n        labels:\n          severity: critical\n"
+        ));
+    }
+    text
+}
+
+fn gauge_labels(n: usize) -> Vec<LabelSet> {
+    (0..n)
+        .map(|idx| {
+            let shard = (idx % 100).to_string();
+            let id = idx.to_string();
+            LabelSet::from_pairs([
+                ("__name__", "bench_gauge"),
+                ("shard", shard.as_str()),
+                ("id", id.as_str()),
+            ])
+            .expect("labels")
+        })
+        .collect()
+}
+
+async fn write_one(client: &reqwest::Client, url: &str, labels: &LabelSet, ts: i64, value: f64) {
+    let mut batch = SampleBatch::default();
+    let idx = batch.push_series(labels.clone());
+    batch.push_sample(idx, ts, value);
+    let response = client
+        .post(format!("{url}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(remote_write::encode(&batch))
+        .send()
+        .await
+        .expect("write");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// `rounds` samples of value 1 (below every threshold) for every series, 15s apart.
+async fn baseline(
+    client: &reqwest::Client,
+    url: &str,
+    series: &[LabelSet],
+    rounds: usize,
+    start_ts: i64,
+) {
+    for round in 0..rounds {
+        for chunk in series.chunks(SERIES_PER_REQUEST) {
+            let mut batch = SampleBatch::default();
+            for labels in chunk {
+                let idx = batch.push_series(labels.clone());
+                batch.push_sample(idx, start_ts + round as i64 * 15_000, 1.0);
+            }
+            let response = client
+                .post(format!("{url}/api/v1/write"))
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(remote_write::encode(&batch))
+                .send()
+                .await
+                .expect("write");
+            assert!(response.status().is_success(), "{}", response.status());
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Alert latency: from the remote_write ack of the sample that crosses a threshold to
+/// the alert, with `n_series` active series and 100 rules. Vigil: the websocket
+/// message; Prometheus (evaluation_interval 15s): the alert on `/api/v1/alerts`,
+/// polled every 20 ms.
+async fn alert_latency(root: &Path, n_series: usize) {
+    let series = gauge_labels(n_series);
+    let dir = root.join(format!("alerts-{n_series}"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("rules.yml"), alert_rules()).expect("rules");
+    let client = reqwest::Client::new();
+
+    // Vigil, with the rules and a websocket subscriber.
+    let config = dir.join("vigil.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  evaluation_interval: 15s\nrule_files:\n  - {}\n",
+            dir.join("rules.yml").display()
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("vigil"))
+        .env("VIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start vigil");
+    let vigil = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(&vigil.url).await;
+    let rounds = 4;
+    let start_ts = now_ms() - 60_000;
+    baseline(&client, &vigil.url, &series, rounds, start_ts).await;
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String, Instant)>();
+    let ws_url = format!("ws://127.0.0.1:{port}/api/v1/alerts/stream");
+    std::thread::spawn(move || {
+        let (mut socket, _) = tungstenite::connect(&ws_url).expect("websocket");
+        loop {
+            let text = match socket.read() {
+                Ok(tungstenite::Message::Text(text)) => text,
+                Ok(_) => continue,
+                Err(err) => {
+                    eprintln!("websocket: {err}");
+                    return;
+                }
+            };
+            let at = Instant::now();
+            let message: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let id = message["labels"]["id"].as_str().unwrap_or("").to_string();
+            let status = message["status"].as_str().unwrap_or("").to_string();
+            if tx.send((id, status, at)).is_err() {
+                return;
+            }
+        }
+    });
+    let trials = 40;
+    let mut vigil_ms = Vec::new();
+    for trial in 0..trials {
+        let target = &series[(trial * 7919) % n_series];
+        let id = target.get("id").unwrap_or("").to_string();
+        // From the moment the write is sent: the alert may reach the websocket before
+        // the HTTP response reaches the client.
+        let acked = Instant::now();
+        write_one(&client, &vigil.url, target, now_ms(), 1000.0).await;
+        loop {
+            let (got_id, status, at) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("alert message");
+            if got_id == id && status == "firing" {
+                vigil_ms.push(at.saturating_duration_since(acked).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+        write_one(&client, &vigil.url, target, now_ms(), 1.0).await;
+        loop {
+            let (got_id, status, _) = rx.recv_timeout(Duration::from_secs(30)).expect("resolve");
+            if got_id == id && status == "resolved" {
+                break;
+            }
+        }
+    }
+    drop(vigil);
+
+    // Prometheus with the same rules, evaluation_interval 15s.
+    let prom_dir = dir.join("prom");
+    std::fs::create_dir_all(&prom_dir).expect("dir");
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1m\n  evaluation_interval: 15s\nrule_files:\n  - {}\n",
+            dir.join("rules.yml").display()
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            prom_dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let prometheus = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(&prometheus.url).await;
+    baseline(&client, &prometheus.url, &series, rounds, start_ts).await;
+    let prom_trials = 8;
+    let mut prom_ms = Vec::new();
+    for trial in 0..prom_trials {
+        // Writes land at a pseudo-random phase of the 15s evaluation cycle (each trial
+        // would otherwise start right after an evaluation and wait a full interval).
+        let phase_ms = (trial as u64 * 7_919 + 3_571) % 15_000;
+        tokio::time::sleep(Duration::from_millis(phase_ms)).await;
+        let target = &series[(trial * 7919) % n_series];
+        let id = target.get("id").unwrap_or("").to_string();
+        let acked = Instant::now();
+        write_one(&client, &prometheus.url, target, now_ms(), 1000.0).await;
+        loop {
+            let body = client
+                .get(format!("{}/api/v1/alerts", prometheus.url))
+                .send()
+                .await
+                .expect("alerts")
+                .bytes()
+                .await
+                .expect("body");
+            let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let firing = json["data"]["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["labels"]["id"] == id.as_str() && a["state"] == "firing");
+            if firing {
+                prom_ms.push(acked.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                acked.elapsed() < Duration::from_secs(60),
+                "prometheus never fired"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Resolve before the next trial.
+        write_one(&client, &prometheus.url, target, now_ms(), 1.0).await;
+    }
+    drop(prometheus);
+    vigil_ms.sort_by(f64::total_cmp);
+    prom_ms.sort_by(f64::total_cmp);
+    println!(
+        "| {n_series} | 100 | {:.2} | {:.2} | {:.0} | {:.0} | {} / {} |",
+        percentile(&vigil_ms, 0.5),
+        percentile(&vigil_ms, 0.99),
+        percentile(&prom_ms, 0.5),
+        percentile(&prom_ms, 0.99),
+        vigil_ms.len(),
+        prom_ms.len()
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let root = tempfile::tempdir().expect("tempdir");
+    if std::env::args().any(|arg| arg == "alerts") {
+        runtime.block_on(async {
+            println!("| series | rules | Vigil p50 ms (write → websocket) | Vigil p99 ms | Prometheus p50 ms (write → /api/v1/alerts, 15s interval) | Prometheus p99 ms | trials (Vigil / Prometheus) |");
+            println!("|---:|---:|---:|---:|---:|---:|---|");
+            let sizes: Vec<usize> = match std::env::var("VIGIL_BENCH_SERIES") {
+                Ok(n) => vec![n.parse().expect("VIGIL_BENCH_SERIES is a number")],
+                Err(_) => vec![10_000, 100_000],
+            };
+            for n_series in sizes {
+                alert_latency(root.path(), n_series).await;
+            }
+        });
+        return;
+    }
     if std::env::args().any(|arg| arg == "query") {
         runtime.block_on(async {
             println!("| series | kind | query | result series | Vigil ms (median of 5) | Prometheus ms | Vigil / Prometheus |");

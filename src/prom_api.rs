@@ -366,25 +366,77 @@ fn match_selectors(
     Ok(selectors)
 }
 
-/// Series matching any selector (all series without selectors). Series are not yet
-/// filtered by `start`/`end`: every series known to storage is considered.
-fn matching_series(
-    state: &AppState,
+/// Series matching any selector (all series without selectors). With `start` and/or
+/// `end` only series with a sample in `[start, end]` count, as in Prometheus; without
+/// them every series storage knows does.
+async fn matching_series(
+    state: &Arc<AppState>,
     selectors: &[Vec<promql_parser::label::Matcher>],
-) -> Vec<LabelSet> {
-    let mut series: Vec<LabelSet> = state
-        .storage
-        .series_matching(|labels| {
-            selectors.is_empty()
-                || selectors
-                    .iter()
-                    .any(|m| vigil_queries::promql::eval::matches(m, labels))
+    pairs: &[(String, String)],
+) -> Result<Vec<LabelSet>, ApiError> {
+    let param = |name: &str| -> Result<Option<i64>, ApiError> {
+        match pairs.iter().rev().find(|(k, _)| k == name) {
+            None => Ok(None),
+            Some((_, text)) => parse_time(text).map(Some).ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!(
+                        "invalid parameter \"{name}\": cannot parse {text:?} to a valid timestamp"
+                    ),
+                )
+            }),
+        }
+    };
+    let (start, end) = (param("start")?, param("end")?);
+    let mut series: Vec<LabelSet> = if start.is_none() && end.is_none() {
+        state
+            .storage
+            .series_matching(|labels| {
+                selectors.is_empty()
+                    || selectors
+                        .iter()
+                        .any(|m| vigil_queries::promql::eval::matches(m, labels))
+            })
+            .into_iter()
+            .map(|(_, labels)| (*labels).clone())
+            .collect()
+    } else {
+        let (start, end) = (start.unwrap_or(i64::MIN / 2), end.unwrap_or(i64::MAX / 2));
+        let selectors: Vec<Vec<promql_parser::label::Matcher>> = if selectors.is_empty() {
+            vec![vec![promql_parser::label::Matcher::new(
+                promql_parser::label::MatchOp::NotEqual,
+                "__name__",
+                "",
+            )]]
+        } else {
+            selectors.to_vec()
+        };
+        let state = state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let source = StorageSource {
+                storage: &state.storage,
+                sql: &state.sql,
+                runtime,
+            };
+            let mut found = std::collections::BTreeSet::new();
+            for matchers in &selectors {
+                let selected =
+                    vigil_queries::promql::SeriesSource::select(&source, matchers, start - 1, end)
+                        .map_err(|e| {
+                            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                        })?;
+                found.extend(selected.into_iter().map(|s| s.labels));
+            }
+            Ok::<_, ApiError>(found.into_iter().collect())
         })
-        .into_iter()
-        .map(|(_, labels)| (*labels).clone())
-        .collect();
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+    };
     series.sort();
-    series
+    series.dedup();
+    Ok(series)
 }
 
 fn form_pairs(
@@ -427,12 +479,10 @@ pub async fn series_handler(
         }
         Err(err) => return err.into_response(),
     };
-    data(
-        matching_series(&state, &selectors)
-            .iter()
-            .map(metric)
-            .collect(),
-    )
+    match matching_series(&state, &selectors, &pairs).await {
+        Ok(series) => data(series.iter().map(metric).collect()),
+        Err(err) => err.into_response(),
+    }
 }
 
 pub async fn labels_handler(
@@ -446,8 +496,12 @@ pub async fn labels_handler(
         Ok(selectors) => selectors,
         Err(err) => return err.into_response(),
     };
+    let all = match matching_series(&state, &selectors, &pairs).await {
+        Ok(series) => series,
+        Err(err) => return err.into_response(),
+    };
     let mut names = std::collections::BTreeSet::new();
-    for series in matching_series(&state, &selectors) {
+    for series in all {
         for label in series.labels() {
             names.insert(label.name.clone());
         }
@@ -471,8 +525,12 @@ pub async fn label_values_handler(
             format!("invalid label name: {name:?}"),
         );
     }
+    let all = match matching_series(&state, &selectors, &query).await {
+        Ok(series) => series,
+        Err(err) => return err.into_response(),
+    };
     let mut values = std::collections::BTreeSet::new();
-    for series in matching_series(&state, &selectors) {
+    for series in all {
         if let Some(value) = series.get(&name) {
             values.insert(value.to_string());
         }

@@ -287,3 +287,48 @@ fn format_parse_query_and_metadata() {
     let (status, json) = get_json(&vigil, "/api/v1/metadata?limit=x");
     assert_eq!(status, 400, "{json}");
 }
+
+#[test]
+fn series_labels_and_values_honour_start_and_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let now = now_ms();
+    let mut batch = SampleBatch::default();
+    // `old_metric` only an hour ago, `new_metric` only now.
+    for (name, ts) in [("old_metric", now - 3_600_000), ("new_metric", now)] {
+        let idx = batch.push_series(
+            LabelSet::from_pairs([("__name__", name), ("job", name)]).expect("labels"),
+        );
+        batch.push_sample(idx, ts, 1.0);
+    }
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    let recent = (now - 600_000) as f64 / 1000.0;
+    let (status, json) = get_json(
+        &vigil,
+        &format!("/api/v1/series?match[]=%7Bjob%3D~%22.%2B_metric%22%7D&start={recent}"),
+    );
+    assert_eq!(status, 200, "{json}");
+    let names: Vec<&str> = json["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["__name__"].as_str())
+        .collect();
+    assert_eq!(names, ["new_metric"], "{json}");
+    let (_, json) = get_json(
+        &vigil,
+        "/api/v1/series?match[]=%7Bjob%3D~%22.%2B_metric%22%7D",
+    );
+    assert_eq!(json["data"].as_array().map(Vec::len), Some(2), "{json}");
+    let (_, json) = get_json(&vigil, &format!("/api/v1/label/job/values?start={recent}"));
+    assert_eq!(json["data"], serde_json::json!(["new_metric"]), "{json}");
+    let (_, json) = get_json(&vigil, &format!("/api/v1/labels?end={recent}"));
+    assert_eq!(
+        json["data"],
+        serde_json::json!(["__name__", "job"]),
+        "{json}"
+    );
+    let (status, json) = get_json(&vigil, "/api/v1/labels?start=yesterday");
+    assert_eq!(status, 400, "{json}");
+}
