@@ -103,7 +103,7 @@ fn alerts_tail(url: &str, matchers: Option<&str>, raw: bool) -> anyhow::Result<(
             .replacen("https://", "wss://", 1)
     );
     if let Some(matchers) = matchers {
-        ws_url.push_str("?");
+        ws_url.push('?');
         ws_url.push_str(&serde_urlencoded::to_string([("match", matchers)])?);
     }
     let (mut socket, _) =

@@ -219,7 +219,7 @@ fn alerts_reach_websocket_and_alertmanager() {
         assert!(Instant::now() < deadline, "alert not restored: {alerts}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    let (mut socket, _) = tungstenite::connect(&ws_url.replace(
+    let (mut socket, _) = tungstenite::connect(ws_url.replace(
         &ws_url[..ws_url.find("/api").expect("path")],
         &vigil.url.replace("http://", "ws://"),
     ))
