@@ -7,12 +7,17 @@
 //!   (pending, firing, `for`, `keep_firing_for`, resolved retention, `ALERTS`).
 //! - [`unittest`]: `promtool test rules` files run with promtool's semantics.
 //!
-//! Rules are evaluated by the ad hoc PromQL evaluator at evaluation ticks and at the
-//! event time of ingested data (see the server's rule manager). The incremental
-//! timely/differential dataflow that is to maintain rule results as data arrives is not
-//! built yet; the evaluation here is the reference it will be checked against.
+//! - [`incremental`]: the first slice of the differential dataflow: selectors,
+//!   comparison filters and `sum`/`count`/`min`/`max`/`group` aggregations maintained
+//!   as samples arrive, checked against the ad hoc evaluator at every tick by a
+//!   property test.
+//!
+//! The server's rule manager still evaluates every rule with the ad hoc PromQL
+//! evaluator (at ticks and at the event time of ingested data); wiring the incremental
+//! plans into it is the next step.
 
 pub mod alerting;
+pub mod incremental;
 pub mod rules;
 pub mod template;
 pub mod unittest;
