@@ -13,7 +13,10 @@
 //!    crosses a threshold to the alert (Vigil: websocket message; Prometheus 2.42 with
 //!    `evaluation_interval: 15s`: `/api/v1/alerts`), 10k and 100k series, 100 rules.
 //!
-//! Run: `cargo bench --bench e2e [-- query|alerts]` (needs `prometheus` and `promtool` on PATH).
+//! 5. with `-- incremental`: time per evaluation tick of `sum by (job) (g)` when 1% of
+//!    the series change, maintained by the dataflow vs evaluated ad hoc (10k/100k/1M).
+//!
+//! Run: `cargo bench --bench e2e [-- query|alerts|incremental]` (needs `prometheus` and `promtool` on PATH).
 //! Prints a Markdown table for BENCHMARKS.md.
 
 use std::path::Path;
@@ -668,9 +671,126 @@ async fn alert_latency(root: &Path, n_series: usize) {
     );
 }
 
+/// The latest sample of every series, as a head holds it: what an ad hoc evaluation at a
+/// tick reads.
+struct Latest {
+    series: Vec<(LabelSet, i64, f64)>,
+}
+
+impl vigil_queries::promql::SeriesSource for Latest {
+    fn select(
+        &self,
+        matchers: &[promql_parser::label::Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<vigil_queries::promql::Series>, vigil_queries::promql::EvalError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|(labels, t, _)| {
+                *t > start && *t <= end && vigil_queries::promql::eval::matches(matchers, labels)
+            })
+            .map(|(labels, t, f)| vigil_queries::promql::Series {
+                labels: labels.clone(),
+                points: vec![vigil_queries::promql::functions::Point { t: *t, f: *f }],
+                drop_name: false,
+            })
+            .collect())
+    }
+}
+
+/// Incremental cost: time per evaluation tick of `sum by (job) (g)` when every series
+/// gets a sample each tick and 1% of them change value, maintained by the dataflow vs
+/// evaluated ad hoc over the latest samples.
+fn incremental_cost(n_series: usize) {
+    let expr = promql_parser::parser::parse("sum by (job) (g)").expect("parses");
+    let plan = vigil_engine::incremental::compile(&expr).expect("incremental");
+    let labels: Vec<LabelSet> = (0..n_series)
+        .map(|i| {
+            let job = format!("job-{}", i % 50);
+            let instance = format!("i-{i}");
+            LabelSet::from_pairs([
+                ("__name__", "g"),
+                ("job", job.as_str()),
+                ("instance", instance.as_str()),
+            ])
+            .expect("labels")
+        })
+        .collect();
+    let mut values: Vec<f64> = (0..n_series).map(|i| (i % 7) as f64).collect();
+    let maintained = vigil_engine::incremental::Maintained::start(plan);
+    let mut latest = Latest {
+        series: labels.iter().map(|l| (l.clone(), 0, 0.0)).collect(),
+    };
+    let mut incremental_ms = Vec::new();
+    let mut ad_hoc_ms = Vec::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let ticks = 12;
+    for tick in 0..=ticks {
+        let t = tick as i64 * 15_000;
+        if tick > 0 {
+            for _ in 0..(n_series / 100) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let idx = (state % n_series as u64) as usize;
+                values[idx] += 1.0;
+            }
+        }
+        let samples: Vec<(LabelSet, i64, f64)> = labels
+            .iter()
+            .zip(&values)
+            .map(|(l, v)| (l.clone(), t, *v))
+            .collect();
+        for (slot, v) in latest.series.iter_mut().zip(&values) {
+            slot.1 = t;
+            slot.2 = *v;
+        }
+        let started = Instant::now();
+        maintained.push(samples);
+        let ours = maintained.advance(t);
+        let incremental = started.elapsed().as_secs_f64() * 1000.0;
+        let started = Instant::now();
+        let evaluator = vigil_queries::promql::Evaluator::new(&latest, t, t);
+        let theirs = evaluator.instant_query(&expr, t).expect("ad hoc");
+        let ad_hoc = started.elapsed().as_secs_f64() * 1000.0;
+        if let vigil_queries::promql::Value::Vector(samples) = theirs {
+            assert_eq!(samples.len(), ours.len(), "same groups");
+        }
+        // Tick 0 loads every series; the steady state is what is measured.
+        if tick > 0 {
+            incremental_ms.push(incremental);
+            ad_hoc_ms.push(ad_hoc);
+        }
+    }
+    incremental_ms.sort_by(f64::total_cmp);
+    ad_hoc_ms.sort_by(f64::total_cmp);
+    let (ours, theirs) = (
+        incremental_ms[incremental_ms.len() / 2],
+        ad_hoc_ms[ad_hoc_ms.len() / 2],
+    );
+    println!(
+        "| {n_series} | {} | {ours:.1} | {theirs:.1} | {:.2} |",
+        n_series / 100,
+        ours / theirs
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let root = tempfile::tempdir().expect("tempdir");
+    if std::env::args().any(|arg| arg == "incremental") {
+        println!("| series | changed per tick | incremental ms per tick (push + advance) | ad hoc ms per tick | ratio |");
+        println!("|---:|---:|---:|---:|---:|");
+        let sizes: Vec<usize> = match std::env::var("VIGIL_BENCH_SERIES") {
+            Ok(n) => vec![n.parse().expect("VIGIL_BENCH_SERIES is a number")],
+            Err(_) => vec![10_000, 100_000, 1_000_000],
+        };
+        for n_series in sizes {
+            incremental_cost(n_series);
+        }
+        return;
+    }
     if std::env::args().any(|arg| arg == "alerts") {
         runtime.block_on(async {
             println!("| series | rules | Vigil p50 ms (write → websocket) | Vigil p99 ms | Prometheus p50 ms (write → /api/v1/alerts, 15s interval) | Prometheus p99 ms | trials (Vigil / Prometheus) |");

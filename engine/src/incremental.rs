@@ -169,178 +169,272 @@ pub fn run(
     samples: &[(LabelSet, i64, f64)],
     ticks: &[i64],
 ) -> Vec<(i64, BTreeMap<LabelSet, f64>)> {
-    // Selected series get dense ids; the dataflow carries ids and value bits.
-    let mut ids: HashMap<LabelSet, u64> = HashMap::new();
-    let mut labels_of: Vec<LabelSet> = Vec::new();
-    let mut events: Vec<(i64, u64, f64)> = Vec::new();
-    for (labels, t, f) in samples {
-        if !matches(&plan.matchers, labels) {
-            continue;
+    let maintained = Maintained::start(plan.clone());
+    let mut sorted = samples.to_vec();
+    sorted.sort_by_key(|s| s.1);
+    maintained.push(sorted);
+    ticks
+        .iter()
+        .map(|&tick| (tick, maintained.advance(tick)))
+        .collect()
+}
+
+enum Command {
+    Push(Vec<(LabelSet, i64, f64)>),
+    Advance(i64, std::sync::mpsc::Sender<BTreeMap<LabelSet, f64>>),
+}
+
+/// A plan maintained by a timely worker on its own thread. Samples are pushed as they
+/// arrive; `advance(t)` closes time `t` and answers the maintained vector at `t`.
+pub struct Maintained {
+    commands: Option<std::sync::mpsc::Sender<Command>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Maintained {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker's loop.
+        self.commands.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
         }
-        let id = *ids.entry(labels.clone()).or_insert_with(|| {
-            labels_of.push(labels.clone());
-            (labels_of.len() - 1) as u64
-        });
-        events.push((*t, id, *f));
     }
-    events.sort_by_key(|e| e.0);
-    let keys: Arc<Vec<Key>> = Arc::new(match &plan.aggregate {
-        Some((_, modifier)) => labels_of.iter().map(|l| group_key(l, modifier)).collect(),
-        None => Vec::new(),
-    });
-    let plan = plan.clone();
-    let ticks_for_driver = ticks.to_vec();
+}
+
+impl Maintained {
+    pub fn start(plan: Plan) -> Maintained {
+        let (commands, receiver) = std::sync::mpsc::channel::<Command>();
+        let worker = std::thread::Builder::new()
+            .name("vigil-dataflow".into())
+            .spawn(move || {
+                // `execute_directly` wants a shareable closure; the worker is the only user.
+                let receiver = Mutex::new(receiver);
+                timely::execute_directly(move |worker| drive(worker, plan.clone(), &receiver))
+            })
+            .ok();
+        Maintained {
+            commands: Some(commands),
+            worker,
+        }
+    }
+
+    /// Samples in time order, none older than the last `advance`.
+    pub fn push(&self, samples: Vec<(LabelSet, i64, f64)>) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.send(Command::Push(samples));
+        }
+    }
+
+    /// Closes `tick` and returns the maintained result at it.
+    pub fn advance(&self, tick: i64) -> BTreeMap<LabelSet, f64> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        if let Some(commands) = &self.commands {
+            let _ = commands.send(Command::Advance(tick, reply));
+        }
+        answer.recv().unwrap_or_default()
+    }
+}
+
+fn drive(
+    worker: &mut timely::worker::Worker,
+    plan: Plan,
+    receiver: &Mutex<std::sync::mpsc::Receiver<Command>>,
+) {
+    let Ok(receiver) = receiver.lock() else {
+        return;
+    };
+    let keys: Arc<std::sync::RwLock<Vec<Key>>> = Arc::default();
     let updates: Arc<Mutex<Vec<(Row, u64, isize)>>> = Arc::new(Mutex::new(Vec::new()));
     let sink = updates.clone();
-    timely::execute_directly(move |worker| {
-        let mut input: InputSession<u64, (u64, u64), isize> = InputSession::new();
-        let probe = worker.dataflow(|scope| {
-            let vector = input.to_collection(scope);
-            let filtered = match plan.filter {
-                Some((cmp, scalar)) => {
-                    vector.filter(move |(_, bits)| cmp.holds(f64::from_bits(*bits), scalar))
+    let mut input: InputSession<u64, (u64, u64), isize> = InputSession::new();
+    let dataflow_keys = keys.clone();
+    let filter = plan.filter;
+    let aggregate = plan.aggregate.as_ref().map(|(agg, _)| *agg);
+    let probe = worker.dataflow(|scope| {
+        let vector = input.to_collection(scope);
+        let filtered = match filter {
+            Some((cmp, scalar)) => {
+                vector.filter(move |(_, bits)| cmp.holds(f64::from_bits(*bits), scalar))
+            }
+            None => vector,
+        };
+        // Output rows: (series id or u64::MAX for groups, group key) → value bits.
+        let output = match aggregate {
+            None => filtered.map(|(id, bits)| ((id, Vec::new()), bits)),
+            Some(agg) => filtered
+                .map(move |(id, bits)| {
+                    let key = dataflow_keys
+                        .read()
+                        .ok()
+                        .and_then(|keys| keys.get(id as usize).cloned())
+                        .unwrap_or_default();
+                    (key, bits)
+                })
+                .reduce(move |_key, inputs, output| {
+                    let mut values = Vec::new();
+                    for (bits, diff) in inputs {
+                        for _ in 0..(*diff).max(0) {
+                            values.push(f64::from_bits(**bits));
+                        }
+                    }
+                    if values.is_empty() {
+                        return;
+                    }
+                    let value = match agg {
+                        Agg::Sum => values.iter().sum::<f64>(),
+                        Agg::Count => values.len() as f64,
+                        Agg::Group => 1.0,
+                        Agg::Min => values.iter().copied().fold(f64::NAN, |a, v| {
+                            if a.is_nan() || v < a {
+                                v
+                            } else {
+                                a
+                            }
+                        }),
+                        Agg::Max => values.iter().copied().fold(f64::NAN, |a, v| {
+                            if a.is_nan() || v > a {
+                                v
+                            } else {
+                                a
+                            }
+                        }),
+                    };
+                    output.push((value.to_bits(), 1));
+                })
+                .map(|(key, bits)| ((u64::MAX, key), bits)),
+        };
+        output
+            .inspect(move |(((id, key), bits), time, diff)| {
+                if let Ok(mut sink) = sink.lock() {
+                    sink.push(((*id, key.clone(), *bits), *time, *diff));
                 }
-                None => vector,
-            };
-            // Output rows: (series id or u64::MAX for groups, group key) → value bits.
-            let output = match plan.aggregate {
-                None => filtered.map(|(id, bits)| ((id, Vec::new()), bits)),
-                Some((agg, _)) => {
-                    let keys = keys.clone();
-                    filtered
-                        .map(move |(id, bits)| (keys[id as usize].clone(), bits))
-                        .reduce(move |_key, inputs, output| {
-                            let mut values = Vec::new();
-                            for (bits, diff) in inputs {
-                                for _ in 0..(*diff).max(0) {
-                                    values.push(f64::from_bits(**bits));
+            })
+            .probe()
+            .0
+    });
+    // The driver: series ids, each series' value in the instant vector, expiries.
+    let mut ids: HashMap<LabelSet, u64> = HashMap::new();
+    let mut labels_of: Vec<LabelSet> = Vec::new();
+    let mut pending: std::collections::VecDeque<(i64, u64, f64)> = Default::default();
+    let mut current: HashMap<u64, (u64, i64)> = HashMap::new();
+    let mut expiries: BTreeMap<i64, Vec<(u64, i64)>> = BTreeMap::new();
+    let mut counts: HashMap<Row, isize> = HashMap::new();
+    while let Ok(command) = receiver.recv() {
+        match command {
+            Command::Push(samples) => {
+                for (labels, t, f) in samples {
+                    if !matches(&plan.matchers, &labels) {
+                        continue;
+                    }
+                    let id = match ids.get(&labels) {
+                        Some(id) => *id,
+                        None => {
+                            let id = labels_of.len() as u64;
+                            if let Some((_, modifier)) = &plan.aggregate {
+                                if let Ok(mut keys) = keys.write() {
+                                    keys.push(group_key(&labels, modifier));
                                 }
                             }
-                            if values.is_empty() {
-                                return;
-                            }
-                            let value = match agg {
-                                Agg::Sum => values.iter().sum::<f64>(),
-                                Agg::Count => values.len() as f64,
-                                Agg::Group => 1.0,
-                                Agg::Min => values.iter().copied().fold(f64::NAN, |a, v| {
-                                    if a.is_nan() || v < a {
-                                        v
-                                    } else {
-                                        a
-                                    }
-                                }),
-                                Agg::Max => values.iter().copied().fold(f64::NAN, |a, v| {
-                                    if a.is_nan() || v > a {
-                                        v
-                                    } else {
-                                        a
-                                    }
-                                }),
-                            };
-                            output.push((value.to_bits(), 1));
-                        })
-                        .map(|(key, bits)| ((u64::MAX, key), bits))
+                            ids.insert(labels.clone(), id);
+                            labels_of.push(labels);
+                            id
+                        }
+                    };
+                    pending.push_back((t, id, f));
                 }
-            };
-            let sink = sink.clone();
-            output
-                .inspect(move |(((id, key), bits), time, diff)| {
-                    if let Ok(mut sink) = sink.lock() {
-                        sink.push(((*id, key.clone(), *bits), *time, *diff));
+            }
+            Command::Advance(tick, reply) => {
+                // Everything up to and including `tick`, in time order; at equal times
+                // expiries go first (a sample at t replaces what expires at t).
+                loop {
+                    let next_event = pending.front().map(|e| e.0);
+                    let next_expiry = expiries.keys().next().copied();
+                    let at = match (next_event, next_expiry) {
+                        (Some(e), Some(x)) => e.min(x),
+                        (Some(e), None) => e,
+                        (None, Some(x)) => x,
+                        (None, None) => break,
+                    };
+                    if at > tick {
+                        break;
                     }
-                })
-                .probe()
-                .0
-        });
-        // The driver: per series, the value currently in the instant vector.
-        let mut current: HashMap<u64, (u64, i64)> = HashMap::new();
-        let mut expiries: std::collections::BTreeMap<i64, Vec<(u64, i64)>> = Default::default();
-        let mut next = 0;
-        for &tick in &ticks_for_driver {
-            // Everything up to and including `tick`, in time order, expiries first at
-            // equal times (a sample at t replaces what expires at t).
-            loop {
-                let next_event = events.get(next).map(|e| e.0);
-                let next_expiry = expiries.keys().next().copied();
-                let at = match (next_event, next_expiry) {
-                    (Some(e), Some(x)) => e.min(x),
-                    (Some(e), None) => e,
-                    (None, Some(x)) => x,
-                    (None, None) => break,
-                };
-                if at > tick {
-                    break;
-                }
-                input.advance_to(at.max(0) as u64);
-                if next_expiry == Some(at) {
-                    for (id, sample_time) in expiries.remove(&at).unwrap_or_default() {
-                        if let Some((bits, t)) = current.get(&id).copied() {
-                            if t == sample_time {
-                                input.remove((id, bits));
-                                current.remove(&id);
+                    input.advance_to(at.max(0) as u64);
+                    if next_expiry == Some(at) {
+                        for (id, sample_time) in expiries.remove(&at).unwrap_or_default() {
+                            if let Some((bits, t)) = current.get(&id).copied() {
+                                if t == sample_time {
+                                    input.remove((id, bits));
+                                    current.remove(&id);
+                                }
                             }
                         }
                     }
+                    while let Some(&(t, id, f)) = pending.front() {
+                        if t != at {
+                            break;
+                        }
+                        pending.pop_front();
+                        if let Some((bits, last)) = current.get_mut(&id) {
+                            if *bits == f.to_bits() && !is_stale_marker(f) {
+                                // Same value: the vector does not change, only when the
+                                // value leaves the lookback does.
+                                *last = t;
+                                expiries
+                                    .entry(t + DEFAULT_LOOKBACK_MS)
+                                    .or_default()
+                                    .push((id, t));
+                                continue;
+                            }
+                        }
+                        if let Some((bits, _)) = current.remove(&id) {
+                            input.remove((id, bits));
+                        }
+                        if !is_stale_marker(f) {
+                            input.insert((id, f.to_bits()));
+                            current.insert(id, (f.to_bits(), t));
+                            expiries
+                                .entry(t + DEFAULT_LOOKBACK_MS)
+                                .or_default()
+                                .push((id, t));
+                        }
+                    }
                 }
-                while let Some(&(t, id, f)) = events.get(next) {
-                    if t != at {
-                        break;
-                    }
-                    next += 1;
-                    if let Some((bits, _)) = current.remove(&id) {
-                        input.remove((id, bits));
-                    }
-                    if !is_stale_marker(f) {
-                        input.insert((id, f.to_bits()));
-                        current.insert(id, (f.to_bits(), t));
-                        expiries
-                            .entry(t + DEFAULT_LOOKBACK_MS)
-                            .or_default()
-                            .push((id, t));
+                input.advance_to((tick + 1).max(0) as u64);
+                input.flush();
+                while probe.less_than(input.time()) {
+                    worker.step();
+                }
+                let fresh = updates
+                    .lock()
+                    .map(|mut u| std::mem::take(&mut *u))
+                    .unwrap_or_default();
+                for (row, _, diff) in fresh {
+                    let count = counts.entry(row.clone()).or_default();
+                    *count += diff;
+                    if *count == 0 {
+                        counts.remove(&row);
                     }
                 }
-            }
-            input.advance_to((tick + 1).max(0) as u64);
-            input.flush();
-            while probe.less_than(input.time()) {
-                worker.step();
+                let mut result = BTreeMap::new();
+                for ((id, key, bits), count) in &counts {
+                    if *count <= 0 {
+                        continue;
+                    }
+                    let labels = if *id == u64::MAX {
+                        let mut labels = LabelSet::default();
+                        for (name, value) in key {
+                            labels.set(name, value);
+                        }
+                        labels
+                    } else {
+                        labels_of[*id as usize].clone()
+                    };
+                    result.insert(labels, f64::from_bits(*bits));
+                }
+                let _ = reply.send(result);
             }
         }
-    });
-    // Fold the output updates up to each tick: the collection's content at the tick.
-    let mut all = updates.lock().map(|u| u.clone()).unwrap_or_default();
-    all.sort_by_key(|u| u.1);
-    let mut counts: HashMap<Row, isize> = HashMap::new();
-    let mut next = 0;
-    let mut out = Vec::with_capacity(ticks.len());
-    for &tick in ticks {
-        while let Some((row, time, diff)) = all.get(next) {
-            if *time as i64 > tick {
-                break;
-            }
-            *counts.entry(row.clone()).or_default() += diff;
-            next += 1;
-        }
-        let mut result = BTreeMap::new();
-        for ((id, key, bits), count) in &counts {
-            if *count <= 0 {
-                continue;
-            }
-            let labels = if *id == u64::MAX {
-                let mut labels = LabelSet::default();
-                for (name, value) in key {
-                    labels.set(name, value);
-                }
-                labels
-            } else {
-                labels_of[*id as usize].clone()
-            };
-            result.insert(labels, f64::from_bits(*bits));
-        }
-        out.push((tick, result));
     }
-    out
 }
 
 /// One output row: series id (`u64::MAX` for an aggregation group), group key, value.
@@ -385,6 +479,12 @@ mod tests {
             while t < 40 * 60_000 {
                 let value = if rng.below(20) == 0 {
                     vigil_storage::record::stale_marker()
+                } else if rng.below(3) == 0 {
+                    // Repeated values (the common case for scraped gauges).
+                    samples
+                        .last()
+                        .filter(|(l, _, f): &&(LabelSet, i64, f64)| *l == labels && !f.is_nan())
+                        .map_or(1.0, |(_, _, f)| *f)
                 } else {
                     rng.below(20) as f64 / 2.0
                 };
