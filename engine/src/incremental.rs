@@ -313,21 +313,26 @@ fn drive(
             .0
     });
     // The driver: series ids, each series' value in the instant vector, expiries.
-    let mut ids: HashMap<LabelSet, u64> = HashMap::new();
+    // Series id by labels; `None` for series the selector does not match.
+    let mut ids: HashMap<LabelSet, Option<u64>> = HashMap::new();
     let mut labels_of: Vec<LabelSet> = Vec::new();
     let mut pending: std::collections::VecDeque<(i64, u64, f64)> = Default::default();
     let mut current: HashMap<u64, (u64, i64)> = HashMap::new();
-    let mut expiries: BTreeMap<i64, Vec<(u64, i64)>> = BTreeMap::new();
+    // When series may leave the lookback; checked (and pushed back if the series was
+    // refreshed meanwhile) when the time comes, so unchanged samples cost no scheduling.
+    let mut expiries: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     let mut counts: HashMap<Row, isize> = HashMap::new();
     while let Ok(command) = receiver.recv() {
         match command {
             Command::Push(samples) => {
                 for (labels, t, f) in samples {
-                    if !matches(&plan.matchers, &labels) {
-                        continue;
-                    }
                     let id = match ids.get(&labels) {
-                        Some(id) => *id,
+                        Some(Some(id)) => *id,
+                        Some(None) => continue,
+                        None if !matches(&plan.matchers, &labels) => {
+                            ids.insert(labels, None);
+                            continue;
+                        }
                         None => {
                             let id = labels_of.len() as u64;
                             if let Some((_, modifier)) = &plan.aggregate {
@@ -335,7 +340,7 @@ fn drive(
                                     keys.push(group_key(&labels, modifier));
                                 }
                             }
-                            ids.insert(labels.clone(), id);
+                            ids.insert(labels.clone(), Some(id));
                             labels_of.push(labels);
                             id
                         }
@@ -360,11 +365,16 @@ fn drive(
                     }
                     input.advance_to(at.max(0) as u64);
                     if next_expiry == Some(at) {
-                        for (id, sample_time) in expiries.remove(&at).unwrap_or_default() {
+                        for id in expiries.remove(&at).unwrap_or_default() {
                             if let Some((bits, t)) = current.get(&id).copied() {
-                                if t == sample_time {
+                                if t + DEFAULT_LOOKBACK_MS <= at {
                                     input.remove((id, bits));
                                     current.remove(&id);
+                                } else {
+                                    expiries
+                                        .entry(t + DEFAULT_LOOKBACK_MS)
+                                        .or_default()
+                                        .push(id);
                                 }
                             }
                         }
@@ -379,10 +389,6 @@ fn drive(
                                 // Same value: the vector does not change, only when the
                                 // value leaves the lookback does.
                                 *last = t;
-                                expiries
-                                    .entry(t + DEFAULT_LOOKBACK_MS)
-                                    .or_default()
-                                    .push((id, t));
                                 continue;
                             }
                         }
@@ -395,7 +401,7 @@ fn drive(
                             expiries
                                 .entry(t + DEFAULT_LOOKBACK_MS)
                                 .or_default()
-                                .push((id, t));
+                                .push(id);
                         }
                     }
                 }
