@@ -78,16 +78,25 @@ async fn wait_ready(url: &str) {
     panic!("{url} not ready");
 }
 
-async fn start_vigil(dir: &Path) -> Server {
+/// `vigil serve` on a free port with data in `dir` and an optional config file.
+/// The Prometheus config of the ingest and query runs (it scrapes nothing).
+const PROMETHEUS_CONFIG: &str = "global:\n  scrape_interval: 1m\n";
+
+async fn start_vigil(dir: &Path, config: Option<&Path>) -> Server {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    command
         .args([
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(dir)
+        .arg(dir);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let child = command
         .env("VIGIL_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -100,11 +109,13 @@ async fn start_vigil(dir: &Path) -> Server {
     server
 }
 
-async fn start_prometheus(dir: &Path) -> Server {
+/// Prometheus with the remote-write receiver on a free port, data in `dir`, config text
+/// `config` (written to `dir/prometheus.yml`).
+async fn start_prometheus(dir: &Path, config_text: &str) -> Server {
     let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("config");
+    std::fs::write(&config, config_text).expect("config");
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
@@ -268,7 +279,7 @@ async fn bytes_per_sample(root: &Path) -> (f64, f64, usize) {
 
     // Vigil: remote_write in time order, then a clean shutdown flushes to Parquet.
     let vigil_dir = root.join("vigil-bytes");
-    let mut vigil = start_vigil(&vigil_dir).await;
+    let mut vigil = start_vigil(&vigil_dir, None).await;
     let client = reqwest::Client::new();
     for steps in (0..n_samples).collect::<Vec<_>>().chunks(30) {
         let mut batch = SampleBatch::default();
@@ -375,9 +386,10 @@ async fn query_latency(root: &Path, n_series: usize) {
     let series = labels(n_series);
     let rounds = 120;
     let start_ts = (now_ms() - rounds as i64 * 15_000) / 15_000 * 15_000;
-    let vigil = start_vigil(&root.join(format!("q-vigil-{n_series}"))).await;
+    let vigil = start_vigil(&root.join(format!("q-vigil-{n_series}")), None).await;
     ingest_from(&vigil.url, &series, rounds, start_ts).await;
-    let prometheus = start_prometheus(&root.join(format!("q-prom-{n_series}"))).await;
+    let prometheus =
+        start_prometheus(&root.join(format!("q-prom-{n_series}")), PROMETHEUS_CONFIG).await;
     ingest_from(&prometheus.url, &series, rounds, start_ts).await;
     // Off the sample grid, so both versions' window edges agree.
     let end = (start_ts + (rounds as i64 - 1) * 15_000 + 7_500) as f64 / 1000.0;
@@ -441,20 +453,25 @@ fn gauge_labels(n: usize) -> Vec<LabelSet> {
         .collect()
 }
 
-async fn write_one(client: &reqwest::Client, url: &str, labels: &LabelSet, ts: i64, value: f64) {
-    let mut batch = SampleBatch::default();
-    let idx = batch.push_series(labels.clone());
-    batch.push_sample(idx, ts, value);
+/// Sends one remote_write request and checks it was accepted.
+async fn post_batch(client: &reqwest::Client, url: &str, batch: &SampleBatch) {
     let response = client
         .post(format!("{url}/api/v1/write"))
         .header("Content-Encoding", "snappy")
         .header("Content-Type", "application/x-protobuf")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(remote_write::encode(&batch))
+        .body(remote_write::encode(batch))
         .send()
         .await
         .expect("write");
     assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn write_one(client: &reqwest::Client, url: &str, labels: &LabelSet, ts: i64, value: f64) {
+    let mut batch = SampleBatch::default();
+    let idx = batch.push_series(labels.clone());
+    batch.push_sample(idx, ts, value);
+    post_batch(client, url, &batch).await;
 }
 
 /// `rounds` samples of value 1 (below every threshold) for every series, 15s apart.
@@ -472,16 +489,7 @@ async fn baseline(
                 let idx = batch.push_series(labels.clone());
                 batch.push_sample(idx, start_ts + round as i64 * 15_000, 1.0);
             }
-            let response = client
-                .post(format!("{url}/api/v1/write"))
-                .header("Content-Encoding", "snappy")
-                .header("Content-Type", "application/x-protobuf")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                .body(remote_write::encode(&batch))
-                .send()
-                .await
-                .expect("write");
-            assert!(response.status().is_success(), "{}", response.status());
+            post_batch(client, url, &batch).await;
         }
     }
 }
@@ -512,31 +520,15 @@ async fn alert_latency(root: &Path, n_series: usize) {
         ),
     )
     .expect("config");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("vigil"))
-        .env("VIGIL_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start vigil");
-    let vigil = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(&vigil.url).await;
+    let vigil = start_vigil(&dir.join("vigil"), Some(&config)).await;
     let rounds = 4;
     let start_ts = now_ms() - 60_000;
     baseline(&client, &vigil.url, &series, rounds, start_ts).await;
     let (tx, rx) = std::sync::mpsc::channel::<(String, String, Instant)>();
-    let ws_url = format!("ws://127.0.0.1:{port}/api/v1/alerts/stream");
+    let ws_url = format!(
+        "{}/api/v1/alerts/stream",
+        vigil.url.replace("http://", "ws://")
+    );
     std::thread::spawn(move || {
         let (mut socket, _) = tungstenite::connect(&ws_url).expect("websocket");
         loop {
@@ -586,37 +578,14 @@ async fn alert_latency(root: &Path, n_series: usize) {
     drop(vigil);
 
     // Prometheus with the same rules, evaluation_interval 15s.
-    let prom_dir = dir.join("prom");
-    std::fs::create_dir_all(&prom_dir).expect("dir");
-    std::fs::write(
-        prom_dir.join("prometheus.yml"),
-        format!(
+    let prometheus = start_prometheus(
+        &dir.join("prom"),
+        &format!(
             "global:\n  scrape_interval: 1m\n  evaluation_interval: 15s\nrule_files:\n  - {}\n",
             dir.join("rules.yml").display()
         ),
     )
-    .expect("config");
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            prom_dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            prom_dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let prometheus = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(&prometheus.url).await;
+    .await;
     baseline(&client, &prometheus.url, &series, rounds, start_ts).await;
     let prom_trials = 8;
     let mut prom_ms = Vec::new();
@@ -825,10 +794,10 @@ fn main() {
         println!("|---:|---:|---:|---:|---:|");
         for (n_series, rounds) in [(10_000usize, 20usize), (100_000, 5)] {
             let series = labels(n_series);
-            let vigil = start_vigil(&root.path().join(format!("vigil-{n_series}"))).await;
+            let vigil = start_vigil(&root.path().join(format!("vigil-{n_series}")), None).await;
             let vigil_rate = ingest(&vigil.url, &series, rounds).await;
             drop(vigil);
-            let prometheus = start_prometheus(&root.path().join(format!("prom-{n_series}"))).await;
+            let prometheus = start_prometheus(&root.path().join(format!("prom-{n_series}")), PROMETHEUS_CONFIG).await;
             let prom_rate = ingest(&prometheus.url, &series, rounds).await;
             drop(prometheus);
             println!(

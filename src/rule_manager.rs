@@ -233,8 +233,6 @@ impl RuleManager {
                             fired_at: None,
                             resolved_at: None,
                             keep_firing_since: None,
-                            last_sent_at: None,
-                            valid_until: 0,
                         },
                     );
                 }

@@ -44,8 +44,6 @@ pub struct Alert {
     pub fired_at: Option<i64>,
     pub resolved_at: Option<i64>,
     pub keep_firing_since: Option<i64>,
-    pub last_sent_at: Option<i64>,
-    pub valid_until: i64,
 }
 
 /// A state change, for the alert stream and the notifier.
@@ -269,8 +267,6 @@ impl RuleState {
                         fired_at: None,
                         resolved_at: None,
                         keep_firing_since: None,
-                        last_sent_at: None,
-                        valid_until: 0,
                     };
                     out.transitions.push(Transition {
                         alert: alert.clone(),

@@ -251,34 +251,19 @@ fn floats_equal(a: f64, b: f64, fuzzy: bool) -> bool {
 /// Runs one test file; `report` holds promtool-style output.
 pub fn run_file(path: &Path) -> FileResult {
     let mut report = format!("Unit Testing:  {}\n", path.display());
-    match run_file_inner(path) {
-        Ok(failures) if failures.is_empty() => {
-            report.push_str("  SUCCESS\n");
-            FileResult {
-                report,
-                passed: true,
-            }
+    // A file that cannot be run and a file whose tests fail both report their lines.
+    let failures = run_file_inner(path).unwrap_or_else(|errors| errors);
+    if failures.is_empty() {
+        report.push_str("  SUCCESS\n");
+    } else {
+        report.push_str("  FAILED:\n");
+        for failure in &failures {
+            report.push_str(&format!("    {failure}\n"));
         }
-        Ok(failures) => {
-            report.push_str("  FAILED:\n");
-            for failure in failures {
-                report.push_str(&format!("    {failure}\n"));
-            }
-            FileResult {
-                report,
-                passed: false,
-            }
-        }
-        Err(errors) => {
-            report.push_str("  FAILED:\n");
-            for error in errors {
-                report.push_str(&format!("    {error}\n"));
-            }
-            FileResult {
-                report,
-                passed: false,
-            }
-        }
+    }
+    FileResult {
+        report,
+        passed: failures.is_empty(),
     }
 }
 

@@ -4,8 +4,7 @@
 
 use std::process::Command;
 
-use crate::util::{now_ms, Vigil};
-use vigil_storage::{LabelSet, SampleBatch};
+use crate::util::{write_web_counters, Vigil};
 
 const SCRIPT: &str = r#"
 import sys, json, datetime
@@ -44,23 +43,7 @@ fn prometheus_api_client_reads_vigil() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let vigil = Vigil::start(&dir.path().join("data"), None);
-    let start = (now_ms() - 600_000) / 10_000 * 10_000;
-    let mut batch = SampleBatch::default();
-    for (pod, per_second) in [("a", 10.0), ("b", 20.0)] {
-        let idx = batch.push_series(
-            LabelSet::from_pairs([
-                ("__name__", "client_requests_total"),
-                ("job", "web"),
-                ("pod", pod),
-            ])
-            .expect("labels"),
-        );
-        for step in 0..=60 {
-            batch.push_sample(idx, start + step * 10_000, per_second * 10.0 * step as f64);
-        }
-    }
-    let (status, body) = vigil.write(&batch);
-    assert_eq!(status, 204, "{body}");
+    let start = write_web_counters(&vigil, "client_requests_total");
     let end = (start + 600_000) as f64 / 1000.0;
     let output = Command::new("python3")
         .args(["-c", SCRIPT, &vigil.url, &end.to_string()])

@@ -18,19 +18,7 @@ fn instant_and_range_queries_follow_prometheus() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vigil = Vigil::start(&dir.path().join("data"), None);
     // Two counters rising 10/s and 20/s, one sample every 10s for 10 minutes.
-    let start = (now_ms() - 600_000) / 10_000 * 10_000;
-    let mut batch = SampleBatch::default();
-    for (pod, per_second) in [("a", 10.0), ("b", 20.0)] {
-        let idx = batch.push_series(
-            LabelSet::from_pairs([("__name__", "requests_total"), ("job", "web"), ("pod", pod)])
-                .expect("labels"),
-        );
-        for step in 0..=60 {
-            batch.push_sample(idx, start + step * 10_000, per_second * 10.0 * step as f64);
-        }
-    }
-    let (status, body) = vigil.write(&batch);
-    assert_eq!(status, 204, "{body}");
+    let start = crate::util::write_web_counters(&vigil, "requests_total");
     let t = (start + 600_000) as f64 / 1000.0;
 
     let (status, json) = get_json(
@@ -296,9 +284,11 @@ fn series_labels_and_values_honour_start_and_end() {
     let mut batch = SampleBatch::default();
     // `old_metric` only an hour ago, `new_metric` only now.
     for (name, ts) in [("old_metric", now - 3_600_000), ("new_metric", now)] {
-        let idx = batch.push_series(
-            LabelSet::from_pairs([("__name__", name), ("job", name)]).expect("labels"),
-        );
+        let mut labels = LabelSet::from_pairs([("__name__", name), ("job", name)]).expect("labels");
+        if name == "old_metric" {
+            labels.set("legacy", "yes");
+        }
+        let idx = batch.push_series(labels);
         batch.push_sample(idx, ts, 1.0);
     }
     let (status, body) = vigil.write(&batch);
@@ -324,6 +314,13 @@ fn series_labels_and_values_honour_start_and_end() {
     let (_, json) = get_json(&vigil, &format!("/api/v1/label/job/values?start={recent}"));
     assert_eq!(json["data"], serde_json::json!(["new_metric"]), "{json}");
     let (_, json) = get_json(&vigil, &format!("/api/v1/labels?end={recent}"));
+    assert_eq!(
+        json["data"],
+        serde_json::json!(["__name__", "job", "legacy"]),
+        "{json}"
+    );
+    // From `start` on only the recent series counts: no `legacy` label.
+    let (_, json) = get_json(&vigil, &format!("/api/v1/labels?start={recent}"));
     assert_eq!(
         json["data"],
         serde_json::json!(["__name__", "job"]),

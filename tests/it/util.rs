@@ -317,3 +317,22 @@ pub fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     root.join("../shared")
 }
+
+/// Two counters `name{job="web", pod="a"|"b"}` rising 10/s and 20/s, one sample every
+/// 10s over the last 10 minutes, written to `vigil`; returns the first sample's time.
+pub fn write_web_counters(vigil: &Vigil, name: &str) -> i64 {
+    let start = (now_ms() - 600_000) / 10_000 * 10_000;
+    let mut batch = SampleBatch::default();
+    for (pod, per_second) in [("a", 10.0), ("b", 20.0)] {
+        let idx = batch.push_series(
+            LabelSet::from_pairs([("__name__", name), ("job", "web"), ("pod", pod)])
+                .expect("labels"),
+        );
+        for step in 0..=60 {
+            batch.push_sample(idx, start + step * 10_000, per_second * 10.0 * step as f64);
+        }
+    }
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    start
+}

@@ -84,18 +84,18 @@ pub struct Evaluator<'a> {
     loaded_samples: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-fn millis(duration: &Duration) -> i64 {
+pub(crate) fn millis(duration: &Duration) -> i64 {
     duration.as_millis() as i64
 }
 
-fn system_time_ms(time: &SystemTime) -> i64 {
+pub(crate) fn system_time_ms(time: &SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => after.as_millis() as i64,
         Err(before) => -(before.duration().as_millis() as i64),
     }
 }
 
-fn offset_ms(offset: &Option<Offset>) -> i64 {
+pub(crate) fn offset_ms(offset: &Option<Offset>) -> i64 {
     match offset {
         Some(Offset::Pos(d)) => millis(d),
         Some(Offset::Neg(d)) => -millis(d),

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use promql_parser::label::Matcher;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use super::eval::{EvalResult, Evaluator, SeriesSource};
+use super::eval::{millis, offset_ms, system_time_ms, EvalResult, Evaluator, SeriesSource};
 use super::value::Series;
 
 /// A loaded span `(start, end]` and its series.
@@ -28,22 +28,11 @@ pub struct PrefetchSource<'a> {
     loaded: Mutex<HashMap<String, Loaded>>,
 }
 
-fn key(matchers: &[Matcher]) -> String {
+/// A selector's identity: its matchers, in a stable order.
+pub(crate) fn key(matchers: &[Matcher]) -> String {
     let mut parts: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
     parts.sort();
     parts.join(",")
-}
-
-fn millis(d: &std::time::Duration) -> i64 {
-    d.as_millis() as i64
-}
-
-fn offset_ms(offset: &Option<Offset>) -> i64 {
-    match offset {
-        Some(Offset::Pos(d)) => millis(d),
-        Some(Offset::Neg(d)) => -millis(d),
-        None => 0,
-    }
 }
 
 impl<'a> PrefetchSource<'a> {
@@ -78,10 +67,7 @@ fn reference(
         Some(AtModifier::Start) => (query.0, query.0),
         Some(AtModifier::End) => (query.1, query.1),
         Some(AtModifier::At(time)) => {
-            let t = match time.duration_since(std::time::UNIX_EPOCH) {
-                Ok(after) => after.as_millis() as i64,
-                Err(before) => -(before.duration().as_millis() as i64),
-            };
+            let t = system_time_ms(time);
             (t, t)
         }
         None => (a, b),

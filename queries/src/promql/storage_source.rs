@@ -30,12 +30,12 @@ const MAX_PUSHED_IDS: usize = 4096;
 
 impl SeriesSource for StorageSource<'_> {
     fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
-        let mut key: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
-        key.sort();
         // Cached and already in label order (Prometheus returns series in label order).
         let selected = self
             .storage
-            .select_series(&key.join(","), |labels| matches(matchers, labels));
+            .select_series(&super::prefetch::key(matchers), |labels| {
+                matches(matchers, labels)
+            });
         if selected.is_empty() {
             return Ok(Vec::new());
         }
