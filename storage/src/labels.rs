@@ -13,7 +13,9 @@ pub const METRIC_NAME: &str = "__name__";
 /// series written by another.
 pub type SeriesId = u64;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Label {
     pub name: String,
     pub value: String,
@@ -24,6 +26,25 @@ pub struct Label {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 /// Shared on clone (the evaluator copies label sets per step); copied on write.
 pub struct LabelSet(std::sync::Arc<Vec<Label>>);
+
+/// Serialized as the sorted list of labels (the dataflow exchanges label sets).
+impl serde::Serialize for LabelSet {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LabelSet {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let labels = Vec::<Label>::deserialize(deserializer)?;
+        LabelSet::new(labels).map_err(serde::de::Error::custom)
+    }
+}
 
 impl LabelSet {
     /// Builds a label set, dropping empty values and sorting by name.

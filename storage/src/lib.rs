@@ -27,4 +27,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use labels::{Label, LabelSet, SeriesId};
 pub use limits::Limits;
 pub use record::{BatchSample, SampleBatch, STALE_NAN_BITS};
-pub use store::{AppendMode, AppendOutcome, Storage, StorageConfig, StorageStats};
+pub use store::{AppendMode, AppendOutcome, Appended, Storage, StorageConfig, StorageStats};

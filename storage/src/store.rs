@@ -55,6 +55,14 @@ pub enum AppendMode {
     Lenient,
 }
 
+/// One durable append as the taps see it: series (with their ids) and samples.
+#[derive(Debug)]
+pub struct Appended {
+    pub ids: Vec<SeriesId>,
+    pub series: Vec<LabelSet>,
+    pub samples: Vec<crate::record::BatchSample>,
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub accepted: usize,
@@ -126,6 +134,8 @@ pub struct Storage {
     /// (appends so far, latest event time appended): the rule engine's ingest trigger
     /// and watermark.
     appended: tokio::sync::watch::Sender<(u64, i64)>,
+    /// Subscribers to every durable append's samples (the incremental rule engine).
+    taps: Mutex<Vec<crossbeam_channel::Sender<Arc<Appended>>>>,
     /// Serializes the out-of-order check and its reservation of timestamps.
     order: Mutex<()>,
     files: RwLock<Vec<SampleFile>>,
@@ -280,6 +290,7 @@ impl Storage {
             catalog: RwLock::new(catalog),
             selections: Mutex::new(HashMap::new()),
             appended: tokio::sync::watch::channel((0, i64::MIN)).0,
+            taps: Mutex::new(Vec::new()),
             order: Mutex::new(()),
             files: RwLock::new(files),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -344,6 +355,17 @@ impl Storage {
         self.stats
             .samples_appended
             .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+        {
+            let mut taps = self.taps.lock();
+            if !taps.is_empty() {
+                let appended = Arc::new(Appended {
+                    ids,
+                    series: batch.series.clone(),
+                    samples: batch.samples.clone(),
+                });
+                taps.retain(|tap| tap.send(appended.clone()).is_ok());
+            }
+        }
         if let Some(latest) = batch.samples.iter().map(|s| s.timestamp_ms).max() {
             self.appended.send_modify(|(count, watermark)| {
                 *count += 1;
@@ -351,6 +373,15 @@ impl Storage {
             });
         }
         Ok(outcome)
+    }
+
+    /// Every durable append's samples from now on, as they reach the head. Concurrent
+    /// appends may arrive in either order, so a consumer must accept a series' samples
+    /// out of time order. The receiver is dropped to unsubscribe.
+    pub fn tap_appends(&self) -> crossbeam_channel::Receiver<Arc<Appended>> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        self.taps.lock().push(sender);
+        receiver
     }
 
     /// Notified after every durable append: (number of appends, latest event time).

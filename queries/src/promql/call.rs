@@ -106,6 +106,73 @@ fn range_function(
     Ok(Value::Vector(out))
 }
 
+/// A range function without parameters: its value from the window's samples.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeKernel {
+    pub apply: fn(&[Point], f::Window) -> Option<f64>,
+    /// `last_over_time` and `first_over_time` keep the metric name.
+    pub keep_name: bool,
+    /// The value depends on where the window lies, not only on its samples
+    /// (`rate`, `increase`, `delta` extrapolate to the window's edges).
+    pub uses_window: bool,
+}
+
+/// The range functions that take only a range vector, shared by the ad hoc evaluator
+/// and the incremental engine.
+pub fn range_kernel(name: &str) -> Option<RangeKernel> {
+    let points_only = |apply: fn(&[Point], f::Window) -> Option<f64>| RangeKernel {
+        apply,
+        keep_name: false,
+        uses_window: false,
+    };
+    Some(match name {
+        "rate" => RangeKernel {
+            apply: |p, w| f::extrapolated_rate(p, w, true, true),
+            keep_name: false,
+            uses_window: true,
+        },
+        "increase" => RangeKernel {
+            apply: |p, w| f::extrapolated_rate(p, w, true, false),
+            keep_name: false,
+            uses_window: true,
+        },
+        "delta" => RangeKernel {
+            apply: |p, w| f::extrapolated_rate(p, w, false, false),
+            keep_name: false,
+            uses_window: true,
+        },
+        "irate" => points_only(|p, _| f::instant_value(p, true)),
+        "idelta" => points_only(|p, _| f::instant_value(p, false)),
+        "resets" => points_only(|p, _| f::resets(p)),
+        "changes" => points_only(|p, _| f::changes(p)),
+        "deriv" => points_only(|p, _| f::deriv(p)),
+        "sum_over_time" => points_only(|p, _| f::sum_over_time(p)),
+        "avg_over_time" => points_only(|p, _| f::avg_over_time(p)),
+        "count_over_time" => points_only(|p, _| f::count_over_time(p)),
+        "min_over_time" => points_only(|p, _| f::min_over_time(p)),
+        "max_over_time" => points_only(|p, _| f::max_over_time(p)),
+        "present_over_time" => points_only(|p, _| f::present_over_time(p)),
+        "stddev_over_time" => points_only(|p, _| f::stddev_over_time(p)),
+        "stdvar_over_time" => points_only(|p, _| f::stdvar_over_time(p)),
+        "mad_over_time" => points_only(|p, _| f::mad_over_time(p)),
+        "ts_of_min_over_time" => points_only(|p, _| f::ts_of_extreme(p, false)),
+        "ts_of_max_over_time" => points_only(|p, _| f::ts_of_extreme(p, true)),
+        "ts_of_first_over_time" => {
+            points_only(|p, _| p.first().map(|point| point.t as f64 / 1000.0))
+        }
+        "ts_of_last_over_time" => points_only(|p, _| p.last().map(|point| point.t as f64 / 1000.0)),
+        "last_over_time" => RangeKernel {
+            keep_name: true,
+            ..points_only(|p, _| f::last_over_time(p))
+        },
+        "first_over_time" => RangeKernel {
+            keep_name: true,
+            ..points_only(|p, _| f::first_over_time(p))
+        },
+        _ => return None,
+    })
+}
+
 pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
     let args = &call.args.args;
     let name = call.func.name;
@@ -120,44 +187,16 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
                 .into(),
         );
     }
+    if let Some(kernel) = range_kernel(name) {
+        return range_function(evaluator, call, t, kernel.keep_name, kernel.apply);
+    }
     match name {
-        "rate" => range_function(evaluator, call, t, false, |p, w| {
-            f::extrapolated_rate(p, w, true, true)
-        }),
-        "increase" => range_function(evaluator, call, t, false, |p, w| {
-            f::extrapolated_rate(p, w, true, false)
-        }),
-        "delta" => range_function(evaluator, call, t, false, |p, w| {
-            f::extrapolated_rate(p, w, false, false)
-        }),
-        "irate" => range_function(evaluator, call, t, false, |p, _| f::instant_value(p, true)),
-        "idelta" => range_function(evaluator, call, t, false, |p, _| f::instant_value(p, false)),
-        "resets" => range_function(evaluator, call, t, false, |p, _| f::resets(p)),
-        "changes" => range_function(evaluator, call, t, false, |p, _| f::changes(p)),
-        "deriv" => range_function(evaluator, call, t, false, |p, _| f::deriv(p)),
         "predict_linear" => {
             let seconds = scalar_arg(evaluator, arg(1)?, t)?;
             // The intercept is at the evaluation time, even under `@` (funcPredictLinear).
             range_function(evaluator, call, t, false, |p, _| {
                 f::predict_linear(p, t, seconds)
             })
-        }
-        "sum_over_time" => range_function(evaluator, call, t, false, |p, _| f::sum_over_time(p)),
-        "avg_over_time" => range_function(evaluator, call, t, false, |p, _| f::avg_over_time(p)),
-        "count_over_time" => {
-            range_function(evaluator, call, t, false, |p, _| f::count_over_time(p))
-        }
-        "min_over_time" => range_function(evaluator, call, t, false, |p, _| f::min_over_time(p)),
-        "max_over_time" => range_function(evaluator, call, t, false, |p, _| f::max_over_time(p)),
-        "last_over_time" => range_function(evaluator, call, t, true, |p, _| f::last_over_time(p)),
-        "present_over_time" => {
-            range_function(evaluator, call, t, false, |p, _| f::present_over_time(p))
-        }
-        "stddev_over_time" => {
-            range_function(evaluator, call, t, false, |p, _| f::stddev_over_time(p))
-        }
-        "stdvar_over_time" => {
-            range_function(evaluator, call, t, false, |p, _| f::stdvar_over_time(p))
         }
         "quantile_over_time" => {
             let phi = scalar_arg(evaluator, arg(0)?, t)?;
@@ -183,20 +222,6 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
                 f::double_exponential_smoothing(p, sf, tf)
             })
         }
-        "mad_over_time" => range_function(evaluator, call, t, false, |p, _| f::mad_over_time(p)),
-        "first_over_time" => range_function(evaluator, call, t, true, |p, _| f::first_over_time(p)),
-        "ts_of_min_over_time" => {
-            range_function(evaluator, call, t, false, |p, _| f::ts_of_extreme(p, false))
-        }
-        "ts_of_max_over_time" => {
-            range_function(evaluator, call, t, false, |p, _| f::ts_of_extreme(p, true))
-        }
-        "ts_of_first_over_time" => range_function(evaluator, call, t, false, |p, _| {
-            p.first().map(|point| point.t as f64 / 1000.0)
-        }),
-        "ts_of_last_over_time" => range_function(evaluator, call, t, false, |p, _| {
-            p.last().map(|point| point.t as f64 / 1000.0)
-        }),
         "histogram_quantile" => {
             let phi = scalar_arg(evaluator, arg(0)?, t)?;
             let samples = vector_arg(evaluator, arg(1)?, t)?;

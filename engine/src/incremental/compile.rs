@@ -1,0 +1,241 @@
+//! From a rule's PromQL expression to a dataflow plan: a tree of [`Node`]s over shared
+//! [`Leaf`] inputs, or the reason it stays on the ad hoc evaluator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::label::Matcher;
+use promql_parser::parser::token::{self, TokenType};
+use promql_parser::parser::{BinaryExpr, Expr, LabelModifier};
+use vigil_queries::promql::binary::eval_binary;
+use vigil_queries::promql::call::{range_kernel, RangeKernel};
+use vigil_queries::promql::{Evaluator, Value};
+
+/// Why an expression is evaluated ad hoc instead of incrementally.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+/// An input the driver maintains from the sample stream: a selector's instant vector
+/// (latest sample within the lookback), or a range function over each matching
+/// series' window.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// The selector (or function call) text; equal texts share one leaf.
+    pub key: String,
+    pub matchers: Vec<Matcher>,
+    /// Window length (ms) and the shared range function.
+    pub range: Option<(i64, RangeKernel)>,
+}
+
+/// One operator of the plan. `key` is the sub-expression's text: identical
+/// sub-expressions across rules are built once and shared.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Leaf(usize),
+    /// `vector op constant` or `constant op vector`, per element.
+    Scalar {
+        key: String,
+        binary: Arc<BinaryExpr>,
+        scalar: f64,
+        scalar_left: bool,
+        input: Box<Node>,
+    },
+    /// An aggregation, reduced per group.
+    Aggregate {
+        key: String,
+        op: TokenType,
+        param: Option<Value>,
+        modifier: Option<LabelModifier>,
+        input: Box<Node>,
+    },
+    /// Vector matching (arithmetic, comparison, set operators, `group_left/right`),
+    /// evaluated per matching signature.
+    Binary {
+        key: String,
+        binary: Arc<BinaryExpr>,
+        on: bool,
+        names: Vec<String>,
+        lhs: Box<Node>,
+        rhs: Box<Node>,
+    },
+}
+
+/// Every rule's plan over one shared set of leaves.
+#[derive(Debug, Default, Clone)]
+pub struct Program {
+    pub leaves: Vec<Leaf>,
+    pub rules: Vec<Result<Node, Unsupported>>,
+    leaf_index: HashMap<String, usize>,
+}
+
+impl Program {
+    /// Compiles each expression (in order); unsupported ones keep their reason.
+    pub fn compile<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> Program {
+        let mut program = Program::default();
+        for expr in exprs {
+            let node = program.node(expr);
+            program.rules.push(node);
+        }
+        program
+    }
+
+    /// Adds one expression; returns its index among the rules.
+    pub fn add(&mut self, expr: &Expr) -> usize {
+        let node = self.node(expr);
+        self.rules.push(node);
+        self.rules.len() - 1
+    }
+
+    fn leaf(
+        &mut self,
+        key: String,
+        matchers: Vec<Matcher>,
+        range: Option<(i64, RangeKernel)>,
+    ) -> usize {
+        if let Some(&index) = self.leaf_index.get(&key) {
+            return index;
+        }
+        self.leaves.push(Leaf {
+            key: key.clone(),
+            matchers,
+            range,
+        });
+        self.leaf_index.insert(key, self.leaves.len() - 1);
+        self.leaves.len() - 1
+    }
+
+    fn node(&mut self, expr: &Expr) -> Result<Node, Unsupported> {
+        match expr {
+            Expr::Paren(paren) => self.node(&paren.expr),
+            Expr::VectorSelector(vs) => {
+                if vs.offset.is_some() || vs.at.is_some() {
+                    return Err(Unsupported("offset or @ modifier".into()));
+                }
+                let matchers =
+                    Evaluator::selector_matchers(vs).map_err(|err| Unsupported(err.to_string()))?;
+                Ok(Node::Leaf(self.leaf(expr.to_string(), matchers, None)))
+            }
+            Expr::Call(call) => {
+                let name = call.func.name;
+                let kernel =
+                    range_kernel(name).ok_or_else(|| Unsupported(format!("function {name}")))?;
+                let [arg] = call.args.args.as_slice() else {
+                    return Err(Unsupported(format!("{name} with several arguments")));
+                };
+                let Expr::MatrixSelector(matrix) = arg.as_ref() else {
+                    return Err(Unsupported(format!("{name} over a subquery")));
+                };
+                if matrix.vs.offset.is_some() || matrix.vs.at.is_some() {
+                    return Err(Unsupported("offset or @ modifier".into()));
+                }
+                let matchers = Evaluator::selector_matchers(&matrix.vs)
+                    .map_err(|err| Unsupported(err.to_string()))?;
+                let range_ms = matrix.range.as_millis() as i64;
+                Ok(Node::Leaf(self.leaf(
+                    expr.to_string(),
+                    matchers,
+                    Some((range_ms, kernel)),
+                )))
+            }
+            Expr::Aggregate(agg) => {
+                let supported = [
+                    token::T_SUM,
+                    token::T_AVG,
+                    token::T_COUNT,
+                    token::T_MIN,
+                    token::T_MAX,
+                    token::T_GROUP,
+                    token::T_STDDEV,
+                    token::T_STDVAR,
+                    token::T_TOPK,
+                    token::T_BOTTOMK,
+                    token::T_QUANTILE,
+                    token::T_COUNT_VALUES,
+                ];
+                if !supported.contains(&agg.op.id()) {
+                    return Err(Unsupported(format!("aggregation {}", agg.op)));
+                }
+                let param = match &agg.param {
+                    None => None,
+                    Some(param) => Some(match param.as_ref() {
+                        Expr::StringLiteral(s) => Value::String(s.val.clone()),
+                        other => Value::Scalar(constant(other).ok_or_else(|| {
+                            Unsupported("aggregation parameter that is not a constant".into())
+                        })?),
+                    }),
+                };
+                let input = self.node(&agg.expr)?;
+                Ok(Node::Aggregate {
+                    key: expr.to_string(),
+                    op: agg.op,
+                    param,
+                    modifier: agg.modifier.clone(),
+                    input: Box::new(input),
+                })
+            }
+            Expr::Binary(binary) => {
+                let key = expr.to_string();
+                match (constant(&binary.lhs), constant(&binary.rhs)) {
+                    (Some(_), Some(_)) => Err(Unsupported("scalar expression".into())),
+                    (None, Some(scalar)) => Ok(Node::Scalar {
+                        key,
+                        binary: Arc::new(binary.clone()),
+                        scalar,
+                        scalar_left: false,
+                        input: Box::new(self.node(&binary.lhs)?),
+                    }),
+                    (Some(scalar), None) => Ok(Node::Scalar {
+                        key,
+                        binary: Arc::new(binary.clone()),
+                        scalar,
+                        scalar_left: true,
+                        input: Box::new(self.node(&binary.rhs)?),
+                    }),
+                    (None, None) => {
+                        let (on, names) =
+                            match binary.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                                Some(LabelModifier::Include(list)) => (true, list.labels.clone()),
+                                Some(LabelModifier::Exclude(list)) => (false, list.labels.clone()),
+                                None => (false, Vec::new()),
+                            };
+                        let lhs = self.node(&binary.lhs)?;
+                        let rhs = self.node(&binary.rhs)?;
+                        Ok(Node::Binary {
+                            key,
+                            binary: Arc::new(binary.clone()),
+                            on,
+                            names,
+                            lhs: Box::new(lhs),
+                            rhs: Box::new(rhs),
+                        })
+                    }
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {
+                Err(Unsupported("a constant".into()))
+            }
+            Expr::Unary(_) => Err(Unsupported("unary minus on a vector".into())),
+            Expr::Subquery(_) => Err(Unsupported("subquery".into())),
+            Expr::MatrixSelector(_) => Err(Unsupported("range vector".into())),
+            Expr::Extension(_) => Err(Unsupported("extension".into())),
+        }
+    }
+}
+
+/// The value of a constant scalar expression (`0.95`, `-1`, `1024 * 1024`, `(2)`).
+fn constant(expr: &Expr) -> Option<f64> {
+    match expr {
+        Expr::NumberLiteral(n) => Some(n.val),
+        Expr::Paren(p) => constant(&p.expr),
+        Expr::Unary(u) => constant(&u.expr).map(|v| -v),
+        Expr::Binary(b) => {
+            let (l, r) = (constant(&b.lhs)?, constant(&b.rhs)?);
+            match eval_binary(b, Value::Scalar(l), Value::Scalar(r), 0) {
+                Ok(Value::Scalar(v)) => Some(v),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}

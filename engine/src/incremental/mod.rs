@@ -1,0 +1,681 @@
+//! The incremental path: rule expressions maintained by a timely/differential dataflow
+//! as samples arrive, instead of re-evaluated from storage.
+//!
+//! Dataflow time is an *evaluation epoch*: each [`Engine::evaluate`] at event time `at`
+//! closes one epoch, and the collection a rule's plan maintains then equals the
+//! instant query at `at` over every sample received so far. That is exactly what the
+//! ad hoc evaluator answers from storage, including for samples that arrive late (a
+//! late sample counts if it is still the newest in its lookback or window).
+//!
+//! - The **driver** (per worker, for the series hashed to it) turns samples into
+//!   differential updates of the leaves: a selector's instant vector (retract the old
+//!   value and insert the new one; unchanged values send nothing; retract at staleness
+//!   or when the value leaves the 5m lookback), and range functions over per-series
+//!   windows (recomputed with the shared pure functions only for series whose window
+//!   changed, or for all windowed series when the function extrapolates to the
+//!   window's edges, like `rate`). Only changed values become updates.
+//! - **Operators**: vector/constant arithmetic and comparisons are per-element maps
+//!   and filters; aggregations are reductions keyed by the grouping labels; vector
+//!   matching and set operators are reductions keyed by the matching signature (a
+//!   join). Both call the ad hoc evaluator's own `aggregate` and `eval_binary` on the
+//!   group that changed, so the semantics are one implementation. Identical
+//!   sub-expressions across rules are built once.
+//! - An error inside a group (many-to-many matching, a duplicate output label set) is
+//!   reported as a fallback: the caller evaluates that rule ad hoc at that instant and
+//!   gets Prometheus' exact error.
+
+mod compile;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+pub use compile::{Leaf, Node, Program, Unsupported};
+use differential_dataflow::input::InputSession;
+use differential_dataflow::VecCollection;
+use promql_parser::parser::Expr;
+use vigil_queries::promql::aggregate::aggregate;
+use vigil_queries::promql::binary::eval_binary;
+use vigil_queries::promql::eval::{matches, matching_signature, DEFAULT_LOOKBACK_MS};
+use vigil_queries::promql::functions::{Point, Window};
+use vigil_queries::promql::{Sample, Value};
+use vigil_storage::labels::METRIC_NAME;
+use vigil_storage::record::is_stale_marker;
+use vigil_storage::{Appended, BatchSample, LabelSet, SeriesId};
+
+/// One element of a maintained vector: labels, "drop the metric name at the end"
+/// (Prometheus 3's delayed name removal), value bits.
+pub type Row = (LabelSet, bool, u64);
+
+/// The label an operator uses to report an error inside a group.
+const ERROR_LABEL: &str = "__vigil_error__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot start the dataflow workers: {0}")]
+    Start(String),
+}
+
+enum Command {
+    Push(Arc<Appended>),
+    Evaluate { epoch: u64, at: i64 },
+}
+
+/// The dataflow of a [`Program`] on its own timely worker threads.
+pub struct Engine {
+    program: Arc<Program>,
+    workers: Vec<crossbeam_channel::Sender<Command>>,
+    done: crossbeam_channel::Receiver<()>,
+    sink: Arc<Mutex<Vec<(usize, Row, isize)>>>,
+    counts: Vec<HashMap<Row, isize>>,
+    epoch: u64,
+    guards: Option<timely::communication::initialize::WorkerGuards<()>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the channels ends the workers' loops; the guards join them.
+        self.workers.clear();
+        self.guards.take();
+    }
+}
+
+impl Engine {
+    /// Starts `threads` timely workers (series are shared among them by id).
+    pub fn start(program: Program, threads: usize) -> Result<Engine, EngineError> {
+        let threads = threads.max(1);
+        let program = Arc::new(program);
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let mut workers = Vec::with_capacity(threads);
+        let mut receivers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            workers.push(tx);
+            receivers.push(Mutex::new(Some(rx)));
+        }
+        let sink: Arc<Mutex<Vec<(usize, Row, isize)>>> = Arc::default();
+        let shared = (program.clone(), Arc::new(receivers), done_tx, sink.clone());
+        let guards = timely::execute(timely::Config::process(threads), move |worker| {
+            let (program, receivers, done, sink) = &shared;
+            let receiver = receivers
+                .get(worker.index())
+                .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
+            if let Some(receiver) = receiver {
+                work(worker, program, receiver, done.clone(), sink.clone());
+            }
+        })
+        .map_err(EngineError::Start)?;
+        Ok(Engine {
+            counts: vec![HashMap::new(); program.rules.len()],
+            program,
+            workers,
+            done,
+            sink,
+            epoch: 0,
+            guards: Some(guards),
+        })
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Hands an appended batch to the workers (applied at the next evaluation whose
+    /// time reaches each sample).
+    pub fn push(&self, batch: Arc<Appended>) {
+        for worker in &self.workers {
+            let _ = worker.send(Command::Push(batch.clone()));
+        }
+    }
+
+    /// Hands samples given by labels to the workers.
+    pub fn push_samples(&self, samples: Vec<(LabelSet, i64, f64)>) {
+        let mut index: HashMap<LabelSet, u32> = HashMap::new();
+        let mut appended = Appended {
+            ids: Vec::new(),
+            series: Vec::new(),
+            samples: Vec::with_capacity(samples.len()),
+        };
+        for (labels, t, f) in samples {
+            let idx = *index.entry(labels.clone()).or_insert_with(|| {
+                appended.ids.push(labels.series_id());
+                appended.series.push(labels);
+                (appended.series.len() - 1) as u32
+            });
+            appended.samples.push(BatchSample {
+                series_idx: idx,
+                timestamp_ms: t,
+                value: f,
+            });
+        }
+        self.push(Arc::new(appended));
+    }
+
+    /// Closes one epoch at event time `at` (never earlier than the last): every rule's
+    /// maintained vector is then the instant query at `at`.
+    pub fn evaluate(&mut self, at: i64) {
+        let epoch = self.epoch;
+        self.epoch += 1;
+        for worker in &self.workers {
+            let _ = worker.send(Command::Evaluate { epoch, at });
+        }
+        for _ in 0..self.workers.len() {
+            if self.done.recv().is_err() {
+                break;
+            }
+        }
+        let fresh = self
+            .sink
+            .lock()
+            .map(|mut sink| std::mem::take(&mut *sink))
+            .unwrap_or_default();
+        for (rule, row, diff) in fresh {
+            let Some(counts) = self.counts.get_mut(rule) else {
+                continue;
+            };
+            let count = counts.entry(row.clone()).or_default();
+            *count += diff;
+            if *count == 0 {
+                counts.remove(&row);
+            }
+        }
+    }
+
+    /// Rule `rule`'s vector as of the last evaluation, or why it must be evaluated ad hoc
+    /// at this instant (it is not incremental, or a group is in error).
+    pub fn answer(&self, rule: usize) -> Result<Vec<(LabelSet, f64)>, Unsupported> {
+        if let Some(Err(reason)) = self.program.rules.get(rule) {
+            return Err(reason.clone());
+        }
+        let counts = self
+            .counts
+            .get(rule)
+            .ok_or_else(|| Unsupported("no such rule".into()))?;
+        let mut out = Vec::with_capacity(counts.len());
+        let mut seen = HashSet::with_capacity(counts.len());
+        for ((labels, drop_name, bits), count) in counts {
+            if *count <= 0 {
+                continue;
+            }
+            if let Some(message) = labels.get(ERROR_LABEL) {
+                return Err(Unsupported(message.to_string()));
+            }
+            let mut labels = labels.clone();
+            if *drop_name {
+                labels.set(METRIC_NAME, "");
+            }
+            if *count > 1 || !seen.insert(labels.clone()) {
+                return Err(Unsupported(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
+            }
+            out.push((labels, f64::from_bits(*bits)));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// Compiles `expr`, feeds `samples` and answers at each of `ticks` (ascending).
+pub fn run(
+    expr: &Expr,
+    samples: &[(LabelSet, i64, f64)],
+    ticks: &[i64],
+    threads: usize,
+) -> Result<Vec<(i64, Result<BTreeMap<LabelSet, f64>, Unsupported>)>, EngineError> {
+    let mut program = Program::default();
+    let rule = program.add(expr);
+    let mut engine = Engine::start(program, threads)?;
+    engine.push_samples(samples.to_vec());
+    Ok(ticks
+        .iter()
+        .map(|&tick| {
+            engine.evaluate(tick);
+            (tick, engine.answer(rule).map(|v| v.into_iter().collect()))
+        })
+        .collect())
+}
+
+type Rows<'scope> = VecCollection<'scope, u64, Row, isize>;
+
+fn error_row(message: String) -> Row {
+    let labels = LabelSet::from_pairs([(ERROR_LABEL, message.as_str())]).unwrap_or_default();
+    (labels, false, 0)
+}
+
+fn sample_of(row: &Row, copies: isize) -> impl Iterator<Item = Sample> + '_ {
+    (0..copies.max(0)).map(move |_| Sample {
+        labels: row.0.clone(),
+        t: 0,
+        f: f64::from_bits(row.2),
+        drop_name: row.1,
+    })
+}
+
+fn rows_of(value: Result<Value, vigil_queries::promql::EvalError>) -> Vec<Row> {
+    match value {
+        Ok(Value::Vector(samples)) => samples
+            .into_iter()
+            .map(|s| (s.labels, s.drop_name, s.f.to_bits()))
+            .collect(),
+        Ok(other) => vec![error_row(format!("unexpected {}", other.type_name()))],
+        Err(err) => vec![error_row(err.to_string())],
+    }
+}
+
+/// Builds `node`'s collection (once per distinct sub-expression).
+fn build<'scope>(
+    node: &Node,
+    leaves: &[Rows<'scope>],
+    memo: &mut HashMap<String, Rows<'scope>>,
+) -> Rows<'scope> {
+    let key = match node {
+        Node::Leaf(index) => return leaves[*index].clone(),
+        Node::Scalar { key, .. } | Node::Aggregate { key, .. } | Node::Binary { key, .. } => key,
+    };
+    if let Some(built) = memo.get(key) {
+        return built.clone();
+    }
+    let built = match node {
+        Node::Leaf(index) => leaves[*index].clone(),
+        Node::Scalar {
+            binary,
+            scalar,
+            scalar_left,
+            input,
+            ..
+        } => {
+            let binary = binary.clone();
+            let (scalar, scalar_left) = (*scalar, *scalar_left);
+            build(input, leaves, memo).flat_map(move |row: Row| {
+                let vector = Value::Vector(sample_of(&row, 1).collect());
+                let result = if scalar_left {
+                    eval_binary(&binary, Value::Scalar(scalar), vector, 0)
+                } else {
+                    eval_binary(&binary, vector, Value::Scalar(scalar), 0)
+                };
+                rows_of(result)
+            })
+        }
+        Node::Aggregate {
+            op,
+            param,
+            modifier,
+            input,
+            ..
+        } => {
+            let (op, param, modifier) = (*op, param.clone(), modifier.clone());
+            let group_modifier = modifier.clone();
+            build(input, leaves, memo)
+                .map(move |row: Row| {
+                    let group = vigil_queries::promql::eval::grouping_labels(
+                        &row.0,
+                        group_modifier.as_ref(),
+                    );
+                    (group, row)
+                })
+                .reduce(move |_group, input: &[(&Row, isize)], output| {
+                    let samples: Vec<Sample> = input
+                        .iter()
+                        .flat_map(|(row, count)| sample_of(row, *count))
+                        .collect();
+                    let result = aggregate(op, samples, param.clone(), modifier.as_ref(), 0)
+                        .map(Value::Vector);
+                    for row in rows_of(result) {
+                        output.push((row, 1isize));
+                    }
+                })
+                .map(|(_group, row)| row)
+        }
+        Node::Binary {
+            binary,
+            on,
+            names,
+            lhs,
+            rhs,
+            ..
+        } => {
+            let binary = binary.clone();
+            let (on, names) = (*on, Arc::new(names.clone()));
+            let (lhs_names, rhs_names) = (names.clone(), names);
+            let left = build(lhs, leaves, memo)
+                .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), (0u8, row)));
+            let right = build(rhs, leaves, memo)
+                .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), (1u8, row)));
+            left.concat(right)
+                .reduce(move |_signature, input: &[(&(u8, Row), isize)], output| {
+                    let mut sides: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+                    for ((side, row), count) in input {
+                        sides[usize::from(*side)].extend(sample_of(row, *count));
+                    }
+                    let [l, r] = sides;
+                    let result = eval_binary(&binary, Value::Vector(l), Value::Vector(r), 0);
+                    for row in rows_of(result) {
+                        output.push((row, 1isize));
+                    }
+                })
+                .map(|(_signature, row)| row)
+        }
+    };
+    memo.insert(key.clone(), built.clone());
+    built
+}
+
+fn work(
+    worker: &mut timely::worker::Worker,
+    program: &Program,
+    commands: crossbeam_channel::Receiver<Command>,
+    done: crossbeam_channel::Sender<()>,
+    sink: Arc<Mutex<Vec<(usize, Row, isize)>>>,
+) {
+    let mut inputs: Vec<InputSession<u64, Row, isize>> =
+        program.leaves.iter().map(|_| InputSession::new()).collect();
+    let probe = timely::dataflow::ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let leaves: Vec<Rows> = inputs
+            .iter_mut()
+            .map(|input| input.to_collection(scope))
+            .collect();
+        let mut memo = HashMap::new();
+        for (rule, node) in program.rules.iter().enumerate() {
+            let Ok(node) = node else {
+                continue;
+            };
+            let sink = sink.clone();
+            build(node, &leaves, &mut memo)
+                .inspect(move |(row, _time, diff)| {
+                    if let Ok(mut sink) = sink.lock() {
+                        sink.push((rule, row.clone(), *diff));
+                    }
+                })
+                .probe_with(&probe);
+        }
+    });
+    let mut driver = Driver::new(program, worker.index(), worker.peers());
+    while let Ok(command) = commands.recv() {
+        match command {
+            Command::Push(batch) => driver.receive(&batch),
+            Command::Evaluate { epoch, at } => {
+                driver.apply(at, &mut inputs);
+                for input in &mut inputs {
+                    input.advance_to(epoch + 1);
+                    input.flush();
+                }
+                while probe.less_than(&(epoch + 1)) {
+                    worker.step();
+                }
+                if done.send(()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A series' latest sample as a selector's instant vector sees it.
+struct Latest {
+    t: i64,
+    bits: u64,
+    /// In the vector now (not stale, not expired).
+    present: bool,
+}
+
+/// A series' window under a range function.
+struct SeriesWindow {
+    points: VecDeque<Point>,
+    /// The value in the output now.
+    emitted: Option<u64>,
+    changed: bool,
+}
+
+#[derive(Default)]
+struct LeafState {
+    latest: HashMap<SeriesId, Latest>,
+    /// When values may leave the lookback (re-checked when due).
+    expiries: BTreeMap<i64, Vec<SeriesId>>,
+    windows: HashMap<SeriesId, SeriesWindow>,
+}
+
+struct SeriesInfo {
+    labels: LabelSet,
+    leaves: Vec<usize>,
+}
+
+/// One worker's share of the series and the leaves' state for them.
+struct Driver<'a> {
+    program: &'a Program,
+    index: usize,
+    peers: usize,
+    /// `None` for series no leaf selects.
+    series: HashMap<SeriesId, Option<SeriesInfo>>,
+    /// Received, waiting for an evaluation at or after their time.
+    pending: Vec<(SeriesId, i64, f64)>,
+    leaves: Vec<LeafState>,
+}
+
+impl<'a> Driver<'a> {
+    fn new(program: &'a Program, index: usize, peers: usize) -> Driver<'a> {
+        Driver {
+            program,
+            index,
+            peers: peers.max(1),
+            series: HashMap::new(),
+            pending: Vec::new(),
+            leaves: program
+                .leaves
+                .iter()
+                .map(|_| LeafState::default())
+                .collect(),
+        }
+    }
+
+    fn receive(&mut self, batch: &Appended) {
+        for &BatchSample {
+            series_idx,
+            timestamp_ms,
+            value,
+        } in &batch.samples
+        {
+            let idx = series_idx as usize;
+            let Some(&id) = batch.ids.get(idx) else {
+                continue;
+            };
+            if id % self.peers as u64 != self.index as u64 {
+                continue;
+            }
+            let program = self.program;
+            let info = self.series.entry(id).or_insert_with(|| {
+                let labels = batch.series.get(idx)?;
+                let leaves: Vec<usize> = program
+                    .leaves
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, leaf)| matches(&leaf.matchers, labels))
+                    .map(|(index, _)| index)
+                    .collect();
+                (!leaves.is_empty()).then(|| SeriesInfo {
+                    labels: labels.clone(),
+                    leaves,
+                })
+            });
+            if info.is_some() {
+                self.pending.push((id, timestamp_ms, value));
+            }
+        }
+    }
+
+    /// Applies the samples due at `at`, expires what left the lookback, recomputes the
+    /// windows that changed; updates go into `inputs` at the current epoch.
+    fn apply(&mut self, at: i64, inputs: &mut [InputSession<u64, Row, isize>]) {
+        let mut due = Vec::new();
+        self.pending.retain(|sample| {
+            if sample.1 <= at {
+                due.push(*sample);
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|sample| sample.1);
+        for (id, t, f) in due {
+            let Some(Some(info)) = self.series.get(&id) else {
+                continue;
+            };
+            for &leaf in &info.leaves {
+                let state = &mut self.leaves[leaf];
+                let input = &mut inputs[leaf];
+                if self.program.leaves[leaf].range.is_some() {
+                    if is_stale_marker(f) {
+                        continue;
+                    }
+                    let window = state.windows.entry(id).or_insert_with(|| SeriesWindow {
+                        points: VecDeque::new(),
+                        emitted: None,
+                        changed: false,
+                    });
+                    insert_point(&mut window.points, Point { t, f });
+                    window.changed = true;
+                } else {
+                    latest_sample(state, input, &info.labels, id, t, f);
+                }
+            }
+        }
+        for (leaf, state) in self.leaves.iter_mut().enumerate() {
+            let input = &mut inputs[leaf];
+            match self.program.leaves[leaf].range {
+                None => {
+                    let series = &self.series;
+                    let labels = |id: &SeriesId| {
+                        series
+                            .get(id)
+                            .and_then(|info| info.as_ref())
+                            .map(|info| info.labels.clone())
+                    };
+                    expire(state, input, at, labels);
+                }
+                Some((range, kernel)) => {
+                    let start = at - range;
+                    let series = &self.series;
+                    state.windows.retain(|id, window| {
+                        let mut changed = std::mem::take(&mut window.changed);
+                        while window.points.front().is_some_and(|p| p.t <= start) {
+                            window.points.pop_front();
+                            changed = true;
+                        }
+                        if changed || kernel.uses_window {
+                            let value = (kernel.apply)(
+                                window.points.make_contiguous(),
+                                Window { start, end: at },
+                            )
+                            .map(f64::to_bits);
+                            if value != window.emitted {
+                                if let Some(labels) = series
+                                    .get(id)
+                                    .and_then(|info| info.as_ref())
+                                    .map(|i| &i.labels)
+                                {
+                                    let drop_name = !kernel.keep_name;
+                                    if let Some(old) = window.emitted {
+                                        input.remove((labels.clone(), drop_name, old));
+                                    }
+                                    if let Some(new) = value {
+                                        input.insert((labels.clone(), drop_name, new));
+                                    }
+                                }
+                                window.emitted = value;
+                            }
+                        }
+                        !window.points.is_empty() || window.emitted.is_some()
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Inserts in time order; a sample at an existing time replaces it.
+fn insert_point(points: &mut VecDeque<Point>, point: Point) {
+    match points.back() {
+        None => points.push_back(point),
+        Some(last) if last.t < point.t => points.push_back(point),
+        _ => match points.binary_search_by_key(&point.t, |p| p.t) {
+            Ok(at) => points[at] = point,
+            Err(at) => points.insert(at, point),
+        },
+    }
+}
+
+/// A sample for a selector's instant vector: the newest sample wins; an unchanged
+/// value only refreshes the time; a staleness marker removes the series.
+fn latest_sample(
+    state: &mut LeafState,
+    input: &mut InputSession<u64, Row, isize>,
+    labels: &LabelSet,
+    id: SeriesId,
+    t: i64,
+    f: f64,
+) {
+    let bits = f.to_bits();
+    let stale = is_stale_marker(f);
+    if let Some(latest) = state.latest.get_mut(&id) {
+        if t < latest.t {
+            return;
+        }
+        if latest.present && !stale && latest.bits == bits {
+            latest.t = t;
+            return;
+        }
+        if latest.present {
+            input.remove((labels.clone(), false, latest.bits));
+        }
+    }
+    if !stale {
+        input.insert((labels.clone(), false, bits));
+        state
+            .expiries
+            .entry(t + DEFAULT_LOOKBACK_MS)
+            .or_default()
+            .push(id);
+    }
+    state.latest.insert(
+        id,
+        Latest {
+            t,
+            bits,
+            present: !stale,
+        },
+    );
+}
+
+/// Removes the values whose sample left the lookback by `at`.
+fn expire(
+    state: &mut LeafState,
+    input: &mut InputSession<u64, Row, isize>,
+    at: i64,
+    labels: impl Fn(&SeriesId) -> Option<LabelSet>,
+) {
+    while let Some(entry) = state.expiries.first_entry() {
+        if *entry.key() > at {
+            break;
+        }
+        for id in entry.remove() {
+            let Some(latest) = state.latest.get_mut(&id) else {
+                continue;
+            };
+            if !latest.present {
+                continue;
+            }
+            if latest.t + DEFAULT_LOOKBACK_MS <= at {
+                if let Some(labels) = labels(&id) {
+                    input.remove((labels, false, latest.bits));
+                }
+                latest.present = false;
+            } else {
+                let due = latest.t + DEFAULT_LOOKBACK_MS;
+                state.expiries.entry(due).or_default().push(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
