@@ -32,6 +32,8 @@ pub struct Config {
     /// when no newer data arrives (the watermark's wall-clock bound). Default 5s.
     #[serde(with = "serde_prom")]
     pub rules_lateness: Duration,
+    /// Timely worker threads of the incremental rule engine. Default 2.
+    pub rule_workers: usize,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             rule_files: Vec::new(),
             alerting: AlertingSection::default(),
             rules_lateness: Duration::from_secs(5),
+            rule_workers: 2,
         }
     }
 }

@@ -184,7 +184,9 @@ fn rules_check(files: &[PathBuf]) -> bool {
                     }
                     println!("Might cause inconsistency while recording expressions.");
                 }
-                println!("  SUCCESS: {n} rules found\n");
+                println!("  SUCCESS: {n} rules found");
+                print_incremental_report(&groups);
+                println!();
             }
             Err(err) => {
                 ok = false;
@@ -193,6 +195,34 @@ fn rules_check(files: &[PathBuf]) -> bool {
         }
     }
     ok
+}
+
+/// Which rules the dataflow maintains and why the others are evaluated ad hoc.
+fn print_incremental_report(groups: &[vigil_engine::rules::Group]) {
+    let mut program = vigil_engine::incremental::Program::default();
+    let mut fallbacks = Vec::new();
+    let mut total = 0;
+    for group in groups {
+        for rule in &group.rules {
+            total += 1;
+            if group.query_offset_ms != 0 {
+                fallbacks.push((rule.name.clone(), "query_offset".to_string()));
+                continue;
+            }
+            let index = program.add(&rule.expr);
+            if let Some(Err(reason)) = program.rules.get(index) {
+                fallbacks.push((rule.name.clone(), reason.to_string()));
+            }
+        }
+    }
+    println!(
+        "  incremental: {} of {total} rules ({} shared inputs)",
+        total - fallbacks.len(),
+        program.leaves.len()
+    );
+    for (name, reason) in fallbacks {
+        println!("  evaluated ad hoc: {name}: {reason}");
+    }
 }
 
 /// `vigil rules test`: promtool's report and exit status (1 if any test fails).

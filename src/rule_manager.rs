@@ -16,11 +16,18 @@
 //! also get every firing and recently resolved alert again each minute, as Prometheus
 //! resends them.
 //!
-//! The rules are evaluated by the ad hoc evaluator (`incremental: false` on
-//! `/api/v1/rules`); the differential-dataflow engine is not built yet.
+//! Rules whose expression compiles to a dataflow plan (`incremental: true` on
+//! `/api/v1/rules`, reported by `vigil rules check`) are maintained by the incremental
+//! engine (`vigil_engine::incremental`): every durable append reaches it through the
+//! storage tap, and an evaluation at `t` closes one epoch of the dataflow and reads the
+//! maintained vectors instead of querying storage. The rest, and any instant where a
+//! maintained vector is in error, are evaluated ad hoc. A recording rule's output is
+//! written before the next rule of the group reads the engine, which then closes
+//! another epoch at the same `t`, so dependent rules see it as Prometheus' sequential
+//! group evaluation does.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +36,11 @@ use serde_json::{json, Value as JsonValue};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
+use vigil_engine::incremental::{Engine, Program};
 use vigil_engine::rules::{Group, RuleKind};
 use vigil_queries::promql::storage_source::StorageSource;
 use vigil_queries::SqlEngine;
-use vigil_storage::{AppendMode, LabelSet, SampleBatch, Storage};
+use vigil_storage::{AppendMode, Appended, LabelSet, SampleBatch, Storage};
 
 /// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
 const RESEND_MS: i64 = 60_000;
@@ -46,8 +54,32 @@ pub struct StreamEvent {
     pub json: JsonValue,
 }
 
+/// The incremental engine over the current rules.
+struct Incremental {
+    engine: Engine,
+    tap: crossbeam_channel::Receiver<Arc<Appended>>,
+    /// Per group, per rule: the plan's index in the engine, if the rule is incremental.
+    plans: Vec<Vec<Option<usize>>>,
+    /// Output was written since the engine's last epoch.
+    behind: bool,
+}
+
+/// Per group, per rule: `None` if maintained incrementally, else why it is ad hoc.
+type Fallbacks = Vec<Vec<Option<String>>>;
+
 pub struct RuleManager {
     groups: Mutex<Vec<GroupState>>,
+    /// Locked before `groups` when both are needed.
+    incremental: Mutex<Option<Incremental>>,
+    fallbacks: Mutex<Fallbacks>,
+    workers: usize,
+    lateness_ms: i64,
+    /// Samples that arrived behind the last evaluation minus the allowed lateness.
+    late_samples: AtomicU64,
+    /// Evaluations answered by the engine / ad hoc (for `/metrics`).
+    incremental_evaluations: AtomicU64,
+    ad_hoc_evaluations: AtomicU64,
+    last_epoch_us: AtomicI64,
     storage: Arc<Storage>,
     sql: SqlEngine,
     external_labels: BTreeMap<String, String>,
@@ -98,12 +130,22 @@ impl RuleManager {
         external_labels: BTreeMap<String, String>,
         alertmanagers: Vec<String>,
         external_url: String,
+        workers: usize,
+        lateness: Duration,
     ) -> anyhow::Result<Arc<RuleManager>> {
         let sql = SqlEngine::new(storage.clone()).await?;
         let mut groups = load_rule_files(&patterns)?;
         groups.extend(builtin.iter().cloned());
         let manager = Arc::new(RuleManager {
             groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
+            incremental: Mutex::new(None),
+            fallbacks: Mutex::new(Vec::new()),
+            workers,
+            lateness_ms: lateness.as_millis() as i64,
+            late_samples: AtomicU64::new(0),
+            incremental_evaluations: AtomicU64::new(0),
+            ad_hoc_evaluations: AtomicU64::new(0),
+            last_epoch_us: AtomicI64::new(0),
             storage,
             sql,
             external_labels,
@@ -121,8 +163,156 @@ impl RuleManager {
             builtin,
         });
         let restoring = manager.clone();
-        tokio::task::spawn_blocking(move || restoring.restore_for_state()).await?;
+        tokio::task::spawn_blocking(move || {
+            restoring.restore_for_state();
+            let groups: Vec<GroupState> = restoring.groups.lock().clone();
+            let (incremental, fallbacks) = restoring.build_incremental(&groups);
+            *restoring.incremental.lock() = incremental;
+            *restoring.fallbacks.lock() = fallbacks;
+        })
+        .await?;
         Ok(manager)
+    }
+
+    /// Compiles the rules into one dataflow, starts it and seeds it from storage with
+    /// the samples its selectors and windows need. Runs on a blocking thread.
+    fn build_incremental(&self, groups: &[GroupState]) -> (Option<Incremental>, Fallbacks) {
+        let mut program = Program::default();
+        let mut plans = Vec::with_capacity(groups.len());
+        let mut fallbacks = Vec::with_capacity(groups.len());
+        for state in groups {
+            let mut group_plans = Vec::new();
+            let mut group_fallbacks = Vec::new();
+            for rule in &state.rules {
+                let plan = if state.group.query_offset_ms != 0 {
+                    Err("query_offset".to_string())
+                } else {
+                    let index = program.add(&rule.rule.expr);
+                    match &program.rules[index] {
+                        Ok(_) => Ok(index),
+                        Err(reason) => Err(reason.to_string()),
+                    }
+                };
+                group_plans.push(plan.as_ref().ok().copied());
+                group_fallbacks.push(plan.err());
+            }
+            plans.push(group_plans);
+            fallbacks.push(group_fallbacks);
+        }
+        // Subscribed before the seed is read: a sample in both is applied once.
+        let tap = self.storage.tap_appends();
+        let max_window = program
+            .leaves
+            .iter()
+            .map(|leaf| leaf.range.map_or(0, |(range, _)| range))
+            .max()
+            .unwrap_or(0)
+            .max(vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS);
+        let seed: Vec<_> = program.leaves.iter().map(|l| l.matchers.clone()).collect();
+        let engine = match Engine::start(program, self.workers) {
+            Ok(engine) => engine,
+            Err(err) => {
+                warn!(error = %err, "incremental rule engine unavailable; evaluating rules ad hoc");
+                let reason = err.to_string();
+                let fallbacks = fallbacks
+                    .iter()
+                    .map(|g| g.iter().map(|_| Some(reason.clone())).collect())
+                    .collect();
+                return (None, fallbacks);
+            }
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let source = StorageSource {
+                storage: &self.storage,
+                sql: &self.sql,
+                runtime,
+            };
+            let last = *self.last_eval.lock();
+            let from = if last == i64::MIN {
+                now_ms()
+            } else {
+                last.min(now_ms())
+            } - self.lateness_ms
+                - max_window
+                - 60_000;
+            let mut seen = std::collections::HashSet::new();
+            for matchers in seed {
+                let series = match vigil_queries::promql::SeriesSource::select(
+                    &source,
+                    &matchers,
+                    from,
+                    i64::MAX,
+                ) {
+                    Ok(series) => series,
+                    Err(err) => {
+                        warn!(error = %err, "cannot seed the incremental rule engine");
+                        continue;
+                    }
+                };
+                let mut samples = Vec::new();
+                for s in series {
+                    if !seen.insert(s.labels.clone()) {
+                        continue;
+                    }
+                    samples.extend(s.points.iter().map(|p| (s.labels.clone(), p.t, p.f)));
+                }
+                engine.push_samples(samples);
+            }
+        }
+        let incremental = Incremental {
+            engine,
+            tap,
+            plans,
+            behind: false,
+        };
+        (Some(incremental), fallbacks)
+    }
+
+    /// Hands the appends since the last call to the engine; counts late samples
+    /// (behind `horizon`).
+    fn feed(&self, incremental: &mut Incremental, horizon: i64) {
+        while let Ok(batch) = incremental.tap.try_recv() {
+            let late = batch
+                .samples
+                .iter()
+                .filter(|s| s.timestamp_ms < horizon)
+                .count();
+            if late > 0 {
+                self.late_samples.fetch_add(late as u64, Ordering::Relaxed);
+            }
+            incremental.engine.push(batch);
+        }
+    }
+
+    /// The rule engine's metrics for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let (incremental, ad_hoc, epoch_us) = self.evaluation_counts();
+        format!(
+            "# HELP vigil_rule_late_samples_total Samples that arrived behind the rule evaluation watermark minus the allowed lateness (stored and queryable; alert transitions already sent are not revised).\n\
+             # TYPE vigil_rule_late_samples_total counter\nvigil_rule_late_samples_total {}\n\
+             # HELP vigil_rule_evaluations_total Rule evaluations, by how the expression was answered.\n\
+             # TYPE vigil_rule_evaluations_total counter\n\
+             vigil_rule_evaluations_total{{mode=\"incremental\"}} {incremental}\n\
+             vigil_rule_evaluations_total{{mode=\"ad_hoc\"}} {ad_hoc}\n\
+             # HELP vigil_rule_dataflow_epoch_seconds Duration of the last dataflow epoch (feed, step, read).\n\
+             # TYPE vigil_rule_dataflow_epoch_seconds gauge\nvigil_rule_dataflow_epoch_seconds {}\n",
+            self.late_samples(),
+            epoch_us as f64 / 1e6,
+        )
+    }
+
+    /// Samples that arrived behind the evaluation watermark minus the allowed lateness.
+    pub fn late_samples(&self) -> u64 {
+        self.late_samples.load(Ordering::Relaxed)
+    }
+
+    /// (evaluations answered by the dataflow, evaluations run ad hoc, last epoch µs).
+    pub fn evaluation_counts(&self) -> (u64, u64, i64) {
+        (
+            self.incremental_evaluations.load(Ordering::Relaxed),
+            self.ad_hoc_evaluations.load(Ordering::Relaxed),
+            self.last_epoch_us.load(Ordering::Relaxed),
+        )
     }
 
     pub fn group_count(&self) -> usize {
@@ -132,9 +322,13 @@ impl RuleManager {
     /// Re-reads the rule files (`POST /-/reload`, SIGHUP). Rules that did not change
     /// (same group, name, expression, labels, annotations, `for`) keep their alerts; a
     /// file that fails to load leaves the running rules untouched.
+    /// Runs on a blocking thread (the new dataflow is seeded from storage).
     pub fn reload(&self) -> anyhow::Result<usize> {
         let mut loaded = load_rule_files(&self.patterns)?;
         loaded.extend(self.builtin.iter().cloned());
+        let fresh_states: Vec<GroupState> = loaded.iter().cloned().map(GroupState::new).collect();
+        let (fresh_incremental, fresh_fallbacks) = self.build_incremental(&fresh_states);
+        let mut incremental = self.incremental.lock();
         let mut groups = self.groups.lock();
         let mut old: Vec<GroupState> = std::mem::take(&mut *groups);
         let mut fresh = Vec::with_capacity(loaded.len());
@@ -163,6 +357,8 @@ impl RuleManager {
         }
         old.clear();
         *groups = fresh;
+        *incremental = fresh_incremental;
+        *self.fallbacks.lock() = fresh_fallbacks;
         Ok(groups.len())
     }
 
@@ -266,11 +462,8 @@ impl RuleManager {
     /// tick at `T` closes when the watermark passes it (ticks are caught up in order,
     /// so a backfill is evaluated in event time); an ingest is evaluated at the event
     /// watermark right after the ticks before it.
-    pub async fn run(
-        self: Arc<Self>,
-        lateness: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let lateness = Duration::from_millis(self.lateness_ms.max(0) as u64);
         let mut appends = self.storage.watch_appends();
         let tick_ms = {
             let groups = self.groups.lock();
@@ -334,14 +527,14 @@ impl RuleManager {
     /// Evaluates at `t`: every due group on a tick (writing its output), or every
     /// alerting rule at an ingest watermark (state and transitions only).
     pub fn evaluate(&self, t: i64, tick: bool) {
-        {
+        let previous = {
             // Never back in time; a tick may share its time with an ingest evaluation.
             let mut last = self.last_eval.lock();
             if t < *last || (!tick && t == *last) {
                 return;
             }
-            *last = t;
-        }
+            std::mem::replace(&mut *last, t)
+        };
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle,
             Err(_) => return,
@@ -352,19 +545,49 @@ impl RuleManager {
             runtime: runtime.clone(),
         };
         let mut transitions: Vec<Transition> = Vec::new();
+        let mut incremental = self.incremental.lock();
+        if let Some(incremental) = incremental.as_mut() {
+            incremental.behind = true;
+        }
+        let horizon = previous.saturating_sub(self.lateness_ms);
         let mut groups = self.groups.lock();
-        for state in groups.iter_mut() {
+        for (group_index, state) in groups.iter_mut().enumerate() {
             let interval = self.group_interval(&state.group);
             if tick && t % interval != 0 {
                 continue;
             }
             let group = state.group.clone();
-            for rule in state.rules.iter_mut() {
+            for (rule_index, rule) in state.rules.iter_mut().enumerate() {
                 if !tick && rule.rule.kind == RuleKind::Recording {
                     continue;
                 }
+                let maintained = incremental.as_mut().and_then(|incremental| {
+                    let plan = (*incremental.plans.get(group_index)?.get(rule_index)?)?;
+                    if incremental.behind {
+                        let started = std::time::Instant::now();
+                        self.feed(incremental, horizon);
+                        incremental.engine.evaluate(t);
+                        incremental.behind = false;
+                        self.last_epoch_us
+                            .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);
+                    }
+                    incremental.engine.answer(plan).ok()
+                });
+                let counter = if maintained.is_some() {
+                    &self.incremental_evaluations
+                } else {
+                    &self.ad_hoc_evaluations
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let mut out = vigil_engine::alerting::Output::default();
-                if let Err(err) = rule.eval(&source, &group, t, &self.external_labels, &mut out) {
+                if let Err(err) = rule.eval_with(
+                    &source,
+                    maintained,
+                    &group,
+                    t,
+                    &self.external_labels,
+                    &mut out,
+                ) {
                     warn!(group = %group.name, rule = %rule.rule.name, error = %err, "rule evaluation failed");
                 }
                 transitions.extend(out.transitions);
@@ -380,6 +603,9 @@ impl RuleManager {
                     {
                         warn!(rule = %rule.rule.name, error = %err, "cannot store rule output");
                     }
+                    if let Some(incremental) = incremental.as_mut() {
+                        incremental.behind = true;
+                    }
                 }
             }
             if tick {
@@ -387,6 +613,11 @@ impl RuleManager {
             }
         }
         drop(groups);
+        if let Some(incremental) = incremental.as_mut() {
+            // Keep the tap drained even when no incremental rule was due.
+            self.feed(incremental, horizon);
+        }
+        drop(incremental);
         for transition in transitions {
             self.publish(&transition);
         }
@@ -541,19 +772,27 @@ impl RuleManager {
 
     /// `GET /api/v1/rules` data (`type` = `alert` or `record` filters).
     pub fn rules_api(&self, kind: Option<&str>) -> JsonValue {
+        let fallbacks = self.fallbacks.lock().clone();
         let groups = self.groups.lock();
         let groups: Vec<JsonValue> = groups
             .iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(group_index, g)| {
                 let rules: Vec<JsonValue> = g
                     .rules
                     .iter()
-                    .filter(|r| match kind {
+                    .enumerate()
+                    .filter(|(_, r)| match kind {
                         Some("alert") => r.rule.kind == RuleKind::Alerting,
                         Some("record") => r.rule.kind == RuleKind::Recording,
                         _ => true,
                     })
-                    .map(|r| {
+                    .map(|(rule_index, r)| {
+                        let fallback = fallbacks
+                            .get(group_index)
+                            .and_then(|g| g.get(rule_index))
+                            .cloned()
+                            .unwrap_or_else(|| Some("not compiled".into()));
                         let common = json!({
                             "name": r.rule.name,
                             "query": r.rule.expr_text.trim(),
@@ -562,9 +801,12 @@ impl RuleManager {
                             "lastError": r.last_error.clone().unwrap_or_default(),
                             "evaluationTime": r.evaluation_ms / 1000.0,
                             "lastEvaluation": r.last_evaluation.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-                            "incremental": false,
+                            "incremental": fallback.is_none(),
                         });
                         let mut rule = common;
+                        if let Some(reason) = fallback {
+                            rule["incrementalFallback"] = json!(reason);
+                        }
                         match r.rule.kind {
                             RuleKind::Recording => {
                                 rule["type"] = json!("recording");

@@ -95,12 +95,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         options.config.global.external_labels.clone(),
         options.config.alerting.endpoints(),
         format!("http://{local}"),
+        options.config.rule_workers,
+        options.config.rules_lateness,
     )
     .await?;
     info!(groups = manager.group_count(), "rules loaded");
     let _ = state.rules.set(manager.clone());
     tokio::spawn(reload_on_sighup(manager.clone()));
-    let rules = { tokio::spawn(manager.run(options.config.rules_lateness, stop_rx.clone())) };
+    let rules = { tokio::spawn(manager.run(stop_rx.clone())) };
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
     let demo = options
         .demo
@@ -138,7 +140,11 @@ async fn reload_on_sighup(manager: Arc<crate::rule_manager::RuleManager>) {
             return;
         };
         while hup.recv().await.is_some() {
-            match manager.reload() {
+            let reloading = manager.clone();
+            let reloaded = tokio::task::spawn_blocking(move || reloading.reload())
+                .await
+                .unwrap_or_else(|err| Err(anyhow::anyhow!("reload task failed: {err}")));
+            match reloaded {
                 Ok(groups) => info!(groups, "rules reloaded"),
                 Err(err) => error!(error = %err, "rule reload failed; keeping the running rules"),
             }

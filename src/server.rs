@@ -120,7 +120,11 @@ async fn reload_handler(State(state): State<Arc<AppState>>) -> Response {
     let Some(rules) = state.rules.get() else {
         return plain(StatusCode::OK, String::new());
     };
-    match rules.reload() {
+    let rules = rules.clone();
+    let reloaded = tokio::task::spawn_blocking(move || rules.reload())
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("reload task failed: {err}")));
+    match reloaded {
         Ok(_) => plain(StatusCode::OK, String::new()),
         Err(err) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -347,7 +351,13 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.storage),
+        {
+            let mut text = state.metrics.render(&state.storage);
+            if let Some(rules) = state.rules.get() {
+                text.push_str(&rules.render_metrics());
+            }
+            text
+        },
     )
         .into_response()
 }

@@ -96,7 +96,11 @@ fn query(
     source: &dyn SeriesSource,
     rule: &Rule,
     t: i64,
+    maintained: Option<Vec<(LabelSet, f64)>>,
 ) -> Result<Vec<(LabelSet, f64)>, RuleEvalError> {
+    if let Some(vector) = maintained {
+        return Ok(vector);
+    }
     let evaluator = Evaluator::new(source, t, t);
     match evaluator.instant_query(&rule.expr, t)? {
         Value::Vector(samples) => Ok(finalize(samples)?
@@ -129,10 +133,26 @@ impl RuleState {
         external_labels: &BTreeMap<String, String>,
         out: &mut Output,
     ) -> Result<(), RuleEvalError> {
+        self.eval_with(source, None, group, t, external_labels, out)
+    }
+
+    /// As [`RuleState::eval`], with the expression's vector at `t - query_offset`
+    /// already known (maintained by the incremental engine); `None` queries `source`.
+    pub fn eval_with(
+        &mut self,
+        source: &dyn SeriesSource,
+        maintained: Option<Vec<(LabelSet, f64)>>,
+        group: &Group,
+        t: i64,
+        external_labels: &BTreeMap<String, String>,
+        out: &mut Output,
+    ) -> Result<(), RuleEvalError> {
         let started = std::time::Instant::now();
         let result = match self.rule.kind {
-            RuleKind::Recording => self.eval_recording(source, group, t, out),
-            RuleKind::Alerting => self.eval_alerting(source, group, t, external_labels, out),
+            RuleKind::Recording => self.eval_recording(source, maintained, group, t, out),
+            RuleKind::Alerting => {
+                self.eval_alerting(source, maintained, group, t, external_labels, out)
+            }
         };
         self.last_evaluation = Some(t);
         self.evaluation_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -152,11 +172,12 @@ impl RuleState {
     fn eval_recording(
         &mut self,
         source: &dyn SeriesSource,
+        maintained: Option<Vec<(LabelSet, f64)>>,
         group: &Group,
         t: i64,
         out: &mut Output,
     ) -> Result<(), RuleEvalError> {
-        let vector = query(source, &self.rule, t - group.query_offset_ms)?;
+        let vector = query(source, &self.rule, t - group.query_offset_ms, maintained)?;
         let mut samples = Vec::with_capacity(vector.len());
         let mut seen = std::collections::HashSet::new();
         for (mut labels, value) in vector {
@@ -179,12 +200,13 @@ impl RuleState {
     fn eval_alerting(
         &mut self,
         source: &dyn SeriesSource,
+        maintained: Option<Vec<(LabelSet, f64)>>,
         group: &Group,
         t: i64,
         external_labels: &BTreeMap<String, String>,
         out: &mut Output,
     ) -> Result<(), RuleEvalError> {
-        let vector = query(source, &self.rule, t - group.query_offset_ms)?;
+        let vector = query(source, &self.rule, t - group.query_offset_ms, maintained)?;
         let name = format!("__alert_{}", self.rule.name);
         let mut current: HashMap<LabelSet, (f64, BTreeMap<String, String>)> = HashMap::new();
         for (sample_labels, value) in vector {

@@ -23,6 +23,8 @@ const RULES: &str = r#"groups:
           summary: '{{ $labels.instance }} is at {{ $value }}'
       - record: test_gauge:doubled
         expr: test_gauge * 2
+      - record: test_gauge:age
+        expr: time() - timestamp(test_gauge)
 "#;
 
 fn write_gauge(vigil: &Vigil, value: f64) -> Instant {
@@ -140,8 +142,19 @@ fn alerts_reach_websocket_and_alertmanager() {
     let group = &rules_json["data"]["groups"][0];
     assert_eq!(group["rules"][0]["name"], "HighValue");
     assert_eq!(group["rules"][0]["state"], "firing");
-    assert_eq!(group["rules"][0]["incremental"], false);
+    // Maintained by the dataflow, except the rule using `time()`, which says why.
+    assert_eq!(group["rules"][0]["incremental"], true);
     assert_eq!(group["rules"][1]["type"], "recording");
+    assert_eq!(group["rules"][1]["incremental"], true);
+    assert_eq!(group["rules"][2]["incremental"], false);
+    assert_eq!(group["rules"][2]["incrementalFallback"], "function time");
+    let (_, metrics) = blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
+    let answered = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("vigil_rule_evaluations_total{mode=\"incremental\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(answered > 0.0, "{metrics}");
 
     // The real Alertmanager has it, with Vigil's labels and annotations.
     let deadline = Instant::now() + Duration::from_secs(20);

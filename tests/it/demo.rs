@@ -94,4 +94,17 @@ fn demo_rules_fire_on_the_demo_cluster() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Every demo rule is maintained by the dataflow, not re-evaluated ad hoc.
+    let (_, body) = crate::util::blocking_get(&format!("{}/api/v1/rules", vigil.url)).expect("get");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let rules: Vec<&serde_json::Value> = json["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(rules.len(), 5, "{body}");
+    for rule in rules {
+        assert_eq!(rule["incremental"], true, "{rule}");
+    }
 }

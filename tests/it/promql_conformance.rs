@@ -152,6 +152,8 @@ struct Summary {
     passed: usize,
     failed: Vec<String>,
     skipped: BTreeMap<String, usize>,
+    /// The same statements through the incremental engine (float instant queries).
+    continuous: Option<Box<Summary>>,
 }
 
 impl Summary {
@@ -272,8 +274,80 @@ fn selects_any(expr: &parser::Expr, series: &[LabelSet]) -> bool {
     }
 }
 
+/// The continuous path: the expression registered as a rule, the loaded samples fed
+/// to the dataflow, evaluated at a few earlier ticks (so values are inserted and
+/// retracted) and then read at the statement's time. Values are compared; annotations
+/// are the ad hoc evaluator's and are checked there.
+fn run_continuous(
+    loaded: &[(LabelSet, i64, f64)],
+    expr: &parser::Expr,
+    eval: &Eval,
+    location: &str,
+    summary: &mut Summary,
+) {
+    if eval.range.is_some() {
+        return summary.skip("range query");
+    }
+    if eval.expect_fail {
+        return summary.skip("expected failure");
+    }
+    if eval.ordered {
+        return summary.skip("ordered result");
+    }
+    let mut program = vigil_engine::incremental::Program::default();
+    let rule = program.add(expr);
+    if let Some(Err(reason)) = program.rules.get(rule) {
+        return summary.skip(format!(
+            "not incremental: {}",
+            reason.0.split(' ').take(2).collect::<Vec<_>>().join(" ")
+        ));
+    }
+    let ticks: Vec<i64> = [300_000, 120_000, 60_000, 0]
+        .iter()
+        .map(|back| eval.at - back)
+        .filter(|t| *t >= 0)
+        .collect();
+    let answers = match vigil_engine::incremental::run(expr, loaded, &ticks, 1) {
+        Ok(answers) => answers,
+        Err(err) => {
+            summary.failed.push(format!("{location}: engine {err}"));
+            return;
+        }
+    };
+    let Some((_, answer)) = answers.into_iter().last() else {
+        return summary.skip("no tick");
+    };
+    match answer {
+        Ok(vector) => {
+            let value = Value::Vector(
+                vector
+                    .into_iter()
+                    .map(|(labels, f)| vigil_queries::promql::Sample {
+                        labels,
+                        t: eval.at,
+                        f,
+                        drop_name: false,
+                    })
+                    .collect(),
+            );
+            match compare(&value, eval) {
+                Ok(()) => summary.passed += 1,
+                Err(why) => summary
+                    .failed
+                    .push(format!("{location}: continuous: {why}")),
+            }
+        }
+        // The engine defers to the ad hoc evaluator where a group is in error; the
+        // statement expects a result, so that is a failure of the continuous path.
+        Err(reason) => summary
+            .failed
+            .push(format!("{location}: continuous: fell back ({reason})")),
+    }
+}
+
 fn run_eval(
     source: &MemorySource,
+    loaded: &[(LabelSet, i64, f64)],
     histograms: &[LabelSet],
     eval: &Eval,
     file: &str,
@@ -298,6 +372,9 @@ fn run_eval(
         }
         Err(_) => return summary.skip("syntax promql-parser does not parse"),
     };
+    if let Some(continuous) = summary.continuous.as_mut() {
+        run_continuous(loaded, &expr, eval, &location, continuous);
+    }
     let (start, end) = eval.range.map_or((eval.at, eval.at), |(s, e, _)| (s, e));
     let evaluator = Evaluator::new(source, start, end);
     let result = match eval.range {
@@ -469,6 +546,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
     let text = std::fs::read_to_string(path).expect("read conformance file");
     let lines: Vec<&str> = text.lines().collect();
     let mut source = MemorySource::default();
+    let mut loaded: Vec<(LabelSet, i64, f64)> = Vec::new();
     let mut histograms: Vec<LabelSet> = Vec::new();
     let mut idx = 0;
     while idx < lines.len() {
@@ -480,6 +558,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
         }
         if trimmed == "clear" {
             source.clear();
+            loaded.clear();
             histograms.clear();
             continue;
         }
@@ -530,12 +609,17 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                 let Some(expanded) = expand_values(&tokens) else {
                     continue;
                 };
-                let points = expanded.into_iter().enumerate().filter_map(|(step, v)| {
-                    v.map(|f| Point {
-                        t: step as i64 * interval,
-                        f,
+                let points: Vec<Point> = expanded
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(step, v)| {
+                        v.map(|f| Point {
+                            t: step as i64 * interval,
+                            f,
+                        })
                     })
-                });
+                    .collect();
+                loaded.extend(points.iter().map(|p| (labels.clone(), p.t, p.f)));
                 source.add(labels, points);
             }
             continue;
@@ -645,7 +729,7 @@ fn run_file(path: &std::path::Path, summary: &mut Summary) {
                 ));
                 continue;
             }
-            run_eval(&source, &histograms, &eval, &file, summary);
+            run_eval(&source, &loaded, &histograms, &eval, &file, summary);
             continue;
         }
         summary.skip(format!(
@@ -664,10 +748,26 @@ fn promql_conformance() {
         .filter(|path| path.extension().is_some_and(|e| e == "test"))
         .collect();
     files.sort();
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        continuous: Some(Box::default()),
+        ..Summary::default()
+    };
     for file in &files {
         run_file(file, &mut summary);
     }
+    let continuous = summary.continuous.take().unwrap_or_default();
+    for failure in &continuous.failed {
+        println!("FAIL {failure}");
+    }
+    for (reason, count) in &continuous.skipped {
+        println!("continuous skip ({count}): {reason}");
+    }
+    println!(
+        "continuous conformance: {} passed, {} failed, {} skipped",
+        continuous.passed,
+        continuous.failed.len(),
+        continuous.skipped.values().sum::<usize>()
+    );
     for failure in &summary.failed {
         println!("FAIL {failure}");
     }
@@ -686,5 +786,11 @@ fn promql_conformance() {
         summary.failed.is_empty(),
         "{} conformance statements failed (listed above)",
         summary.failed.len()
+    );
+    assert!(continuous.passed > 100, "{} continuous", continuous.passed);
+    assert!(
+        continuous.failed.is_empty(),
+        "{} statements failed on the continuous path (listed above)",
+        continuous.failed.len()
     );
 }

@@ -215,13 +215,16 @@ impl Engine {
     }
 }
 
+/// A rule's vector at one tick, or why it fell back to the ad hoc evaluator.
+pub type TickAnswer = Result<BTreeMap<LabelSet, f64>, Unsupported>;
+
 /// Compiles `expr`, feeds `samples` and answers at each of `ticks` (ascending).
 pub fn run(
     expr: &Expr,
     samples: &[(LabelSet, i64, f64)],
     ticks: &[i64],
     threads: usize,
-) -> Result<Vec<(i64, Result<BTreeMap<LabelSet, f64>, Unsupported>)>, EngineError> {
+) -> Result<Vec<(i64, TickAnswer)>, EngineError> {
     let mut program = Program::default();
     let rule = program.add(expr);
     let mut engine = Engine::start(program, threads)?;
