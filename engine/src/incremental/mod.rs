@@ -36,7 +36,8 @@ use promql_parser::parser::Expr;
 use vigil_queries::promql::aggregate::aggregate;
 use vigil_queries::promql::binary::eval_binary;
 use vigil_queries::promql::eval::{matches, matching_signature, DEFAULT_LOOKBACK_MS};
-use vigil_queries::promql::functions::{Point, Window};
+use promql_parser::parser::LabelModifier;
+use vigil_queries::promql::functions::{kahan_add, Point, Window};
 use vigil_queries::promql::{Sample, Value};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::record::is_stale_marker;
@@ -301,6 +302,49 @@ fn build<'scope>(
         }
         Node::Aggregate {
             op,
+            param: None,
+            modifier,
+            input,
+            ..
+        } if Partial::handles(*op, modifier.as_ref()) => {
+            let (op, modifier) = (*op, modifier.clone());
+            // Two levels: partial aggregates per (group, bucket of series), then the
+            // group's value from its buckets' partials. A changed series recomputes its
+            // bucket and its group's partials, not the whole group.
+            build(input, leaves, memo)
+                .map(move |row: Row| {
+                    let group = vigil_queries::promql::eval::grouping_labels(
+                        &row.0,
+                        modifier.as_ref(),
+                    );
+                    let bucket = row.0.series_id() % AGGREGATION_BUCKETS;
+                    ((group, bucket), row.2)
+                })
+                .reduce(|_key, input: &[(&u64, isize)], output| {
+                    let mut partial = Partial::default();
+                    for (bits, count) in input {
+                        for _ in 0..(*count).max(0) {
+                            partial.add(f64::from_bits(**bits));
+                        }
+                    }
+                    output.push((partial.bits(), 1isize));
+                })
+                .map(|((group, _bucket), partial)| (group, partial))
+                .reduce(move |_group, input: &[(&PartialBits, isize)], output| {
+                    let mut total = Partial::default();
+                    for (partial, count) in input {
+                        for _ in 0..(*count).max(0) {
+                            total.merge(&Partial::from_bits(partial));
+                        }
+                    }
+                    if let Some(value) = total.value(op) {
+                        output.push((value.to_bits(), 1isize));
+                    }
+                })
+                .map(|(group, bits)| (group, false, bits))
+        }
+        Node::Aggregate {
+            op,
             param,
             modifier,
             input,
@@ -363,6 +407,108 @@ fn build<'scope>(
     built
 }
 
+/// Buckets per aggregation group for the two-level aggregations.
+const AGGREGATION_BUCKETS: u64 = 256;
+
+/// A partial `sum`/`count`/`min`/`max`/`group` over some of a group's samples: a
+/// compensated sum (as the ad hoc `sum`), the count, and min/max with Prometheus' NaN
+/// rule (NaN only if every value is NaN).
+#[derive(Debug, Clone, Copy)]
+struct Partial {
+    sum: f64,
+    compensation: f64,
+    count: i64,
+    min: f64,
+    max: f64,
+}
+
+/// [`Partial`] as dataflow data (ordered, hashable bits).
+type PartialBits = (u64, u64, i64, u64, u64);
+
+impl Default for Partial {
+    fn default() -> Self {
+        Partial {
+            sum: 0.0,
+            compensation: 0.0,
+            count: 0,
+            min: f64::NAN,
+            max: f64::NAN,
+        }
+    }
+}
+
+impl Partial {
+    /// The aggregations computed from partials: those whose grouping cannot keep the
+    /// metric name (with `by (__name__)` the name's delayed removal needs the members).
+    fn handles(op: promql_parser::parser::token::TokenType, modifier: Option<&LabelModifier>) -> bool {
+        use promql_parser::parser::token;
+        let keeps_name = matches!(modifier, Some(LabelModifier::Include(list)) if list.labels.iter().any(|l| l == METRIC_NAME));
+        !keeps_name
+            && matches!(
+                op.id(),
+                token::T_SUM | token::T_COUNT | token::T_MIN | token::T_MAX | token::T_GROUP
+            )
+    }
+
+    fn add(&mut self, value: f64) {
+        kahan_add(&mut self.sum, &mut self.compensation, value);
+        self.count += 1;
+        if self.min.is_nan() || value < self.min {
+            self.min = value;
+        }
+        if self.max.is_nan() || value > self.max {
+            self.max = value;
+        }
+    }
+
+    fn merge(&mut self, other: &Partial) {
+        kahan_add(&mut self.sum, &mut self.compensation, other.sum);
+        kahan_add(&mut self.sum, &mut self.compensation, other.compensation);
+        self.count += other.count;
+        if self.min.is_nan() || other.min < self.min {
+            self.min = other.min;
+        }
+        if self.max.is_nan() || other.max > self.max {
+            self.max = other.max;
+        }
+    }
+
+    fn value(&self, op: promql_parser::parser::token::TokenType) -> Option<f64> {
+        use promql_parser::parser::token;
+        if self.count == 0 {
+            return None;
+        }
+        Some(match op.id() {
+            token::T_SUM if self.sum.is_infinite() => self.sum,
+            token::T_SUM => self.sum + self.compensation,
+            token::T_COUNT => self.count as f64,
+            token::T_MIN => self.min,
+            token::T_MAX => self.max,
+            _ => 1.0,
+        })
+    }
+
+    fn bits(&self) -> PartialBits {
+        (
+            self.sum.to_bits(),
+            self.compensation.to_bits(),
+            self.count,
+            self.min.to_bits(),
+            self.max.to_bits(),
+        )
+    }
+
+    fn from_bits(bits: &PartialBits) -> Partial {
+        Partial {
+            sum: f64::from_bits(bits.0),
+            compensation: f64::from_bits(bits.1),
+            count: bits.2,
+            min: f64::from_bits(bits.3),
+            max: f64::from_bits(bits.4),
+        }
+    }
+}
+
 fn work(
     worker: &mut timely::worker::Worker,
     program: &Program,
@@ -414,6 +560,27 @@ fn work(
     }
 }
 
+/// Series ids are already xxh3 hashes of the label set: hash maps keyed by them use
+/// the id itself.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type IdMap<V> = HashMap<SeriesId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// A series' latest sample as a selector's instant vector sees it.
 struct Latest {
     t: i64,
@@ -432,10 +599,10 @@ struct SeriesWindow {
 
 #[derive(Default)]
 struct LeafState {
-    latest: HashMap<SeriesId, Latest>,
+    latest: IdMap<Latest>,
     /// When values may leave the lookback (re-checked when due).
     expiries: BTreeMap<i64, Vec<SeriesId>>,
-    windows: HashMap<SeriesId, SeriesWindow>,
+    windows: IdMap<SeriesWindow>,
 }
 
 struct SeriesInfo {
@@ -449,7 +616,7 @@ struct Driver<'a> {
     index: usize,
     peers: usize,
     /// `None` for series no leaf selects.
-    series: HashMap<SeriesId, Option<SeriesInfo>>,
+    series: IdMap<Option<SeriesInfo>>,
     /// Received, waiting for an evaluation at or after their time.
     pending: Vec<(SeriesId, i64, f64)>,
     leaves: Vec<LeafState>,
@@ -461,7 +628,7 @@ impl<'a> Driver<'a> {
             program,
             index,
             peers: peers.max(1),
-            series: HashMap::new(),
+            series: IdMap::default(),
             pending: Vec::new(),
             leaves: program
                 .leaves
@@ -509,16 +676,23 @@ impl<'a> Driver<'a> {
     /// Applies the samples due at `at`, expires what left the lookback, recomputes the
     /// windows that changed; updates go into `inputs` at the current epoch.
     fn apply(&mut self, at: i64, inputs: &mut [InputSession<u64, Row, isize>]) {
-        let mut due = Vec::new();
-        self.pending.retain(|sample| {
-            if sample.1 <= at {
-                due.push(*sample);
-                false
-            } else {
-                true
-            }
-        });
-        due.sort_by_key(|sample| sample.1);
+        let mut due = if self.pending.iter().all(|sample| sample.1 <= at) {
+            std::mem::take(&mut self.pending)
+        } else {
+            let mut due = Vec::new();
+            self.pending.retain(|sample| {
+                if sample.1 <= at {
+                    due.push(*sample);
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        };
+        if !due.is_sorted_by_key(|sample| sample.1) {
+            due.sort_by_key(|sample| sample.1);
+        }
         for (id, t, f) in due {
             let Some(Some(info)) = self.series.get(&id) else {
                 continue;
