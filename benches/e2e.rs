@@ -551,13 +551,20 @@ async fn alert_latency(root: &Path, n_series: usize) {
     });
     let trials = 40;
     let mut vigil_ms = Vec::new();
+    // The alert can arrive within the same millisecond as the write: keep each series'
+    // timestamps strictly increasing.
+    let mut last_ts = 0i64;
+    let mut next_ts = move || {
+        last_ts = now_ms().max(last_ts + 1);
+        last_ts
+    };
     for trial in 0..trials {
         let target = &series[(trial * 7919) % n_series];
         let id = target.get("id").unwrap_or("").to_string();
         // From the moment the write is sent: the alert may reach the websocket before
         // the HTTP response reaches the client.
         let acked = Instant::now();
-        write_one(&client, &vigil.url, target, now_ms(), 1000.0).await;
+        write_one(&client, &vigil.url, target, next_ts(), 1000.0).await;
         loop {
             let (got_id, status, at) = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -567,7 +574,7 @@ async fn alert_latency(root: &Path, n_series: usize) {
                 break;
             }
         }
-        write_one(&client, &vigil.url, target, now_ms(), 1.0).await;
+        write_one(&client, &vigil.url, target, next_ts(), 1.0).await;
         loop {
             let (got_id, status, _) = rx.recv_timeout(Duration::from_secs(30)).expect("resolve");
             if got_id == id && status == "resolved" {

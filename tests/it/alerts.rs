@@ -148,13 +148,28 @@ fn alerts_reach_websocket_and_alertmanager() {
     assert_eq!(group["rules"][1]["incremental"], true);
     assert_eq!(group["rules"][2]["incremental"], false);
     assert_eq!(group["rules"][2]["incrementalFallback"], "function time");
-    let (_, metrics) = blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
-    let answered = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("vigil_rule_evaluations_total{mode=\"incremental\"} "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(answered > 0.0, "{metrics}");
+    // A sample a minute behind the evaluations (a new series, so storage accepts it)
+    // is stored and counted as late.
+    let mut late = SampleBatch::default();
+    let idx = late.push_series(
+        LabelSet::from_pairs([("__name__", "test_gauge"), ("instance", "late-1")]).expect("labels"),
+    );
+    late.push_sample(idx, now_ms() - 60_000, 1.0);
+    assert_eq!(vigil.write(&late).0, 204);
+    write_gauge(&vigil, 21.0);
+    let metric = |name: &str| {
+        let (_, metrics) = blocking_get(&format!("{}/metrics", vigil.url)).expect("metrics");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(metric("vigil_rule_evaluations_total{mode=\"incremental\"}") > 0.0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric("vigil_rule_late_samples_total") < 1.0 {
+        assert!(Instant::now() < deadline, "late sample not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The real Alertmanager has it, with Vigil's labels and annotations.
     let deadline = Instant::now() + Duration::from_secs(20);

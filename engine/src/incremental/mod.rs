@@ -33,10 +33,10 @@ pub use compile::{Leaf, Node, Program, Unsupported};
 use differential_dataflow::input::InputSession;
 use differential_dataflow::VecCollection;
 use promql_parser::parser::Expr;
+use promql_parser::parser::LabelModifier;
 use vigil_queries::promql::aggregate::aggregate;
 use vigil_queries::promql::binary::eval_binary;
 use vigil_queries::promql::eval::{matches, matching_signature, DEFAULT_LOOKBACK_MS};
-use promql_parser::parser::LabelModifier;
 use vigil_queries::promql::functions::{kahan_add, Point, Window};
 use vigil_queries::promql::{Sample, Value};
 use vigil_storage::labels::METRIC_NAME;
@@ -313,10 +313,8 @@ fn build<'scope>(
             // bucket and its group's partials, not the whole group.
             build(input, leaves, memo)
                 .map(move |row: Row| {
-                    let group = vigil_queries::promql::eval::grouping_labels(
-                        &row.0,
-                        modifier.as_ref(),
-                    );
+                    let group =
+                        vigil_queries::promql::eval::grouping_labels(&row.0, modifier.as_ref());
                     let bucket = row.0.series_id() % AGGREGATION_BUCKETS;
                     ((group, bucket), row.2)
                 })
@@ -440,7 +438,10 @@ impl Default for Partial {
 impl Partial {
     /// The aggregations computed from partials: those whose grouping cannot keep the
     /// metric name (with `by (__name__)` the name's delayed removal needs the members).
-    fn handles(op: promql_parser::parser::token::TokenType, modifier: Option<&LabelModifier>) -> bool {
+    fn handles(
+        op: promql_parser::parser::token::TokenType,
+        modifier: Option<&LabelModifier>,
+    ) -> bool {
         use promql_parser::parser::token;
         let keeps_name = matches!(modifier, Some(LabelModifier::Include(list)) if list.labels.iter().any(|l| l == METRIC_NAME));
         !keeps_name

@@ -219,3 +219,28 @@ fn unsupported_constructs_stay_ad_hoc() {
         assert!(program.rules[0].is_err(), "{rule}");
     }
 }
+
+#[test]
+fn late_samples_count_as_ad_hoc_would_see_them() {
+    let expr = promql_parser::parser::parse("sum(g)").expect("parses");
+    let mut program = Program::default();
+    let rule = program.add(&expr);
+    let mut engine = Engine::start(program, 2).expect("engine");
+    let series = |instance: &str| {
+        LabelSet::from_pairs([("__name__", "g"), ("instance", instance)]).expect("labels")
+    };
+    engine.push_samples(vec![(series("a"), 100_000, 1.0)]);
+    engine.evaluate(100_000);
+    assert_eq!(engine.answer(rule).expect("maintained")[0].1, 1.0);
+    // Behind the last evaluation: a new series, and an older sample of a known one
+    // (not the newest, so it does not count).
+    engine.push_samples(vec![(series("b"), 90_000, 2.0), (series("a"), 95_000, 7.0)]);
+    engine.evaluate(100_000);
+    assert_eq!(engine.answer(rule).expect("maintained")[0].1, 3.0);
+    // A sample ahead of the evaluation time waits for it.
+    engine.push_samples(vec![(series("a"), 130_000, 5.0)]);
+    engine.evaluate(120_000);
+    assert_eq!(engine.answer(rule).expect("maintained")[0].1, 3.0);
+    engine.evaluate(130_000);
+    assert_eq!(engine.answer(rule).expect("maintained")[0].1, 7.0);
+}
