@@ -8,13 +8,67 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{BinaryExpr, Expr, LabelModifier};
 use vigil_queries::promql::binary::eval_binary;
-use vigil_queries::promql::call::{range_kernel, RangeKernel};
+use vigil_queries::promql::call::{absent, elementwise, range_kernel, RangeKernel};
+use vigil_queries::promql::functions::{self as f, Point, Window};
 use vigil_queries::promql::{Evaluator, Value};
+use vigil_storage::LabelSet;
 
 /// Why an expression is evaluated ad hoc instead of incrementally.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 #[error("{0}")]
 pub struct Unsupported(pub String);
+
+/// A range function: a shared kernel, or one with constant parameters.
+#[derive(Debug, Clone, Copy)]
+pub enum RangeFn {
+    Kernel(RangeKernel),
+    /// `quantile_over_time(φ, …)`.
+    Quantile(f64),
+    /// `predict_linear(…, seconds)`: the intercept is at the evaluation time.
+    PredictLinear(f64),
+    /// `double_exponential_smoothing(…, sf, tf)` (`holt_winters`).
+    Smoothing(f64, f64),
+}
+
+impl RangeFn {
+    pub fn apply(&self, points: &[Point], window: Window) -> Option<f64> {
+        match *self {
+            RangeFn::Kernel(kernel) => (kernel.apply)(points, window),
+            RangeFn::Quantile(phi) => f::quantile_over_time(phi, points),
+            RangeFn::PredictLinear(seconds) => f::predict_linear(points, window.end, seconds),
+            RangeFn::Smoothing(sf, tf) => f::double_exponential_smoothing(points, sf, tf),
+        }
+    }
+
+    /// The value moves with the evaluation time, not only with the window's samples.
+    pub fn uses_window(&self) -> bool {
+        match self {
+            RangeFn::Kernel(kernel) => kernel.uses_window,
+            RangeFn::PredictLinear(_) => true,
+            RangeFn::Quantile(_) | RangeFn::Smoothing(..) => false,
+        }
+    }
+
+    pub fn keep_name(&self) -> bool {
+        matches!(self, RangeFn::Kernel(kernel) if kernel.keep_name)
+    }
+}
+
+/// A per-element function with its parameters fixed; `empty` when it maps every
+/// element to nothing (`clamp` with max < min).
+#[derive(Clone)]
+pub struct Elementwise {
+    pub op: Arc<dyn Fn(f64) -> f64 + Send + Sync>,
+    pub empty: bool,
+}
+
+impl std::fmt::Debug for Elementwise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elementwise")
+            .field("empty", &self.empty)
+            .finish()
+    }
+}
 
 /// An input the driver maintains from the sample stream: a selector's instant vector
 /// (latest sample within the lookback), or a range function over each matching
@@ -24,8 +78,8 @@ pub struct Leaf {
     /// The selector (or function call) text; equal texts share one leaf.
     pub key: String,
     pub matchers: Vec<Matcher>,
-    /// Window length (ms) and the shared range function.
-    pub range: Option<(i64, RangeKernel)>,
+    /// Window length (ms) and the range function.
+    pub range: Option<(i64, RangeFn)>,
 }
 
 /// One operator of the plan. `key` is the sub-expression's text: identical
@@ -33,6 +87,19 @@ pub struct Leaf {
 #[derive(Debug, Clone)]
 pub enum Node {
     Leaf(usize),
+    /// A per-element function (`abs`, `clamp_min(…, 0)`, `round` …); drops the name.
+    Map {
+        key: String,
+        function: Elementwise,
+        input: Box<Node>,
+    },
+    /// `absent(v)` / `absent_over_time(v[r])`: one sample with `labels` while `input`
+    /// is empty.
+    Absent {
+        key: String,
+        labels: LabelSet,
+        input: Box<Node>,
+    },
     /// `vector op constant` or `constant op vector`, per element.
     Scalar {
         key: String,
@@ -91,7 +158,7 @@ impl Program {
         &mut self,
         key: String,
         matchers: Vec<Matcher>,
-        range: Option<(i64, RangeKernel)>,
+        range: Option<(i64, RangeFn)>,
     ) -> usize {
         if let Some(&index) = self.leaf_index.get(&key) {
             return index;
@@ -116,28 +183,7 @@ impl Program {
                     Evaluator::selector_matchers(vs).map_err(|err| Unsupported(err.to_string()))?;
                 Ok(Node::Leaf(self.leaf(expr.to_string(), matchers, None)))
             }
-            Expr::Call(call) => {
-                let name = call.func.name;
-                let kernel =
-                    range_kernel(name).ok_or_else(|| Unsupported(format!("function {name}")))?;
-                let [arg] = call.args.args.as_slice() else {
-                    return Err(Unsupported(format!("{name} with several arguments")));
-                };
-                let Expr::MatrixSelector(matrix) = arg.as_ref() else {
-                    return Err(Unsupported(format!("{name} over a subquery")));
-                };
-                if matrix.vs.offset.is_some() || matrix.vs.at.is_some() {
-                    return Err(Unsupported("offset or @ modifier".into()));
-                }
-                let matchers = Evaluator::selector_matchers(&matrix.vs)
-                    .map_err(|err| Unsupported(err.to_string()))?;
-                let range_ms = matrix.range.as_millis() as i64;
-                Ok(Node::Leaf(self.leaf(
-                    expr.to_string(),
-                    matchers,
-                    Some((range_ms, kernel)),
-                )))
-            }
+            Expr::Call(call) => self.call(expr, call),
             Expr::Aggregate(agg) => {
                 let supported = [
                     token::T_SUM,
@@ -220,6 +266,124 @@ impl Program {
             Expr::MatrixSelector(_) => Err(Unsupported("range vector".into())),
             Expr::Extension(_) => Err(Unsupported("extension".into())),
         }
+    }
+}
+
+impl Program {
+    fn call(
+        &mut self,
+        expr: &Expr,
+        call: &promql_parser::parser::Call,
+    ) -> Result<Node, Unsupported> {
+        let name = call.func.name;
+        let args: Vec<&Expr> = call.args.args.iter().map(|arg| arg.as_ref()).collect();
+        let constants = |args: &[&Expr]| -> Result<Vec<f64>, Unsupported> {
+            args.iter()
+                .map(|arg| {
+                    constant(arg).ok_or_else(|| {
+                        Unsupported(format!("{name} with a parameter that is not a constant"))
+                    })
+                })
+                .collect()
+        };
+        let range = match name {
+            "quantile_over_time" => {
+                let phi = constants(args.get(..1).unwrap_or_default())?;
+                Some((
+                    args.get(1),
+                    RangeFn::Quantile(phi.first().copied().unwrap_or(f64::NAN)),
+                ))
+            }
+            "predict_linear" => {
+                let seconds = constants(args.get(1..2).unwrap_or_default())?;
+                Some((
+                    args.first(),
+                    RangeFn::PredictLinear(seconds.first().copied().unwrap_or(0.0)),
+                ))
+            }
+            "double_exponential_smoothing" | "holt_winters" => {
+                let params = constants(args.get(1..3).unwrap_or_default())?;
+                match *params.as_slice() {
+                    [sf, tf] if sf > 0.0 && sf < 1.0 && tf > 0.0 && tf < 1.0 => {
+                        Some((args.first(), RangeFn::Smoothing(sf, tf)))
+                    }
+                    _ => return Err(Unsupported(format!("{name} with invalid factors"))),
+                }
+            }
+            _ => range_kernel(name).map(|kernel| (args.first(), RangeFn::Kernel(kernel))),
+        };
+        if let Some((matrix, function)) = range {
+            if args.len() != 1 && matches!(function, RangeFn::Kernel(_)) {
+                return Err(Unsupported(format!("{name} with several arguments")));
+            }
+            return self.range_leaf(expr.to_string(), name, matrix.copied(), function);
+        }
+        match name {
+            "absent" | "absent_over_time" => {
+                let [arg] = args.as_slice() else {
+                    return Err(Unsupported(format!("{name} arguments")));
+                };
+                let labels = absent(true, arg, 0)
+                    .into_iter()
+                    .next()
+                    .map(|sample| sample.labels)
+                    .unwrap_or_default();
+                let input = if name == "absent" {
+                    self.node(arg)?
+                } else {
+                    let kernel = range_kernel("count_over_time")
+                        .ok_or_else(|| Unsupported("count_over_time".into()))?;
+                    self.range_leaf(
+                        format!("count_over_time({arg})"),
+                        name,
+                        Some(arg),
+                        RangeFn::Kernel(kernel),
+                    )?
+                };
+                Ok(Node::Absent {
+                    key: expr.to_string(),
+                    labels,
+                    input: Box::new(input),
+                })
+            }
+            _ => {
+                let Some((first, rest)) = args.split_first() else {
+                    return Err(Unsupported(format!("function {name}")));
+                };
+                let params = constants(rest)?;
+                let op = elementwise(name, &params)
+                    .ok_or_else(|| Unsupported(format!("function {name}")))?;
+                let empty = name == "clamp" && params.get(1) < params.first();
+                Ok(Node::Map {
+                    key: expr.to_string(),
+                    function: Elementwise { op, empty },
+                    input: Box::new(self.node(first)?),
+                })
+            }
+        }
+    }
+
+    fn range_leaf(
+        &mut self,
+        key: String,
+        name: &str,
+        matrix: Option<&Expr>,
+        function: RangeFn,
+    ) -> Result<Node, Unsupported> {
+        let Some(Expr::MatrixSelector(matrix)) = matrix else {
+            return Err(Unsupported(format!("{name} over a subquery")));
+        };
+        if matrix.vs.offset.is_some() || matrix.vs.at.is_some() {
+            return Err(Unsupported("offset or @ modifier".into()));
+        }
+        let matchers =
+            Evaluator::selector_matchers(&matrix.vs).map_err(|err| Unsupported(err.to_string()))?;
+        let range_ms = matrix.range.as_millis() as i64;
+        Ok(Node::Leaf(self.leaf(
+            key,
+            matchers,
+            Some((range_ms, function)),
+        )))
     }
 }
 

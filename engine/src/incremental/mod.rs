@@ -267,20 +267,47 @@ fn rows_of(value: Result<Value, vigil_queries::promql::EvalError>) -> Vec<Row> {
 }
 
 /// Builds `node`'s collection (once per distinct sub-expression).
+/// `unit` holds one `()` from the first epoch on (the source of `absent`'s sample).
 fn build<'scope>(
     node: &Node,
     leaves: &[Rows<'scope>],
+    unit: &VecCollection<'scope, u64, (), isize>,
     memo: &mut HashMap<String, Rows<'scope>>,
 ) -> Rows<'scope> {
     let key = match node {
         Node::Leaf(index) => return leaves[*index].clone(),
-        Node::Scalar { key, .. } | Node::Aggregate { key, .. } | Node::Binary { key, .. } => key,
+        Node::Map { key, .. }
+        | Node::Absent { key, .. }
+        | Node::Scalar { key, .. }
+        | Node::Aggregate { key, .. }
+        | Node::Binary { key, .. } => key,
     };
     if let Some(built) = memo.get(key) {
         return built.clone();
     }
     let built = match node {
         Node::Leaf(index) => leaves[*index].clone(),
+        Node::Map {
+            function, input, ..
+        } => {
+            let function = function.clone();
+            build(input, leaves, unit, memo).flat_map(move |row: Row| {
+                (!function.empty).then(|| {
+                    let value = (function.op)(f64::from_bits(row.2));
+                    (row.0, true, value.to_bits())
+                })
+            })
+        }
+        Node::Absent { labels, input, .. } => {
+            let exists = build(input, leaves, unit, memo)
+                .map(|_row: Row| ())
+                .distinct();
+            let row: Row = (labels.clone(), false, 1f64.to_bits());
+            unit.clone()
+                .map(move |()| ((), row.clone()))
+                .antijoin(exists)
+                .map(|((), row)| row)
+        }
         Node::Scalar {
             binary,
             scalar,
@@ -290,7 +317,7 @@ fn build<'scope>(
         } => {
             let binary = binary.clone();
             let (scalar, scalar_left) = (*scalar, *scalar_left);
-            build(input, leaves, memo).flat_map(move |row: Row| {
+            build(input, leaves, unit, memo).flat_map(move |row: Row| {
                 let vector = Value::Vector(sample_of(&row, 1).collect());
                 let result = if scalar_left {
                     eval_binary(&binary, Value::Scalar(scalar), vector, 0)
@@ -311,7 +338,7 @@ fn build<'scope>(
             // Two levels: partial aggregates per (group, bucket of series), then the
             // group's value from its buckets' partials. A changed series recomputes its
             // bucket and its group's partials, not the whole group.
-            build(input, leaves, memo)
+            build(input, leaves, unit, memo)
                 .map(move |row: Row| {
                     let group =
                         vigil_queries::promql::eval::grouping_labels(&row.0, modifier.as_ref());
@@ -350,7 +377,7 @@ fn build<'scope>(
         } => {
             let (op, param, modifier) = (*op, param.clone(), modifier.clone());
             let group_modifier = modifier.clone();
-            build(input, leaves, memo)
+            build(input, leaves, unit, memo)
                 .map(move |row: Row| {
                     let group = vigil_queries::promql::eval::grouping_labels(
                         &row.0,
@@ -382,9 +409,9 @@ fn build<'scope>(
             let binary = binary.clone();
             let (on, names) = (*on, Arc::new(names.clone()));
             let (lhs_names, rhs_names) = (names.clone(), names);
-            let left = build(lhs, leaves, memo)
+            let left = build(lhs, leaves, unit, memo)
                 .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), (0u8, row)));
-            let right = build(rhs, leaves, memo)
+            let right = build(rhs, leaves, unit, memo)
                 .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), (1u8, row)));
             left.concat(right)
                 .reduce(move |_signature, input: &[(&(u8, Row), isize)], output| {
@@ -519,19 +546,24 @@ fn work(
 ) {
     let mut inputs: Vec<InputSession<u64, Row, isize>> =
         program.leaves.iter().map(|_| InputSession::new()).collect();
+    let mut unit_input: InputSession<u64, (), isize> = InputSession::new();
+    if worker.index() == 0 {
+        unit_input.insert(());
+    }
     let probe = timely::dataflow::ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let leaves: Vec<Rows> = inputs
             .iter_mut()
             .map(|input| input.to_collection(scope))
             .collect();
+        let unit = unit_input.to_collection(scope);
         let mut memo = HashMap::new();
         for (rule, node) in program.rules.iter().enumerate() {
             let Ok(node) = node else {
                 continue;
             };
             let sink = sink.clone();
-            build(node, &leaves, &mut memo)
+            build(node, &leaves, &unit, &mut memo)
                 .inspect(move |(row, _time, diff)| {
                     if let Ok(mut sink) = sink.lock() {
                         sink.push((rule, row.clone(), *diff));
@@ -550,6 +582,8 @@ fn work(
                     input.advance_to(epoch + 1);
                     input.flush();
                 }
+                unit_input.advance_to(epoch + 1);
+                unit_input.flush();
                 while probe.less_than(&(epoch + 1)) {
                     worker.step();
                 }
@@ -730,7 +764,7 @@ impl<'a> Driver<'a> {
                     };
                     expire(state, input, at, labels);
                 }
-                Some((range, kernel)) => {
+                Some((range, function)) => {
                     let start = at - range;
                     let series = &self.series;
                     state.windows.retain(|id, window| {
@@ -739,19 +773,17 @@ impl<'a> Driver<'a> {
                             window.points.pop_front();
                             changed = true;
                         }
-                        if changed || kernel.uses_window {
-                            let value = (kernel.apply)(
-                                window.points.make_contiguous(),
-                                Window { start, end: at },
-                            )
-                            .map(f64::to_bits);
+                        if changed || function.uses_window() {
+                            let value = function
+                                .apply(window.points.make_contiguous(), Window { start, end: at })
+                                .map(f64::to_bits);
                             if value != window.emitted {
                                 if let Some(labels) = series
                                     .get(id)
                                     .and_then(|info| info.as_ref())
                                     .map(|i| &i.labels)
                                 {
-                                    let drop_name = !kernel.keep_name;
+                                    let drop_name = !function.keep_name();
                                     if let Some(old) = window.emitted {
                                         input.remove((labels.clone(), drop_name, old));
                                     }

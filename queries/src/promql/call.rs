@@ -361,39 +361,19 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             samples.sort_by(|a, b| f::cmp_nan_last(a.f, b.f, descending));
             Ok(Value::Vector(samples))
         }
-        "clamp" => {
+        "clamp" | "clamp_min" | "clamp_max" | "round" => {
             let samples = vector_arg(evaluator, arg(0)?, t)?;
-            let (min, max) = (
-                scalar_arg(evaluator, arg(1)?, t)?,
-                scalar_arg(evaluator, arg(2)?, t)?,
-            );
-            if max < min {
+            let mut params = Vec::new();
+            for expr in args.iter().skip(1) {
+                params.push(scalar_arg(evaluator, expr, t)?);
+            }
+            let Some(op) = elementwise(name, &params) else {
+                return Err(EvalError::Execution(format!("wrong arguments to {name}")));
+            };
+            if name == "clamp" && params.get(1) < params.first() {
                 return Ok(Value::Vector(Vec::new()));
             }
-            map_values(samples, t, |v| v.max(min).min(max))
-        }
-        "clamp_min" | "clamp_max" => {
-            let samples = vector_arg(evaluator, arg(0)?, t)?;
-            let bound = scalar_arg(evaluator, arg(1)?, t)?;
-            let is_min = name == "clamp_min";
-            map_values(samples, t, move |v| {
-                if bound.is_nan() || v.is_nan() {
-                    f64::NAN
-                } else if is_min {
-                    v.max(bound)
-                } else {
-                    v.min(bound)
-                }
-            })
-        }
-        "round" => {
-            let samples = vector_arg(evaluator, arg(0)?, t)?;
-            let to_nearest = match args.get(1) {
-                Some(expr) => scalar_arg(evaluator, expr, t)?,
-                None => 1.0,
-            };
-            let inverse = 1.0 / to_nearest;
-            map_values(samples, t, move |v| (v * inverse + 0.5).floor() / inverse)
+            map_values(samples, t, move |v| op(v))
         }
         "label_replace" => label_replace(evaluator, call, t),
         "label_join" => label_join(evaluator, call, t),
@@ -502,6 +482,40 @@ fn parse_go_float(text: &str) -> Option<f64> {
     }
 }
 
+/// A per-element function with its scalar parameters fixed (`abs`, `clamp_min(…, 0)`,
+/// `round(…, 5)` …), shared by the ad hoc evaluator and the incremental engine.
+/// `clamp` with `max < min` maps every element to nothing; callers check that case.
+pub fn elementwise(
+    name: &str,
+    params: &[f64],
+) -> Option<std::sync::Arc<dyn Fn(f64) -> f64 + Send + Sync>> {
+    use std::sync::Arc;
+    Some(match (name, params) {
+        ("clamp", &[min, max]) => Arc::new(move |v: f64| v.max(min).min(max)),
+        ("clamp_min" | "clamp_max", &[bound]) => {
+            let is_min = name == "clamp_min";
+            Arc::new(move |v: f64| {
+                if bound.is_nan() || v.is_nan() {
+                    f64::NAN
+                } else if is_min {
+                    v.max(bound)
+                } else {
+                    v.min(bound)
+                }
+            })
+        }
+        ("round", &[] | &[_]) => {
+            let inverse = 1.0 / params.first().copied().unwrap_or(1.0);
+            Arc::new(move |v: f64| (v * inverse + 0.5).floor() / inverse)
+        }
+        (_, &[]) => {
+            let op = math_function(name)?;
+            Arc::new(op)
+        }
+        _ => return None,
+    })
+}
+
 fn math_function(name: &str) -> Option<fn(f64) -> f64> {
     Some(match name {
         "abs" => f64::abs,
@@ -540,7 +554,7 @@ fn math_function(name: &str) -> Option<fn(f64) -> f64> {
 }
 
 /// `absent(v)`: one sample with the equality matchers' labels when `v` is empty.
-fn absent(empty: bool, expr: &Expr, t: i64) -> Vec<Sample> {
+pub fn absent(empty: bool, expr: &Expr, t: i64) -> Vec<Sample> {
     if !empty {
         return Vec::new();
     }
