@@ -62,6 +62,8 @@ struct Incremental {
     plans: Vec<Vec<Option<usize>>>,
     /// Output was written since the engine's last epoch.
     behind: bool,
+    /// The leaves alerting rules read: the ones an ingest epoch must refresh.
+    alerting_leaves: Arc<Vec<bool>>,
 }
 
 /// Per group, per rule: `None` if maintained incrementally, else why it is ad hoc.
@@ -180,6 +182,7 @@ impl RuleManager {
         let mut program = Program::default();
         let mut plans = Vec::with_capacity(groups.len());
         let mut fallbacks = Vec::with_capacity(groups.len());
+        let mut alerting_plans = Vec::new();
         for state in groups {
             let mut group_plans = Vec::new();
             let mut group_fallbacks = Vec::new();
@@ -193,6 +196,9 @@ impl RuleManager {
                         Err(reason) => Err(reason.to_string()),
                     }
                 };
+                if let (Ok(index), RuleKind::Alerting) = (&plan, rule.rule.kind) {
+                    alerting_plans.push(*index);
+                }
                 group_plans.push(plan.as_ref().ok().copied());
                 group_fallbacks.push(plan.err());
             }
@@ -209,6 +215,12 @@ impl RuleManager {
             .unwrap_or(0)
             .max(vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS);
         let seed: Vec<_> = program.leaves.iter().map(|l| l.matchers.clone()).collect();
+        let mut alerting_leaves = vec![false; program.leaves.len()];
+        for plan in alerting_plans {
+            for leaf in program.leaves_of(plan) {
+                alerting_leaves[leaf] = true;
+            }
+        }
         let engine = match Engine::start(program, self.workers) {
             Ok(engine) => engine,
             Err(err) => {
@@ -264,6 +276,7 @@ impl RuleManager {
             tap,
             plans,
             behind: false,
+            alerting_leaves: Arc::new(alerting_leaves),
         };
         (Some(incremental), fallbacks)
     }
@@ -566,7 +579,10 @@ impl RuleManager {
                     if incremental.behind {
                         let started = std::time::Instant::now();
                         self.feed(incremental, horizon);
-                        incremental.engine.evaluate(t);
+                        // Ingest epochs answer alerting rules only (recording rules are
+                        // read at ticks, which refresh every window).
+                        let refresh = (!tick).then(|| incremental.alerting_leaves.clone());
+                        incremental.engine.evaluate_refreshing(t, refresh);
                         incremental.behind = false;
                         self.last_epoch_us
                             .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);

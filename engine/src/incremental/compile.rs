@@ -154,6 +154,28 @@ impl Program {
         self.rules.len() - 1
     }
 
+    /// The leaves rule `rule` reads.
+    pub fn leaves_of(&self, rule: usize) -> Vec<usize> {
+        fn walk(node: &Node, out: &mut Vec<usize>) {
+            match node {
+                Node::Leaf(index) => out.push(*index),
+                Node::Map { input, .. }
+                | Node::Absent { input, .. }
+                | Node::Scalar { input, .. }
+                | Node::Aggregate { input, .. } => walk(input, out),
+                Node::Binary { lhs, rhs, .. } => {
+                    walk(lhs, out);
+                    walk(rhs, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(Ok(node)) = self.rules.get(rule) {
+            walk(node, &mut out);
+        }
+        out
+    }
+
     fn leaf(
         &mut self,
         key: String,

@@ -58,7 +58,11 @@ pub enum EngineError {
 
 enum Command {
     Push(Arc<Appended>),
-    Evaluate { epoch: u64, at: i64 },
+    Evaluate {
+        epoch: u64,
+        at: i64,
+        refresh: Option<Arc<Vec<bool>>>,
+    },
 }
 
 /// The dataflow of a [`Program`] on its own timely worker threads.
@@ -154,10 +158,23 @@ impl Engine {
     /// Closes one epoch at event time `at` (never earlier than the last): every rule's
     /// maintained vector is then the instant query at `at`.
     pub fn evaluate(&mut self, at: i64) {
+        self.evaluate_refreshing(at, None);
+    }
+
+    /// As [`Engine::evaluate`], but the windows whose value moves with time alone
+    /// (`rate` …) are recomputed only for the leaves marked in `refresh`; the rules
+    /// reading other leaves are not exact at this epoch and must not be read until an
+    /// epoch that refreshes them. (The rule manager refreshes only the alerting rules'
+    /// leaves at ingest epochs; recording rules are read at ticks, which refresh all.)
+    pub fn evaluate_refreshing(&mut self, at: i64, refresh: Option<Arc<Vec<bool>>>) {
         let epoch = self.epoch;
         self.epoch += 1;
         for worker in &self.workers {
-            let _ = worker.send(Command::Evaluate { epoch, at });
+            let _ = worker.send(Command::Evaluate {
+                epoch,
+                at,
+                refresh: refresh.clone(),
+            });
         }
         for _ in 0..self.workers.len() {
             if self.done.recv().is_err() {
@@ -576,8 +593,8 @@ fn work(
     while let Ok(command) = commands.recv() {
         match command {
             Command::Push(batch) => driver.receive(&batch),
-            Command::Evaluate { epoch, at } => {
-                driver.apply(at, &mut inputs);
+            Command::Evaluate { epoch, at, refresh } => {
+                driver.apply(at, refresh.as_deref().map(Vec::as_slice), &mut inputs);
                 for input in &mut inputs {
                     input.advance_to(epoch + 1);
                     input.flush();
@@ -710,7 +727,12 @@ impl<'a> Driver<'a> {
 
     /// Applies the samples due at `at`, expires what left the lookback, recomputes the
     /// windows that changed; updates go into `inputs` at the current epoch.
-    fn apply(&mut self, at: i64, inputs: &mut [InputSession<u64, Row, isize>]) {
+    fn apply(
+        &mut self,
+        at: i64,
+        refresh: Option<&[bool]>,
+        inputs: &mut [InputSession<u64, Row, isize>],
+    ) {
         let mut due = if self.pending.iter().all(|sample| sample.1 <= at) {
             std::mem::take(&mut self.pending)
         } else {
@@ -766,6 +788,8 @@ impl<'a> Driver<'a> {
                 }
                 Some((range, function)) => {
                     let start = at - range;
+                    let moves_with_time = function.uses_window()
+                        && refresh.is_none_or(|leaves| leaves.get(leaf).copied().unwrap_or(true));
                     let series = &self.series;
                     state.windows.retain(|id, window| {
                         let mut changed = std::mem::take(&mut window.changed);
@@ -773,7 +797,7 @@ impl<'a> Driver<'a> {
                             window.points.pop_front();
                             changed = true;
                         }
-                        if changed || function.uses_window() {
+                        if changed || moves_with_time {
                             let value = function
                                 .apply(window.points.make_contiguous(), Window { start, end: at })
                                 .map(f64::to_bits);
