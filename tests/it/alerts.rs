@@ -142,12 +142,15 @@ fn alerts_reach_websocket_and_alertmanager() {
     let group = &rules_json["data"]["groups"][0];
     assert_eq!(group["rules"][0]["name"], "HighValue");
     assert_eq!(group["rules"][0]["state"], "firing");
-    // Maintained by the dataflow, except the rule using `time()`, which says why.
+    // Maintained by the dataflow, except the rule using `timestamp()`, which says why.
     assert_eq!(group["rules"][0]["incremental"], true);
     assert_eq!(group["rules"][1]["type"], "recording");
     assert_eq!(group["rules"][1]["incremental"], true);
     assert_eq!(group["rules"][2]["incremental"], false);
-    assert_eq!(group["rules"][2]["incrementalFallback"], "function time");
+    assert_eq!(
+        group["rules"][2]["incrementalFallback"],
+        "function timestamp"
+    );
     // A sample a minute behind the evaluations (a new series, so storage accepts it)
     // is stored and counted as late.
     let mut late = SampleBatch::default();

@@ -87,6 +87,14 @@ pub struct Leaf {
 #[derive(Debug, Clone)]
 pub enum Node {
     Leaf(usize),
+    /// `time() op vector` or `vector op time()`: recomputed at every epoch (the value
+    /// moves with the evaluation time).
+    Clock {
+        key: String,
+        binary: Arc<BinaryExpr>,
+        time_left: bool,
+        input: Box<Node>,
+    },
     /// A per-element function (`abs`, `clamp_min(…, 0)`, `round` …); drops the name.
     Map {
         key: String,
@@ -159,7 +167,8 @@ impl Program {
         fn walk(node: &Node, out: &mut Vec<usize>) {
             match node {
                 Node::Leaf(index) => out.push(*index),
-                Node::Map { input, .. }
+                Node::Clock { input, .. }
+                | Node::Map { input, .. }
                 | Node::Absent { input, .. }
                 | Node::Scalar { input, .. }
                 | Node::Aggregate { input, .. } => walk(input, out),
@@ -244,6 +253,19 @@ impl Program {
             }
             Expr::Binary(binary) => {
                 let key = expr.to_string();
+                if is_time(&binary.lhs) || is_time(&binary.rhs) {
+                    let time_left = is_time(&binary.lhs);
+                    let other = if time_left { &binary.rhs } else { &binary.lhs };
+                    if is_time(other) || constant(other).is_some() {
+                        return Err(Unsupported("scalar expression".into()));
+                    }
+                    return Ok(Node::Clock {
+                        key,
+                        binary: Arc::new(binary.clone()),
+                        time_left,
+                        input: Box::new(self.node(other)?),
+                    });
+                }
                 match (constant(&binary.lhs), constant(&binary.rhs)) {
                     (Some(_), Some(_)) => Err(Unsupported("scalar expression".into())),
                     (None, Some(scalar)) => Ok(Node::Scalar {
@@ -406,6 +428,15 @@ impl Program {
             matchers,
             Some((range_ms, function)),
         )))
+    }
+}
+
+/// `time()` (possibly in parentheses).
+fn is_time(expr: &Expr) -> bool {
+    match expr {
+        Expr::Call(call) => call.func.name == "time" && call.args.args.is_empty(),
+        Expr::Paren(p) => is_time(&p.expr),
+        _ => false,
     }
 }
 

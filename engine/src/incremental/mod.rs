@@ -283,17 +283,25 @@ fn rows_of(value: Result<Value, vigil_queries::promql::EvalError>) -> Vec<Row> {
     }
 }
 
+/// The dataflow's inputs as `build` sees them.
+struct Inputs<'scope> {
+    leaves: Vec<Rows<'scope>>,
+    /// One `()` from the first epoch on (the source of `absent`'s sample).
+    unit: VecCollection<'scope, u64, (), isize>,
+    /// One element: the current epoch's evaluation time, ms (`time()`).
+    clock: VecCollection<'scope, u64, i64, isize>,
+}
+
 /// Builds `node`'s collection (once per distinct sub-expression).
-/// `unit` holds one `()` from the first epoch on (the source of `absent`'s sample).
 fn build<'scope>(
     node: &Node,
-    leaves: &[Rows<'scope>],
-    unit: &VecCollection<'scope, u64, (), isize>,
+    inputs: &Inputs<'scope>,
     memo: &mut HashMap<String, Rows<'scope>>,
 ) -> Rows<'scope> {
     let key = match node {
-        Node::Leaf(index) => return leaves[*index].clone(),
-        Node::Map { key, .. }
+        Node::Leaf(index) => return inputs.leaves[*index].clone(),
+        Node::Clock { key, .. }
+        | Node::Map { key, .. }
         | Node::Absent { key, .. }
         | Node::Scalar { key, .. }
         | Node::Aggregate { key, .. }
@@ -303,12 +311,32 @@ fn build<'scope>(
         return built.clone();
     }
     let built = match node {
-        Node::Leaf(index) => leaves[*index].clone(),
+        Node::Leaf(index) => inputs.leaves[*index].clone(),
+        Node::Clock {
+            binary,
+            time_left,
+            input,
+            ..
+        } => {
+            let (binary, time_left) = (binary.clone(), *time_left);
+            build(input, inputs, memo)
+                .map(|row: Row| ((), row))
+                .join(inputs.clock.clone().map(|at| ((), at)))
+                .flat_map(move |((), (row, at))| {
+                    let now = Value::Scalar(at as f64 / 1000.0);
+                    let vector = Value::Vector(sample_of(&row, 1).collect());
+                    rows_of(if time_left {
+                        eval_binary(&binary, now, vector, 0)
+                    } else {
+                        eval_binary(&binary, vector, now, 0)
+                    })
+                })
+        }
         Node::Map {
             function, input, ..
         } => {
             let function = function.clone();
-            build(input, leaves, unit, memo).flat_map(move |row: Row| {
+            build(input, inputs, memo).flat_map(move |row: Row| {
                 (!function.empty).then(|| {
                     let value = (function.op)(f64::from_bits(row.2));
                     (row.0, true, value.to_bits())
@@ -316,11 +344,11 @@ fn build<'scope>(
             })
         }
         Node::Absent { labels, input, .. } => {
-            let exists = build(input, leaves, unit, memo)
-                .map(|_row: Row| ())
-                .distinct();
+            let exists = build(input, inputs, memo).map(|_row: Row| ()).distinct();
             let row: Row = (labels.clone(), false, 1f64.to_bits());
-            unit.clone()
+            inputs
+                .unit
+                .clone()
                 .map(move |()| ((), row.clone()))
                 .antijoin(exists)
                 .map(|((), row)| row)
@@ -334,7 +362,7 @@ fn build<'scope>(
         } => {
             let binary = binary.clone();
             let (scalar, scalar_left) = (*scalar, *scalar_left);
-            build(input, leaves, unit, memo).flat_map(move |row: Row| {
+            build(input, inputs, memo).flat_map(move |row: Row| {
                 let vector = Value::Vector(sample_of(&row, 1).collect());
                 let result = if scalar_left {
                     eval_binary(&binary, Value::Scalar(scalar), vector, 0)
@@ -355,7 +383,7 @@ fn build<'scope>(
             // Two levels: partial aggregates per (group, bucket of series), then the
             // group's value from its buckets' partials. A changed series recomputes its
             // bucket and its group's partials, not the whole group.
-            build(input, leaves, unit, memo)
+            build(input, inputs, memo)
                 .map(move |row: Row| {
                     let group =
                         vigil_queries::promql::eval::grouping_labels(&row.0, modifier.as_ref());
@@ -394,7 +422,7 @@ fn build<'scope>(
         } => {
             let (op, param, modifier) = (*op, param.clone(), modifier.clone());
             let group_modifier = modifier.clone();
-            build(input, leaves, unit, memo)
+            build(input, inputs, memo)
                 .map(move |row: Row| {
                     let group = vigil_queries::promql::eval::grouping_labels(
                         &row.0,
@@ -426,9 +454,9 @@ fn build<'scope>(
             let binary = binary.clone();
             let (on, names) = (*on, Arc::new(names.clone()));
             let (lhs_names, rhs_names) = (names.clone(), names);
-            let left = build(lhs, leaves, unit, memo)
+            let left = build(lhs, inputs, memo)
                 .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), (0u8, row)));
-            let right = build(rhs, leaves, unit, memo)
+            let right = build(rhs, inputs, memo)
                 .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), (1u8, row)));
             left.concat(right)
                 .reduce(move |_signature, input: &[(&(u8, Row), isize)], output| {
@@ -567,20 +595,25 @@ fn work(
     if worker.index() == 0 {
         unit_input.insert(());
     }
+    let mut clock_input: InputSession<u64, i64, isize> = InputSession::new();
+    let mut clock: Option<i64> = None;
     let probe = timely::dataflow::ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
-        let leaves: Vec<Rows> = inputs
-            .iter_mut()
-            .map(|input| input.to_collection(scope))
-            .collect();
-        let unit = unit_input.to_collection(scope);
+        let dataflow_inputs = Inputs {
+            leaves: inputs
+                .iter_mut()
+                .map(|input| input.to_collection(scope))
+                .collect(),
+            unit: unit_input.to_collection(scope),
+            clock: clock_input.to_collection(scope),
+        };
         let mut memo = HashMap::new();
         for (rule, node) in program.rules.iter().enumerate() {
             let Ok(node) = node else {
                 continue;
             };
             let sink = sink.clone();
-            build(node, &leaves, &unit, &mut memo)
+            build(node, &dataflow_inputs, &mut memo)
                 .inspect(move |(row, _time, diff)| {
                     if let Ok(mut sink) = sink.lock() {
                         sink.push((rule, row.clone(), *diff));
@@ -599,8 +632,16 @@ fn work(
                     input.advance_to(epoch + 1);
                     input.flush();
                 }
+                if worker.index() == 0 && clock != Some(at) {
+                    if let Some(previous) = clock.replace(at) {
+                        clock_input.remove(previous);
+                    }
+                    clock_input.insert(at);
+                }
                 unit_input.advance_to(epoch + 1);
                 unit_input.flush();
+                clock_input.advance_to(epoch + 1);
+                clock_input.flush();
                 while probe.less_than(&(epoch + 1)) {
                     worker.step();
                 }

@@ -119,6 +119,8 @@ const RULES: &[&str] = &[
     "predict_linear(g[5m], 600)",
     "quantile_over_time(0.9, h[5m])",
     "absent(nonexistent)",
+    "time() - g",
+    "g - time() < -600",
     "absent(g{instance=\"i0\"})",
     "absent_over_time(h{instance=\"i1\", job=\"db\"}[1m])",
 ];
@@ -226,7 +228,7 @@ fn unsupported_constructs_stay_ad_hoc() {
         "rate(g[5m] @ 100)",
         "sort(g)",
         "label_replace(g, \"a\", \"$1\", \"job\", \"(.*)\")",
-        "time() - g",
+        "timestamp(g)",
         "max_over_time(g[10m:1m])",
         "1 + 2",
         "-g",
