@@ -8,7 +8,7 @@ use promql_parser::label::Matcher;
 use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{BinaryExpr, Expr, LabelModifier};
 use vigil_queries::promql::binary::eval_binary;
-use vigil_queries::promql::call::{absent, elementwise, range_kernel, RangeKernel};
+use vigil_queries::promql::call::{absent, elementwise, range_kernel, LabelRewrite, RangeKernel};
 use vigil_queries::promql::functions::{self as f, Point, Window};
 use vigil_queries::promql::{Evaluator, Value};
 use vigil_storage::LabelSet;
@@ -95,6 +95,18 @@ pub enum Node {
         time_left: bool,
         input: Box<Node>,
     },
+    /// `label_replace` / `label_join` per element.
+    Relabel {
+        key: String,
+        rewrite: Arc<LabelRewrite>,
+        input: Box<Node>,
+    },
+    /// `histogram_quantile(φ, buckets)`: reduced per histogram (labels without `le`).
+    HistogramQuantile {
+        key: String,
+        phi: f64,
+        input: Box<Node>,
+    },
     /// A per-element function (`abs`, `clamp_min(…, 0)`, `round` …); drops the name.
     Map {
         key: String,
@@ -168,6 +180,8 @@ impl Program {
             match node {
                 Node::Leaf(index) => out.push(*index),
                 Node::Clock { input, .. }
+                | Node::Relabel { input, .. }
+                | Node::HistogramQuantile { input, .. }
                 | Node::Map { input, .. }
                 | Node::Absent { input, .. }
                 | Node::Scalar { input, .. }
@@ -305,7 +319,14 @@ impl Program {
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {
                 Err(Unsupported("a constant".into()))
             }
-            Expr::Unary(_) => Err(Unsupported("unary minus on a vector".into())),
+            Expr::Unary(unary) => Ok(Node::Map {
+                key: expr.to_string(),
+                function: Elementwise {
+                    op: Arc::new(|v: f64| -v),
+                    empty: false,
+                },
+                input: Box::new(self.node(&unary.expr)?),
+            }),
             Expr::Subquery(_) => Err(Unsupported("subquery".into())),
             Expr::MatrixSelector(_) => Err(Unsupported("range vector".into())),
             Expr::Extension(_) => Err(Unsupported("extension".into())),
@@ -362,7 +383,46 @@ impl Program {
             }
             return self.range_leaf(expr.to_string(), name, matrix.copied(), function);
         }
+        let strings = |args: &[&Expr]| -> Result<Vec<String>, Unsupported> {
+            args.iter()
+                .map(|arg| match arg {
+                    Expr::StringLiteral(s) => Ok(s.val.clone()),
+                    _ => Err(Unsupported(format!("{name} with a non-literal argument"))),
+                })
+                .collect()
+        };
+        let invalid = |err: vigil_queries::promql::EvalError| Unsupported(err.to_string());
         match name {
+            "label_replace" | "label_join" => {
+                let Some((first, rest)) = args.split_first() else {
+                    return Err(Unsupported(format!("{name} arguments")));
+                };
+                let mut rest = strings(rest)?.into_iter();
+                let mut next = || rest.next().unwrap_or_default();
+                let rewrite = if name == "label_replace" {
+                    let (dst, replacement, src, pattern) = (next(), next(), next(), next());
+                    LabelRewrite::replace(dst, replacement, src, &pattern).map_err(invalid)?
+                } else {
+                    let (dst, separator) = (next(), next());
+                    LabelRewrite::join(dst, separator, rest.collect()).map_err(invalid)?
+                };
+                Ok(Node::Relabel {
+                    key: expr.to_string(),
+                    rewrite: Arc::new(rewrite),
+                    input: Box::new(self.node(first)?),
+                })
+            }
+            "histogram_quantile" => {
+                let [phi, buckets] = args.as_slice() else {
+                    return Err(Unsupported(format!("{name} arguments")));
+                };
+                let phi = constants(&[phi])?[0];
+                Ok(Node::HistogramQuantile {
+                    key: expr.to_string(),
+                    phi,
+                    input: Box::new(self.node(buckets)?),
+                })
+            }
             "absent" | "absent_over_time" => {
                 let [arg] = args.as_slice() else {
                     return Err(Unsupported(format!("{name} arguments")));

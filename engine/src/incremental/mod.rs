@@ -36,8 +36,9 @@ use promql_parser::parser::Expr;
 use promql_parser::parser::LabelModifier;
 use vigil_queries::promql::aggregate::aggregate;
 use vigil_queries::promql::binary::eval_binary;
+use vigil_queries::promql::call::parse_go_float;
 use vigil_queries::promql::eval::{matches, matching_signature, DEFAULT_LOOKBACK_MS};
-use vigil_queries::promql::functions::{kahan_add, Point, Window};
+use vigil_queries::promql::functions::{bucket_quantile, kahan_add, Bucket, Point, Window};
 use vigil_queries::promql::{Sample, Value};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::record::is_stale_marker;
@@ -301,6 +302,8 @@ fn build<'scope>(
     let key = match node {
         Node::Leaf(index) => return inputs.leaves[*index].clone(),
         Node::Clock { key, .. }
+        | Node::Relabel { key, .. }
+        | Node::HistogramQuantile { key, .. }
         | Node::Map { key, .. }
         | Node::Absent { key, .. }
         | Node::Scalar { key, .. }
@@ -331,6 +334,44 @@ fn build<'scope>(
                         eval_binary(&binary, vector, now, 0)
                     })
                 })
+        }
+        Node::Relabel { rewrite, input, .. } => {
+            let rewrite = rewrite.clone();
+            build(input, inputs, memo).map(move |row: Row| {
+                let mut sample = Sample {
+                    labels: row.0,
+                    t: 0,
+                    f: f64::from_bits(row.2),
+                    drop_name: row.1,
+                };
+                rewrite.apply(&mut sample);
+                (sample.labels, sample.drop_name, row.2)
+            })
+        }
+        Node::HistogramQuantile { phi, input, .. } => {
+            let phi = *phi;
+            build(input, inputs, memo)
+                .flat_map(|row: Row| {
+                    // Buckets without a parsable `le` are left out (the ad hoc path warns).
+                    let upper = parse_go_float(row.0.get("le")?)?;
+                    let mut histogram = row.0;
+                    histogram.set("le", "");
+                    Some((histogram, (upper.to_bits(), row.2)))
+                })
+                .reduce(move |histogram, input: &[(&(u64, u64), isize)], output| {
+                    let mut buckets = Vec::with_capacity(input.len());
+                    for ((upper, count), copies) in input {
+                        for _ in 0..(*copies).max(0) {
+                            buckets.push(Bucket {
+                                upper_bound: f64::from_bits(*upper),
+                                count: f64::from_bits(*count),
+                            });
+                        }
+                    }
+                    let (value, _fixes) = bucket_quantile(phi, buckets);
+                    output.push(((histogram.clone(), true, value.to_bits()), 1isize));
+                })
+                .map(|(_histogram, row)| row)
         }
         Node::Map {
             function, input, ..

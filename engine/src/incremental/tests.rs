@@ -62,6 +62,43 @@ fn stream(seed: u64) -> Vec<(LabelSet, i64, f64)> {
     samples
 }
 
+/// Classic histograms `lat_bucket{le=…}` per instance: cumulative counters scraped
+/// every 15s with occasional gaps, so rates and quantiles move.
+fn histograms(seed: u64) -> Vec<(LabelSet, i64, f64)> {
+    let mut rng = Rng(seed ^ 0x5eed);
+    let mut samples = Vec::new();
+    for s in 0..4 {
+        let instance = format!("i{s}");
+        let job = if s % 2 == 0 { "api" } else { "db" };
+        let mut counts = [0.0f64; 3];
+        let mut t = rng.below(15_000) as i64;
+        while t < 40 * 60_000 {
+            let fast = rng.below(10) as f64;
+            let mid = rng.below(5) as f64;
+            let slow = rng.below(3) as f64;
+            counts[0] += fast;
+            counts[1] += fast + mid;
+            counts[2] += fast + mid + slow;
+            for (le, count) in ["0.1", "1", "+Inf"].iter().zip(counts) {
+                let labels = LabelSet::from_pairs([
+                    ("__name__", "lat_bucket"),
+                    ("job", job),
+                    ("instance", instance.as_str()),
+                    ("le", le),
+                ])
+                .expect("labels");
+                samples.push((labels, t, count));
+            }
+            t += if rng.below(12) == 0 {
+                7 * 60_000
+            } else {
+                15_000
+            };
+        }
+    }
+    samples
+}
+
 fn ad_hoc(source: &MemorySource, expr: &Expr, t: i64) -> Result<BTreeMap<LabelSet, f64>, String> {
     match Evaluator::new(source, t, t).instant_query(expr, t) {
         Ok(Value::Vector(samples)) => Ok(finalize(samples)
@@ -120,6 +157,11 @@ const RULES: &[&str] = &[
     "quantile_over_time(0.9, h[5m])",
     "absent(nonexistent)",
     "time() - g",
+    "-g < -5",
+    "histogram_quantile(0.9, sum by (le, job) (rate(lat_bucket[5m])))",
+    "histogram_quantile(0.5, lat_bucket)",
+    "label_replace(g, \"host\", \"$1\", \"instance\", \"i(.*)\")",
+    "label_join(g, \"both\", \"-\", \"job\", \"instance\")",
     "g - time() < -600",
     "absent(g{instance=\"i0\"})",
     "absent_over_time(h{instance=\"i1\", job=\"db\"}[1m])",
@@ -132,7 +174,8 @@ fn incremental_equals_ad_hoc_at_every_tick() {
     ticks.extend((0..40).map(|k| k * 61_003 + 7));
     ticks.sort_unstable();
     for seed in [1u64, 7, 42, 1234, 99_991] {
-        let samples = stream(seed);
+        let mut samples = stream(seed);
+        samples.extend(histograms(seed));
         let mut source = MemorySource::default();
         for (labels, t, f) in &samples {
             source.add(labels.clone(), [Point { t: *t, f: *f }]);
@@ -227,11 +270,10 @@ fn unsupported_constructs_stay_ad_hoc() {
         "g offset 5m",
         "rate(g[5m] @ 100)",
         "sort(g)",
-        "label_replace(g, \"a\", \"$1\", \"job\", \"(.*)\")",
+        "label_replace(g, \"a\", \"$1\", \"job\", \"(\")",
         "timestamp(g)",
         "max_over_time(g[10m:1m])",
         "1 + 2",
-        "-g",
     ] {
         let expr = promql_parser::parser::parse(rule).expect("parses");
         let program = Program::compile([&expr]);

@@ -467,7 +467,7 @@ fn bucket_groups(
 }
 
 /// Go's `strconv.ParseFloat`: also accepts `+Inf`, `Inf`, `-Inf`, `NaN` in any case.
-fn parse_go_float(text: &str) -> Option<f64> {
+pub fn parse_go_float(text: &str) -> Option<f64> {
     let trimmed = text.trim_start_matches('+');
     match trimmed.to_ascii_lowercase().as_str() {
         "inf" | "infinity" => Some(if text.starts_with('-') {
@@ -587,64 +587,127 @@ pub fn absent(empty: bool, expr: &Expr, t: i64) -> Vec<Sample> {
 fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
     let args = &call.args.args;
     let samples = vector_arg(evaluator, &args[0], t)?;
-    let dst = string_arg(evaluator, &args[1], t)?;
-    let replacement = string_arg(evaluator, &args[2], t)?;
-    let src = string_arg(evaluator, &args[3], t)?;
-    let pattern = string_arg(evaluator, &args[4], t)?;
-    let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|err| {
-        EvalError::Execution(format!(
-            "invalid regular expression in label_replace(): {pattern}: {err}"
-        ))
-    })?;
-    if !vigil_storage::labels::is_valid_label_name(&dst) {
-        return Err(EvalError::Execution(format!(
-            "invalid destination label name in label_replace(): {dst}"
-        )));
-    }
-    let mut out = Vec::with_capacity(samples.len());
-    for mut sample in samples {
-        let source = sample.labels.get(&src).unwrap_or("").to_string();
-        if let Some(captures) = regex.captures(&source) {
-            let mut value = String::new();
-            captures.expand(&replacement, &mut value);
-            sample.labels.set(&dst, &value);
-            if dst == METRIC_NAME {
-                sample.drop_name = false;
-            }
-        }
-        out.push(sample);
-    }
-    Ok(Value::Vector(out))
+    let rewrite = LabelRewrite::replace(
+        string_arg(evaluator, &args[1], t)?,
+        string_arg(evaluator, &args[2], t)?,
+        string_arg(evaluator, &args[3], t)?,
+        &string_arg(evaluator, &args[4], t)?,
+    )?;
+    Ok(Value::Vector(rewrite.apply_all(samples)))
 }
 
 fn label_join(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
     let args = &call.args.args;
     let samples = vector_arg(evaluator, &args[0], t)?;
-    let dst = string_arg(evaluator, &args[1], t)?;
-    let separator = string_arg(evaluator, &args[2], t)?;
     let mut sources = Vec::new();
     for expr in &args[3..] {
         sources.push(string_arg(evaluator, expr, t)?);
     }
-    if !vigil_storage::labels::is_valid_label_name(&dst) {
-        return Err(EvalError::Execution(format!(
-            "invalid destination label name in label_join(): {dst}"
-        )));
+    let rewrite = LabelRewrite::join(
+        string_arg(evaluator, &args[1], t)?,
+        string_arg(evaluator, &args[2], t)?,
+        sources,
+    )?;
+    Ok(Value::Vector(rewrite.apply_all(samples)))
+}
+
+/// `label_replace` / `label_join` with their arguments fixed: a rewrite of each
+/// sample's labels, shared by the ad hoc evaluator and the incremental engine.
+#[derive(Debug, Clone)]
+pub enum LabelRewrite {
+    Replace {
+        dst: String,
+        replacement: String,
+        src: String,
+        regex: Regex,
+    },
+    Join {
+        dst: String,
+        separator: String,
+        sources: Vec<String>,
+    },
+}
+
+impl LabelRewrite {
+    pub fn replace(
+        dst: String,
+        replacement: String,
+        src: String,
+        pattern: &str,
+    ) -> EvalResult<LabelRewrite> {
+        let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|err| {
+            EvalError::Execution(format!(
+                "invalid regular expression in label_replace(): {pattern}: {err}"
+            ))
+        })?;
+        if !vigil_storage::labels::is_valid_label_name(&dst) {
+            return Err(EvalError::Execution(format!(
+                "invalid destination label name in label_replace(): {dst}"
+            )));
+        }
+        Ok(LabelRewrite::Replace {
+            dst,
+            replacement,
+            src,
+            regex,
+        })
     }
-    let mut out = Vec::with_capacity(samples.len());
-    for mut sample in samples {
-        let joined: Vec<&str> = sources
-            .iter()
-            .map(|src| sample.labels.get(src).unwrap_or(""))
-            .collect();
-        let value = joined.join(&separator);
-        sample.labels.set(&dst, &value);
+
+    pub fn join(dst: String, separator: String, sources: Vec<String>) -> EvalResult<LabelRewrite> {
+        if !vigil_storage::labels::is_valid_label_name(&dst) {
+            return Err(EvalError::Execution(format!(
+                "invalid destination label name in label_join(): {dst}"
+            )));
+        }
+        Ok(LabelRewrite::Join {
+            dst,
+            separator,
+            sources,
+        })
+    }
+
+    pub fn apply(&self, sample: &mut Sample) {
+        let dst = match self {
+            LabelRewrite::Replace {
+                dst,
+                replacement,
+                src,
+                regex,
+            } => {
+                let source = sample.labels.get(src).unwrap_or("").to_string();
+                let Some(captures) = regex.captures(&source) else {
+                    return;
+                };
+                let mut value = String::new();
+                captures.expand(replacement, &mut value);
+                sample.labels.set(dst, &value);
+                dst
+            }
+            LabelRewrite::Join {
+                dst,
+                separator,
+                sources,
+            } => {
+                let joined: Vec<&str> = sources
+                    .iter()
+                    .map(|src| sample.labels.get(src).unwrap_or(""))
+                    .collect();
+                let value = joined.join(separator);
+                sample.labels.set(dst, &value);
+                dst
+            }
+        };
         if dst == METRIC_NAME {
             sample.drop_name = false;
         }
-        out.push(sample);
     }
-    Ok(Value::Vector(out))
+
+    fn apply_all(&self, mut samples: Vec<Sample>) -> Vec<Sample> {
+        for sample in &mut samples {
+            self.apply(sample);
+        }
+        samples
+    }
 }
 
 /// Date functions over a Unix time in seconds, in UTC.
