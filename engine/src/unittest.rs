@@ -110,6 +110,8 @@ type LabeledAlert = (LabelSet, BTreeMap<String, String>);
 pub struct FileResult {
     pub report: String,
     pub passed: bool,
+    /// Rule evaluations answered by the incremental engine.
+    pub incremental_evaluations: usize,
 }
 
 fn duration_ms(value: &serde_yaml::Value) -> Result<i64, String> {
@@ -248,11 +250,29 @@ fn floats_equal(a: f64, b: f64, fuzzy: bool) -> bool {
     fuzzy && a.is_sign_negative() == b.is_sign_negative() && a.to_bits().abs_diff(b.to_bits()) <= 1
 }
 
-/// Runs one test file; `report` holds promtool-style output.
+/// How rule expressions are answered while testing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As the server does: compiled rules are maintained by the incremental engine
+    /// (fed the input series, one epoch per evaluation), the rest evaluated ad hoc.
+    Incremental,
+    /// Every rule through the ad hoc evaluator.
+    AdHoc,
+}
+
+/// Runs one test file as the server evaluates rules; `report` holds promtool-style
+/// output.
 pub fn run_file(path: &Path) -> FileResult {
+    run_file_with(path, Mode::Incremental)
+}
+
+/// Runs one test file in `mode`.
+pub fn run_file_with(path: &Path, mode: Mode) -> FileResult {
     let mut report = format!("Unit Testing:  {}\n", path.display());
     // A file that cannot be run and a file whose tests fail both report their lines.
-    let failures = run_file_inner(path).unwrap_or_else(|errors| errors);
+    let mut incremental_evaluations = 0;
+    let failures =
+        run_file_inner(path, mode, &mut incremental_evaluations).unwrap_or_else(|errors| errors);
     if failures.is_empty() {
         report.push_str("  SUCCESS\n");
     } else {
@@ -264,10 +284,15 @@ pub fn run_file(path: &Path) -> FileResult {
     FileResult {
         report,
         passed: failures.is_empty(),
+        incremental_evaluations,
     }
 }
 
-fn run_file_inner(path: &Path) -> Result<Vec<String>, Vec<String>> {
+fn run_file_inner(
+    path: &Path,
+    mode: Mode,
+    incremental_evaluations: &mut usize,
+) -> Result<Vec<String>, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![e.to_string()])?;
     let file: TestFile = serde_yaml::from_str(&text).map_err(|e| vec![e.to_string()])?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -309,7 +334,15 @@ fn run_file_inner(path: &Path) -> Result<Vec<String>, Vec<String>> {
     let mut failures = Vec::new();
     for (idx, test) in file.tests.iter().enumerate() {
         let name = test.name.clone().unwrap_or_default();
-        if let Err(errors) = run_group(test, &groups, eval_interval, file.fuzzy_compare) {
+        let run = run_group(
+            test,
+            &groups,
+            eval_interval,
+            file.fuzzy_compare,
+            mode,
+            incremental_evaluations,
+        );
+        if let Err(errors) = run {
             let label = if name.is_empty() {
                 format!("test group {idx}")
             } else {
@@ -357,6 +390,8 @@ fn run_group(
     groups: &[rules::Group],
     eval_interval: i64,
     fuzzy: bool,
+    mode: Mode,
+    incremental_evaluations: &mut usize,
 ) -> Result<(), Vec<String>> {
     let one = |e: String| vec![e];
     let interval = match &test.interval {
@@ -365,6 +400,7 @@ fn run_group(
     };
     let mint = start_ms(&test.start_timestamp).map_err(one)?;
     let mut store = MemorySource::default();
+    let mut inputs: Vec<(LabelSet, i64, f64)> = Vec::new();
     for input in &test.input_series {
         let labels = parse_metric(&input.series).map_err(one)?;
         let values_text = match &input.values {
@@ -374,15 +410,18 @@ fn run_group(
             other => return Err(vec![format!("bad values {other:?}")]),
         };
         let values = expand_values(&values_text).map_err(one)?;
-        store.add(
-            labels,
-            values.into_iter().enumerate().filter_map(|(k, v)| {
+        let points: Vec<Point> = values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, v)| {
                 v.map(|f| Point {
                     t: mint + k as i64 * interval,
                     f,
                 })
-            }),
-        );
+            })
+            .collect();
+        inputs.extend(points.iter().map(|p| (labels.clone(), p.t, p.f)));
+        store.add(labels, points);
     }
     let mut alert_times = Vec::new();
     for alert in &test.alert_rule_test {
@@ -393,12 +432,40 @@ fn run_group(
         max_eval = max_eval.max(duration_ms(&expr.eval_time).map_err(one)?);
     }
     let mut states: Vec<GroupState> = groups.iter().cloned().map(GroupState::new).collect();
+    // The incremental engine over the rules that compile, fed every input up front
+    // (each sample applies once an epoch reaches its time).
+    let mut plans: Vec<Vec<Option<usize>>> = Vec::new();
+    let mut engine = None;
+    if mode == Mode::Incremental {
+        let mut program = crate::incremental::Program::default();
+        for state in &states {
+            plans.push(
+                state
+                    .rules
+                    .iter()
+                    .map(|rule| {
+                        if state.group.query_offset_ms != 0 {
+                            return None;
+                        }
+                        let index = program.add(&rule.rule.expr);
+                        program.rules[index].is_ok().then_some(index)
+                    })
+                    .collect(),
+            );
+        }
+        let started =
+            crate::incremental::Engine::start(program, 1).map_err(|err| vec![err.to_string()])?;
+        started.push_samples(inputs);
+        engine = Some(started);
+    }
     let mut errors = Vec::new();
     // Firing alerts per (eval_time, alertname), gathered as the loop passes them.
     let mut got: BTreeMap<(i64, String), Vec<LabeledAlert>> = BTreeMap::new();
     let mut ts = mint;
     while ts <= mint + max_eval {
-        for state in &mut states {
+        // Output was written since the engine's last epoch at `ts`.
+        let mut behind = true;
+        for (group_index, state) in states.iter_mut().enumerate() {
             // Groups with their own interval evaluate on their own grid.
             let group_interval = if state.group.interval_ms > 0 {
                 state.group.interval_ms
@@ -409,14 +476,38 @@ fn run_group(
                 continue;
             }
             // Rule by rule: each rule's output is stored before the next rule runs.
-            for rule in &mut state.rules {
+            for (rule_index, rule) in state.rules.iter_mut().enumerate() {
                 let mut out = crate::alerting::Output::default();
+                let plan = plans
+                    .get(group_index)
+                    .and_then(|g| g.get(rule_index))
+                    .copied()
+                    .flatten();
+                let maintained = match (engine.as_mut(), plan) {
+                    (Some(engine), Some(plan)) => {
+                        if behind {
+                            engine.evaluate(ts);
+                            behind = false;
+                        }
+                        let answer = engine.answer(plan).ok();
+                        *incremental_evaluations += usize::from(answer.is_some());
+                        answer
+                    }
+                    _ => None,
+                };
                 let result = {
                     let source = Until {
                         inner: &store,
                         until: ts,
                     };
-                    rule.eval(&source, &state.group, ts, &test.external_labels, &mut out)
+                    rule.eval_with(
+                        &source,
+                        maintained,
+                        &state.group,
+                        ts,
+                        &test.external_labels,
+                        &mut out,
+                    )
                 };
                 if let Err(err) = result {
                     errors.push(format!(
@@ -424,6 +515,12 @@ fn run_group(
                         rule.rule.name,
                         (ts - mint) as f64 / 1000.0
                     ));
+                }
+                if let Some(engine) = &engine {
+                    if !out.samples.is_empty() {
+                        engine.push_samples(out.samples.clone());
+                        behind = true;
+                    }
                 }
                 for (labels, t, f) in out.samples {
                     store.add(labels, [Point { t, f }]);

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use vigil_engine::unittest::Mode;
+
 use crate::util::{require, shared_dir};
 
 fn run(program: &Path, args: &[&str], file: &Path) -> (bool, String) {
@@ -96,6 +98,21 @@ fn rules_test_agrees_with_promtool() {
         agreed += 1;
     }
     assert!(agreed >= 10, "only {agreed} files compared");
+    // `vigil rules test` answers compiled rules with the incremental engine, as the
+    // server does; the ad hoc evaluator alone reaches the same verdict on every file.
+    let mut maintained = 0;
+    for file in &files {
+        let incremental = vigil_engine::unittest::run_file_with(file, Mode::Incremental);
+        let ad_hoc = vigil_engine::unittest::run_file_with(file, Mode::AdHoc);
+        assert_eq!(incremental.passed, ad_hoc.passed, "{}", incremental.report);
+        assert_eq!(ad_hoc.incremental_evaluations, 0);
+        maintained += incremental.incremental_evaluations;
+    }
+    println!("rule unit tests: {maintained} rule evaluations answered by the incremental engine");
+    assert!(
+        maintained > 100,
+        "{maintained} evaluations answered incrementally"
+    );
     // The failing files fail for the reasons promtool gives.
     let (ok, output) = run(&vigil(), &["rules", "test"], &dir.join("failing.yml"));
     assert!(!ok);
