@@ -205,6 +205,10 @@ impl RuleManager {
             plans.push(group_plans);
             fallbacks.push(group_fallbacks);
         }
+        if program.leaves.is_empty() {
+            // Nothing to maintain (no rules, or none that compile): no engine, no tap.
+            return (None, fallbacks);
+        }
         // Subscribed before the seed is read: a sample in both is applied once.
         let tap = self.storage.tap_appends();
         let max_window = program
