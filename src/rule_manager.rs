@@ -586,7 +586,13 @@ impl RuleManager {
                         // Ingest epochs answer alerting rules only (recording rules are
                         // read at ticks, which refresh every window).
                         let refresh = (!tick).then(|| incremental.alerting_leaves.clone());
+                        let was_failed = incremental.engine.failed();
                         incremental.engine.evaluate_refreshing(t, refresh);
+                        if incremental.engine.failed() && !was_failed {
+                            tracing::error!(
+                                "incremental rule engine stopped answering; evaluating every rule ad hoc"
+                            );
+                        }
                         incremental.behind = false;
                         self.last_epoch_us
                             .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);

@@ -49,6 +49,12 @@ impl RangeFn {
         }
     }
 
+    /// Over points that all have one value, the result does not depend on where the
+    /// window lies (`rate`, `increase`, `delta` are 0).
+    pub fn constant_when_flat(&self) -> bool {
+        matches!(self, RangeFn::Kernel(kernel) if kernel.uses_window)
+    }
+
     pub fn keep_name(&self) -> bool {
         matches!(self, RangeFn::Kernel(kernel) if kernel.keep_name)
     }

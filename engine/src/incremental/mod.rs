@@ -74,8 +74,14 @@ pub struct Engine {
     sink: Arc<Mutex<Vec<(usize, Row, isize)>>>,
     counts: Vec<HashMap<Row, isize>>,
     epoch: u64,
+    /// A worker stopped answering (it died, or an epoch overran the limit): every
+    /// answer is a fallback from then on.
+    failed: bool,
     guards: Option<timely::communication::initialize::WorkerGuards<()>>,
 }
+
+/// How long an epoch may take before the engine is declared failed.
+const EPOCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Drop for Engine {
     fn drop(&mut self) {
@@ -117,8 +123,14 @@ impl Engine {
             done,
             sink,
             epoch: 0,
+            failed: false,
             guards: Some(guards),
         })
+    }
+
+    /// Whether a worker stopped answering (then every answer is a fallback).
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     pub fn program(&self) -> &Program {
@@ -177,9 +189,13 @@ impl Engine {
                 refresh: refresh.clone(),
             });
         }
+        if self.failed {
+            return;
+        }
         for _ in 0..self.workers.len() {
-            if self.done.recv().is_err() {
-                break;
+            if self.done.recv_timeout(EPOCH_LIMIT).is_err() {
+                self.failed = true;
+                return;
             }
         }
         let fresh = self
@@ -204,6 +220,9 @@ impl Engine {
     pub fn answer(&self, rule: usize) -> Result<Vec<(LabelSet, f64)>, Unsupported> {
         if let Some(Err(reason)) = self.program.rules.get(rule) {
             return Err(reason.clone());
+        }
+        if self.failed {
+            return Err(Unsupported("the dataflow workers stopped answering".into()));
         }
         let counts = self
             .counts
@@ -729,6 +748,9 @@ struct SeriesWindow {
     /// The value in the output now.
     emitted: Option<u64>,
     changed: bool,
+    /// Every point has the same value (then `rate`, `increase` and `delta` are 0
+    /// wherever the window lies, and an unchanged window needs no recomputation).
+    flat: bool,
 }
 
 #[derive(Default)]
@@ -847,8 +869,14 @@ impl<'a> Driver<'a> {
                         points: VecDeque::new(),
                         emitted: None,
                         changed: false,
+                        flat: true,
                     });
-                    insert_point(&mut window.points, Point { t, f });
+                    let appended = insert_point(&mut window.points, Point { t, f });
+                    window.flat = if appended {
+                        window.flat && window.points.front().is_some_and(|p| p.f == f)
+                    } else {
+                        all_equal(&window.points)
+                    };
                     window.changed = true;
                 } else {
                     latest_sample(state, input, &info.labels, id, t, f);
@@ -875,11 +903,21 @@ impl<'a> Driver<'a> {
                     let series = &self.series;
                     state.windows.retain(|id, window| {
                         let mut changed = std::mem::take(&mut window.changed);
+                        let mut trimmed = false;
                         while window.points.front().is_some_and(|p| p.t <= start) {
                             window.points.pop_front();
-                            changed = true;
+                            trimmed = true;
                         }
-                        if changed || moves_with_time {
+                        if trimmed {
+                            changed = true;
+                            if !window.flat {
+                                window.flat = all_equal(&window.points);
+                            }
+                        }
+                        let constant = window.flat
+                            && window.points.len() >= 2
+                            && function.constant_when_flat();
+                        if changed || (moves_with_time && !constant) {
                             let value = function
                                 .apply(window.points.make_contiguous(), Window { start, end: at })
                                 .map(f64::to_bits);
@@ -908,16 +946,32 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// Inserts in time order; a sample at an existing time replaces it.
-fn insert_point(points: &mut VecDeque<Point>, point: Point) {
+/// Inserts in time order; a sample at an existing time replaces it. True when the
+/// point was appended at the end (the common case).
+fn insert_point(points: &mut VecDeque<Point>, point: Point) -> bool {
     match points.back() {
-        None => points.push_back(point),
-        Some(last) if last.t < point.t => points.push_back(point),
-        _ => match points.binary_search_by_key(&point.t, |p| p.t) {
-            Ok(at) => points[at] = point,
-            Err(at) => points.insert(at, point),
-        },
+        None => {
+            points.push_back(point);
+            true
+        }
+        Some(last) if last.t < point.t => {
+            points.push_back(point);
+            true
+        }
+        _ => {
+            match points.binary_search_by_key(&point.t, |p| p.t) {
+                Ok(at) => points[at] = point,
+                Err(at) => points.insert(at, point),
+            }
+            false
+        }
     }
+}
+
+fn all_equal(points: &VecDeque<Point>) -> bool {
+    points
+        .front()
+        .is_none_or(|first| points.iter().all(|p| p.f == first.f))
 }
 
 /// A sample for a selector's instant vector: the newest sample wins; an unchanged
