@@ -748,9 +748,12 @@ struct SeriesWindow {
     /// The value in the output now.
     emitted: Option<u64>,
     changed: bool,
-    /// Every point has the same value (then `rate`, `increase` and `delta` are 0
-    /// wherever the window lies, and an unchanged window needs no recomputation).
+    /// Every point has the same value (then `rate`, `increase` and `delta` do not
+    /// depend on where the window lies or how many points it has, beyond two).
     flat: bool,
+    /// The flat value the emitted result was computed from, when that result holds for
+    /// any flat window of that value (so new equal points need no recomputation).
+    constant_of: Option<u64>,
 }
 
 #[derive(Default)]
@@ -870,6 +873,7 @@ impl<'a> Driver<'a> {
                         emitted: None,
                         changed: false,
                         flat: true,
+                        constant_of: None,
                     });
                     let appended = insert_point(&mut window.points, Point { t, f });
                     window.flat = if appended {
@@ -914,10 +918,14 @@ impl<'a> Driver<'a> {
                                 window.flat = all_equal(&window.points);
                             }
                         }
-                        let constant = window.flat
+                        let flat_value = (window.flat
                             && window.points.len() >= 2
-                            && function.constant_when_flat();
-                        if changed || (moves_with_time && !constant) {
+                            && function.constant_when_flat())
+                        .then(|| window.points.front().map(|p| p.f.to_bits()))
+                        .flatten();
+                        let unchanged = flat_value.is_some() && flat_value == window.constant_of;
+                        if !unchanged && (changed || moves_with_time) {
+                            window.constant_of = flat_value;
                             let value = function
                                 .apply(window.points.make_contiguous(), Window { start, end: at })
                                 .map(f64::to_bits);

@@ -142,6 +142,7 @@ const RULES: &[&str] = &[
     "last_over_time(g[2m])",
     "changes(h[10m])",
     "delta(g[4m])",
+    "increase(h[2m])",
     "g / on (instance, job) h",
     "g > on (instance) h",
     "g + on (job) group_left sum by (job) (h)",
