@@ -3,8 +3,9 @@
 //!
 //! Three namespaces, five deployments, ten pods. `payments/worker` is crash-looping,
 //! `shop/cart` runs close to its memory limit, and the PVC of `monitoring/prometheus-0`
-//! is filling up. On start the last hour is backfilled at a 15s step, then a sample of
-//! every series is sent every 5s.
+//! is filling up. On start the last hour is backfilled, then a sample of every series
+//! is sent every 5s; the backfill uses the same 5s step, so rates do not dip where the
+//! two meet (extrapolation depends on the sampling cadence).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +18,7 @@ use vigil_storage::{LabelSet, SampleBatch};
 
 use crate::config::Config;
 
-const STEP_MS: i64 = 15_000;
+const STEP_MS: i64 = 5_000;
 const LIVE_INTERVAL: Duration = Duration::from_secs(5);
 const BACKFILL_MS: i64 = 3600 * 1000;
 

@@ -495,6 +495,19 @@ impl RuleManager {
         let mut next_tick: Option<i64> = None;
         let mut last_append: Option<std::time::Instant> = None;
         loop {
+            // Appends that happened while the last evaluations ran count now: idleness
+            // is measured from the latest append, not from when this loop noticed it
+            // (a long catch-up must not make a backfill look idle and jump ahead).
+            if appends.has_changed().unwrap_or(false) {
+                let (_, latest) = *appends.borrow_and_update();
+                observe_append(
+                    latest,
+                    tick_ms,
+                    &mut event_watermark,
+                    &mut next_tick,
+                    &mut last_append,
+                );
+            }
             let idle = last_append.is_none_or(|at| at.elapsed() >= lateness);
             let watermark = if idle {
                 event_watermark.max(now_ms() - lateness_ms)
@@ -528,13 +541,13 @@ impl RuleManager {
                         return;
                     }
                     let (_, latest) = *appends.borrow_and_update();
-                    if event_watermark == i64::MIN && latest < tick - tick_ms {
-                        // The first data is older than the first tick (a backfill):
-                        // evaluate from the data on.
-                        next_tick = Some((latest / tick_ms + 1) * tick_ms);
-                    }
-                    event_watermark = event_watermark.max(latest);
-                    last_append = Some(std::time::Instant::now());
+                    observe_append(
+                        latest,
+                        tick_ms,
+                        &mut event_watermark,
+                        &mut next_tick,
+                        &mut last_append,
+                    );
                 }
                 _ = shutdown.changed() => return,
             }
@@ -875,6 +888,23 @@ impl RuleManager {
             .collect();
         json!({ "groups": groups })
     }
+}
+
+/// An append with event time `latest` arrived: the event watermark moves, inputs are
+/// not idle, and if it is the first data (before any tick was planned, or older than
+/// the first planned tick: a backfill), ticks start from the data.
+fn observe_append(
+    latest: i64,
+    tick_ms: i64,
+    event_watermark: &mut i64,
+    next_tick: &mut Option<i64>,
+    last_append: &mut Option<std::time::Instant>,
+) {
+    if *event_watermark == i64::MIN && next_tick.is_none_or(|tick| latest < tick - tick_ms) {
+        *next_tick = Some((latest / tick_ms + 1) * tick_ms);
+    }
+    *event_watermark = (*event_watermark).max(latest);
+    *last_append = Some(std::time::Instant::now());
 }
 
 fn alert_api_json(alert: &Alert) -> JsonValue {
