@@ -779,7 +779,12 @@ struct Driver<'a> {
     /// Received, waiting for an evaluation at or after their time.
     pending: Vec<(SeriesId, i64, f64)>,
     leaves: Vec<LeafState>,
+    epochs: u64,
 }
+
+/// Every this many epochs the driver forgets series that hold no state any more
+/// (often under test, so the property test runs through it).
+const PRUNE_EVERY: u64 = if cfg!(test) { 7 } else { 4096 };
 
 impl<'a> Driver<'a> {
     fn new(program: &'a Program, index: usize, peers: usize) -> Driver<'a> {
@@ -794,7 +799,25 @@ impl<'a> Driver<'a> {
                 .iter()
                 .map(|_| LeafState::default())
                 .collect(),
+            epochs: 0,
         }
+    }
+
+    /// Forgets series without state in any leaf and nothing pending (pods come and
+    /// go), and the cache of series no leaf selects.
+    fn prune(&mut self) {
+        let pending: std::collections::HashSet<SeriesId> =
+            self.pending.iter().map(|sample| sample.0).collect();
+        let leaves = &self.leaves;
+        self.series.retain(|id, info| {
+            let Some(info) = info else {
+                return false;
+            };
+            pending.contains(id)
+                || info.leaves.iter().any(|&leaf| {
+                    leaves[leaf].latest.contains_key(id) || leaves[leaf].windows.contains_key(id)
+                })
+        });
     }
 
     fn receive(&mut self, batch: &Appended) {
@@ -840,6 +863,10 @@ impl<'a> Driver<'a> {
         refresh: Option<&[bool]>,
         inputs: &mut [InputSession<u64, Row, isize>],
     ) {
+        self.epochs += 1;
+        if self.epochs % PRUNE_EVERY == 0 {
+            self.prune();
+        }
         let mut due = if self.pending.iter().all(|sample| sample.1 <= at) {
             std::mem::take(&mut self.pending)
         } else {
@@ -1008,12 +1035,14 @@ fn latest_sample(
     }
     if !stale {
         input.insert((labels.clone(), false, bits));
-        state
-            .expiries
-            .entry(t + DEFAULT_LOOKBACK_MS)
-            .or_default()
-            .push(id);
     }
+    // A staleness marker is kept for a lookback too (an older late sample must not
+    // bring the series back); then the entry goes.
+    state
+        .expiries
+        .entry(t + DEFAULT_LOOKBACK_MS)
+        .or_default()
+        .push(id);
     state.latest.insert(
         id,
         Latest {
@@ -1024,7 +1053,8 @@ fn latest_sample(
     );
 }
 
-/// Removes the values whose sample left the lookback by `at`.
+/// Removes the values whose sample left the lookback by `at`, and forgets series whose
+/// latest sample (or staleness marker) is that old, so churned series leave no state.
 fn expire(
     state: &mut LeafState,
     input: &mut InputSession<u64, Row, isize>,
@@ -1039,14 +1069,13 @@ fn expire(
             let Some(latest) = state.latest.get_mut(&id) else {
                 continue;
             };
-            if !latest.present {
-                continue;
-            }
             if latest.t + DEFAULT_LOOKBACK_MS <= at {
-                if let Some(labels) = labels(&id) {
-                    input.remove((labels, false, latest.bits));
+                if latest.present {
+                    if let Some(labels) = labels(&id) {
+                        input.remove((labels, false, latest.bits));
+                    }
                 }
-                latest.present = false;
+                state.latest.remove(&id);
             } else {
                 let due = latest.t + DEFAULT_LOOKBACK_MS;
                 state.expiries.entry(due).or_default().push(id);
