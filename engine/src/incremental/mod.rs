@@ -864,7 +864,7 @@ impl<'a> Driver<'a> {
         inputs: &mut [InputSession<u64, Row, isize>],
     ) {
         self.epochs += 1;
-        if self.epochs % PRUNE_EVERY == 0 {
+        if self.epochs.is_multiple_of(PRUNE_EVERY) {
             self.prune();
         }
         let mut due = if self.pending.iter().all(|sample| sample.1 <= at) {
