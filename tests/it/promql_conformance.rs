@@ -294,6 +294,11 @@ fn run_continuous(
     if eval.ordered {
         return summary.skip("ordered result");
     }
+    if expr.value_type() != parser::value::ValueType::Vector {
+        // A rule turns a scalar into one sample without labels; the statement expects
+        // the scalar itself.
+        return summary.skip("not an instant vector");
+    }
     let mut program = vigil_engine::incremental::Program::default();
     let rule = program.add(expr);
     if let Some(Err(reason)) = program.rules.get(rule) {

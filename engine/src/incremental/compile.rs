@@ -93,6 +93,11 @@ pub struct Leaf {
 #[derive(Debug, Clone)]
 pub enum Node {
     Leaf(usize),
+    /// One sample without labels (`vector(1)`, or a rule whose expression is a scalar).
+    Constant {
+        key: String,
+        value: f64,
+    },
     /// `time() op vector` or `vector op time()`: recomputed at every epoch (the value
     /// moves with the evaluation time).
     Clock {
@@ -167,15 +172,22 @@ impl Program {
     pub fn compile<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> Program {
         let mut program = Program::default();
         for expr in exprs {
-            let node = program.node(expr);
-            program.rules.push(node);
+            program.add(expr);
         }
         program
     }
 
     /// Adds one expression; returns its index among the rules.
     pub fn add(&mut self, expr: &Expr) -> usize {
-        let node = self.node(expr);
+        // A rule whose expression is a scalar answers one sample without labels, as
+        // Prometheus' rule query function does (`expr: 1`, the Watchdog's `vector(1)`).
+        let node = match constant(expr) {
+            Some(value) => Ok(Node::Constant {
+                key: expr.to_string(),
+                value,
+            }),
+            None => self.node(expr),
+        };
         self.rules.push(node);
         self.rules.len() - 1
     }
@@ -185,6 +197,7 @@ impl Program {
         fn walk(node: &Node, out: &mut Vec<usize>) {
             match node {
                 Node::Leaf(index) => out.push(*index),
+                Node::Constant { .. } => {}
                 Node::Clock { input, .. }
                 | Node::Relabel { input, .. }
                 | Node::HistogramQuantile { input, .. }
@@ -428,6 +441,16 @@ impl Program {
                     phi,
                     input: Box::new(self.node(buckets)?),
                 })
+            }
+            "vector" => {
+                let value = constants(&args)?;
+                match value.as_slice() {
+                    [value] => Ok(Node::Constant {
+                        key: expr.to_string(),
+                        value: *value,
+                    }),
+                    _ => Err(Unsupported("vector arguments".into())),
+                }
             }
             "absent" | "absent_over_time" => {
                 let [arg] = args.as_slice() else {

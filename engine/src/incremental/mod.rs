@@ -320,7 +320,8 @@ fn build<'scope>(
 ) -> Rows<'scope> {
     let key = match node {
         Node::Leaf(index) => return inputs.leaves[*index].clone(),
-        Node::Clock { key, .. }
+        Node::Constant { key, .. }
+        | Node::Clock { key, .. }
         | Node::Relabel { key, .. }
         | Node::HistogramQuantile { key, .. }
         | Node::Map { key, .. }
@@ -334,6 +335,10 @@ fn build<'scope>(
     }
     let built = match node {
         Node::Leaf(index) => inputs.leaves[*index].clone(),
+        Node::Constant { value, .. } => {
+            let row: Row = (LabelSet::default(), false, value.to_bits());
+            inputs.unit.clone().map(move |()| row.clone())
+        }
         Node::Clock {
             binary,
             time_left,

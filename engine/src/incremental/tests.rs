@@ -106,6 +106,8 @@ fn ad_hoc(source: &MemorySource, expr: &Expr, t: i64) -> Result<BTreeMap<LabelSe
             .into_iter()
             .map(|s| (s.labels, s.f))
             .collect()),
+        // A scalar rule answers one sample without labels.
+        Ok(Value::Scalar(f)) => Ok(BTreeMap::from([(LabelSet::default(), f)])),
         Ok(other) => Err(format!("unexpected {}", other.type_name())),
         Err(err) => Err(err.to_string()),
     }
@@ -157,6 +159,8 @@ const RULES: &[&str] = &[
     "predict_linear(g[5m], 600)",
     "quantile_over_time(0.9, h[5m])",
     "absent(nonexistent)",
+    "vector(1)",
+    "3",
     "time() - g",
     "-g < -5",
     "histogram_quantile(0.9, sum by (le, job) (rate(lat_bucket[5m])))",
@@ -274,7 +278,7 @@ fn unsupported_constructs_stay_ad_hoc() {
         "label_replace(g, \"a\", \"$1\", \"job\", \"(\")",
         "timestamp(g)",
         "max_over_time(g[10m:1m])",
-        "1 + 2",
+        "vector(time())",
     ] {
         let expr = promql_parser::parser::parse(rule).expect("parses");
         let program = Program::compile([&expr]);
