@@ -23,8 +23,8 @@ const RULES: &str = r#"groups:
           summary: '{{ $labels.instance }} is at {{ $value }}'
       - record: test_gauge:doubled
         expr: test_gauge * 2
-      - record: test_gauge:age
-        expr: time() - timestamp(test_gauge)
+      - record: test_gauge:hour_ago
+        expr: test_gauge offset 1h
 "#;
 
 fn write_gauge(vigil: &Vigil, value: f64) -> Instant {
@@ -142,14 +142,14 @@ fn alerts_reach_websocket_and_alertmanager() {
     let group = &rules_json["data"]["groups"][0];
     assert_eq!(group["rules"][0]["name"], "HighValue");
     assert_eq!(group["rules"][0]["state"], "firing");
-    // Maintained by the dataflow, except the rule using `timestamp()`, which says why.
+    // Maintained by the dataflow, except the rule using `offset`, which says why.
     assert_eq!(group["rules"][0]["incremental"], true);
     assert_eq!(group["rules"][1]["type"], "recording");
     assert_eq!(group["rules"][1]["incremental"], true);
     assert_eq!(group["rules"][2]["incremental"], false);
     assert_eq!(
         group["rules"][2]["incrementalFallback"],
-        "function timestamp"
+        "offset or @ modifier"
     );
     // A sample a minute behind the evaluations (a new series, so storage accepts it)
     // is stored and counted as late.

@@ -86,6 +86,8 @@ pub struct Leaf {
     pub matchers: Vec<Matcher>,
     /// Window length (ms) and the range function.
     pub range: Option<(i64, RangeFn)>,
+    /// `timestamp(selector)`: the instant vector's sample times (seconds) as values.
+    pub timestamp: bool,
 }
 
 /// One operator of the plan. `key` is the sub-expression's text: identical
@@ -227,10 +229,12 @@ impl Program {
         if let Some(&index) = self.leaf_index.get(&key) {
             return index;
         }
+        let timestamp = range.is_none() && key.starts_with("timestamp(");
         self.leaves.push(Leaf {
             key: key.clone(),
             matchers,
             range,
+            timestamp,
         });
         self.leaf_index.insert(key, self.leaves.len() - 1);
         self.leaves.len() - 1
@@ -441,6 +445,21 @@ impl Program {
                     phi,
                     input: Box::new(self.node(buckets)?),
                 })
+            }
+            "timestamp" => {
+                let [Expr::VectorSelector(vs)] = args.as_slice() else {
+                    return Err(Unsupported("timestamp of an expression".into()));
+                };
+                if vs.offset.is_some() || vs.at.is_some() {
+                    return Err(Unsupported("offset or @ modifier".into()));
+                }
+                let matchers =
+                    Evaluator::selector_matchers(vs).map_err(|err| Unsupported(err.to_string()))?;
+                Ok(Node::Leaf(self.leaf(
+                    format!("timestamp({})", args[0]),
+                    matchers,
+                    None,
+                )))
             }
             "vector" => {
                 let value = constants(&args)?;

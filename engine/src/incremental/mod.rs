@@ -915,7 +915,8 @@ impl<'a> Driver<'a> {
                     };
                     window.changed = true;
                 } else {
-                    latest_sample(state, input, &info.labels, id, t, f);
+                    let timestamp = self.program.leaves[leaf].timestamp;
+                    latest_sample(state, input, &info.labels, id, t, f, timestamp);
                 }
             }
         }
@@ -930,7 +931,13 @@ impl<'a> Driver<'a> {
                             .and_then(|info| info.as_ref())
                             .map(|info| info.labels.clone())
                     };
-                    expire(state, input, at, labels);
+                    expire(
+                        state,
+                        input,
+                        at,
+                        labels,
+                        self.program.leaves[leaf].timestamp,
+                    );
                 }
                 Some((range, function)) => {
                     let start = at - range;
@@ -1023,8 +1030,14 @@ fn latest_sample(
     id: SeriesId,
     t: i64,
     f: f64,
+    timestamp: bool,
 ) {
-    let bits = f.to_bits();
+    // `timestamp(v)` carries the sample's time as its value and drops the name.
+    let (bits, drop_name) = if timestamp {
+        ((t as f64 / 1000.0).to_bits(), true)
+    } else {
+        (f.to_bits(), false)
+    };
     let stale = is_stale_marker(f);
     if let Some(latest) = state.latest.get_mut(&id) {
         if t < latest.t {
@@ -1035,11 +1048,11 @@ fn latest_sample(
             return;
         }
         if latest.present {
-            input.remove((labels.clone(), false, latest.bits));
+            input.remove((labels.clone(), drop_name, latest.bits));
         }
     }
     if !stale {
-        input.insert((labels.clone(), false, bits));
+        input.insert((labels.clone(), drop_name, bits));
     }
     // A staleness marker is kept for a lookback too (an older late sample must not
     // bring the series back); then the entry goes.
@@ -1065,6 +1078,7 @@ fn expire(
     input: &mut InputSession<u64, Row, isize>,
     at: i64,
     labels: impl Fn(&SeriesId) -> Option<LabelSet>,
+    drop_name: bool,
 ) {
     while let Some(entry) = state.expiries.first_entry() {
         if *entry.key() > at {
@@ -1077,7 +1091,7 @@ fn expire(
             if latest.t + DEFAULT_LOOKBACK_MS <= at {
                 if latest.present {
                     if let Some(labels) = labels(&id) {
-                        input.remove((labels, false, latest.bits));
+                        input.remove((labels, drop_name, latest.bits));
                     }
                 }
                 state.latest.remove(&id);

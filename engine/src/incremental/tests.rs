@@ -160,6 +160,7 @@ const RULES: &[&str] = &[
     "quantile_over_time(0.9, h[5m])",
     "absent(nonexistent)",
     "vector(1)",
+    "time() - timestamp(g) > 20",
     "3",
     "time() - g",
     "-g < -5",
@@ -276,7 +277,7 @@ fn unsupported_constructs_stay_ad_hoc() {
         "rate(g[5m] @ 100)",
         "sort(g)",
         "label_replace(g, \"a\", \"$1\", \"job\", \"(\")",
-        "timestamp(g)",
+        "timestamp(g offset 1m)",
         "max_over_time(g[10m:1m])",
         "vector(time())",
     ] {
