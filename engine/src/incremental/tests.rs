@@ -1,7 +1,9 @@
 use super::*;
 use vigil_queries::promql::eval::finalize;
+use vigil_queries::promql::functions::Point;
 use vigil_queries::promql::memory::MemorySource;
 use vigil_queries::promql::Evaluator;
+use vigil_queries::promql::Value;
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
