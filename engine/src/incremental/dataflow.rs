@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::InputSession;
 use differential_dataflow::VecCollection;
-use promql_parser::parser::LabelModifier;
+use promql_parser::parser::{LabelModifier, VectorMatchCardinality};
 use vigil_queries::promql::aggregate::aggregate;
 use vigil_queries::promql::binary::eval_binary;
 use vigil_queries::promql::call::parse_go_float;
@@ -262,6 +262,47 @@ fn build<'scope>(
             let binary = binary.clone();
             let (on, names) = (*on, Arc::new(names.clone()));
             let (lhs_names, rhs_names) = (names.clone(), names);
+            let one_to_one = !is_set_operator(binary.op)
+                && binary
+                    .modifier
+                    .as_ref()
+                    .is_none_or(|m| matches!(m.card, VectorMatchCardinality::OneToOne));
+            if one_to_one {
+                // A differential join on the matching signature: a change touches only
+                // its own match. More than one sample per signature on a side is
+                // Prometheus' matching error (or not, depending on the other side):
+                // flagged, so the ad hoc evaluator decides at that instant.
+                let left = build(lhs, inputs, memo)
+                    .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), row));
+                let right = build(rhs, inputs, memo)
+                    .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), row));
+                // Prometheus fails on two samples with one signature on the right
+                // ("one") side always, on the left only where the right side matches.
+                let duplicated = |side: VecCollection<'scope, u64, (LabelSet, Row), isize>| {
+                    side.map(|(signature, _row)| signature)
+                        .count()
+                        .flat_map(|(signature, n)| (n > 1).then_some((signature, ())))
+                };
+                let flag = || error_row("several series for one match group".into());
+                let right_signatures = right.clone().map(|(signature, _row)| signature).distinct();
+                let left_flags = duplicated(left.clone())
+                    .semijoin(right_signatures)
+                    .map(move |_| flag());
+                let right_flags = duplicated(right.clone()).map(move |_| flag());
+                let joined = left
+                    .join_map(right, move |_signature, l: &Row, r: &Row| {
+                        rows_of(eval_binary(
+                            &binary,
+                            Value::Vector(sample_of(l, 1).collect()),
+                            Value::Vector(sample_of(r, 1).collect()),
+                            0,
+                        ))
+                    })
+                    .flat_map(|rows| rows);
+                let built = joined.concat(left_flags).concat(right_flags);
+                memo.insert(key.clone(), built.clone());
+                return built;
+            }
             let left = build(lhs, inputs, memo)
                 .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), (0u8, row)));
             let right = build(rhs, inputs, memo)
@@ -283,6 +324,11 @@ fn build<'scope>(
     };
     memo.insert(key.clone(), built.clone());
     built
+}
+
+fn is_set_operator(op: promql_parser::parser::token::TokenType) -> bool {
+    use promql_parser::parser::token;
+    matches!(op.id(), token::T_LAND | token::T_LOR | token::T_LUNLESS)
 }
 
 /// Buckets per aggregation group for the two-level aggregations.
