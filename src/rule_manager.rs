@@ -516,20 +516,25 @@ impl RuleManager {
             };
             let mut tick = *next_tick.get_or_insert((watermark / tick_ms + 1) * tick_ms);
             while tick <= watermark {
+                self.clone().evaluate_deadlines(tick - 1).await;
                 let manager = self.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(tick, true)).await;
                 self.resend(tick).await;
                 tick += tick_ms;
             }
             next_tick = Some(tick);
+            self.clone().evaluate_deadlines(watermark).await;
             if event_watermark > *self.last_eval.lock() {
                 let manager = self.clone();
                 let at = event_watermark;
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(at, false)).await;
             }
-            // Wake for the wall-clock bound: when the next tick is due by the clock and
-            // the inputs have gone idle.
-            let until_due = (tick + lateness_ms - now_ms()).max(0) as u64;
+            // Wake for the wall-clock bound: when the next tick or alert deadline is due
+            // by the clock and the inputs have gone idle.
+            let due = self
+                .next_deadline()
+                .map_or(tick, |deadline| deadline.min(tick));
+            let until_due = (due + lateness_ms - now_ms()).max(0) as u64;
             let until_idle = last_append.map_or(0, |at| {
                 lateness.saturating_sub(at.elapsed()).as_millis() as u64
             });
@@ -550,6 +555,32 @@ impl RuleManager {
                     );
                 }
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The earliest alert deadline (`activeAt + for`, end of `keep_firing_for`) after
+    /// the last evaluation.
+    fn next_deadline(&self) -> Option<i64> {
+        let after = *self.last_eval.lock();
+        let groups = self.groups.lock();
+        groups
+            .iter()
+            .flat_map(|group| group.rules.iter())
+            .filter_map(|rule| rule.next_deadline(after))
+            .min()
+    }
+
+    /// Evaluates the alerting rules at every alert deadline up to `until`, in order, so
+    /// `for` and `keep_firing_for` take effect at the exact instant they elapse (in
+    /// event time) rather than at the next evaluation.
+    async fn evaluate_deadlines(self: Arc<Self>, until: i64) {
+        while let Some(deadline) = self.next_deadline().filter(|&deadline| deadline <= until) {
+            let manager = self.clone();
+            let evaluated =
+                tokio::task::spawn_blocking(move || manager.evaluate(deadline, false)).await;
+            if evaluated.is_err() || *self.last_eval.lock() < deadline {
+                return;
             }
         }
     }

@@ -330,6 +330,23 @@ impl RuleState {
         Ok(())
     }
 
+    /// The earliest instant after `after` at which an alert changes state by time
+    /// alone: a pending alert's `activeAt + for`, or the end of a firing alert's
+    /// `keep_firing_for`. Evaluating then makes the transition happen exactly then.
+    pub fn next_deadline(&self, after: i64) -> Option<i64> {
+        self.active
+            .values()
+            .filter_map(|alert| match alert.state {
+                AlertState::Pending => Some(alert.active_at + self.rule.for_ms),
+                AlertState::Firing => alert
+                    .keep_firing_since
+                    .map(|since| since + self.rule.keep_firing_for_ms),
+                AlertState::Inactive => None,
+            })
+            .filter(|&deadline| deadline > after)
+            .min()
+    }
+
     /// Active alerts sorted by labels.
     pub fn alerts(&self) -> Vec<&Alert> {
         let mut alerts: Vec<&Alert> = self.active.values().collect();

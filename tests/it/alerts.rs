@@ -135,6 +135,14 @@ fn alerts_reach_websocket_and_alertmanager() {
         assert!(Instant::now() < deadline, "alert never fired");
     };
     assert!(firing["seq"].as_u64() > pending["seq"].as_u64());
+    // `for` elapses at an exact instant of event time, and the alert fires then (not
+    // at the next write or tick after it).
+    let instant = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(firing[field].as_str().unwrap_or_default())
+            .map(|t| t.timestamp_millis())
+            .expect("RFC 3339 time")
+    };
+    assert_eq!(instant("startsAt") - instant("activeAt"), 2_000, "{firing}");
 
     let alerts = json_get(&format!("{}/api/v1/alerts", vigil.url));
     assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
