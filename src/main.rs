@@ -202,15 +202,10 @@ fn print_incremental_report(groups: &[vigil_engine::rules::Group]) {
     let mut program = vigil_engine::incremental::Program::default();
     let mut fallbacks = Vec::new();
     let mut total = 0;
-    for group in groups {
-        for rule in &group.rules {
+    for (group, plans) in groups.iter().zip(program.add_groups(groups)) {
+        for (rule, plan) in group.rules.iter().zip(plans) {
             total += 1;
-            if group.query_offset_ms != 0 {
-                fallbacks.push((rule.name.clone(), "query_offset".to_string()));
-                continue;
-            }
-            let index = program.add(&rule.expr);
-            if let Some(Err(reason)) = program.rules.get(index) {
+            if let Err(reason) = plan {
                 fallbacks.push((rule.name.clone(), reason.to_string()));
             }
         }

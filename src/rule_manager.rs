@@ -180,31 +180,33 @@ impl RuleManager {
     /// the samples its selectors and windows need. Runs on a blocking thread.
     fn build_incremental(&self, groups: &[GroupState]) -> (Option<Incremental>, Fallbacks) {
         let mut program = Program::default();
-        let mut plans = Vec::with_capacity(groups.len());
-        let mut fallbacks = Vec::with_capacity(groups.len());
+        let compiled = program.add_groups(groups.iter().map(|state| &state.group));
         let mut alerting_plans = Vec::new();
-        for state in groups {
-            let mut group_plans = Vec::new();
-            let mut group_fallbacks = Vec::new();
-            for rule in &state.rules {
-                let plan = if state.group.query_offset_ms != 0 {
-                    Err("query_offset".to_string())
-                } else {
-                    let index = program.add(&rule.rule.expr);
-                    match &program.rules[index] {
-                        Ok(_) => Ok(index),
-                        Err(reason) => Err(reason.to_string()),
-                    }
-                };
-                if let (Ok(index), RuleKind::Alerting) = (&plan, rule.rule.kind) {
+        for (state, group) in groups.iter().zip(&compiled) {
+            for (rule, plan) in state.rules.iter().zip(group) {
+                if let (Ok(index), RuleKind::Alerting) = (plan, rule.rule.kind) {
                     alerting_plans.push(*index);
                 }
-                group_plans.push(plan.as_ref().ok().copied());
-                group_fallbacks.push(plan.err());
             }
-            plans.push(group_plans);
-            fallbacks.push(group_fallbacks);
         }
+        let plans: Vec<Vec<Option<usize>>> = compiled
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|plan| plan.as_ref().ok().copied())
+                    .collect()
+            })
+            .collect();
+        let fallbacks: Fallbacks = compiled
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|plan| plan.as_ref().err().map(|reason| reason.to_string()))
+                    .collect()
+            })
+            .collect();
         if program.leaves.is_empty() {
             // Nothing to maintain (no rules, or none that compile): no engine, no tap.
             return (None, fallbacks);
@@ -218,7 +220,21 @@ impl RuleManager {
             .max()
             .unwrap_or(0)
             .max(vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS);
-        let seed: Vec<_> = program.leaves.iter().map(|l| l.matchers.clone()).collect();
+        // Each distinct selector is read once (`x` and `rate(x[5m])` share one read).
+        let mut selectors = std::collections::HashSet::new();
+        let seed: Vec<_> = program
+            .leaves
+            .iter()
+            .filter(|leaf| {
+                selectors.insert(
+                    leaf.matchers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .map(|leaf| leaf.matchers.clone())
+            .collect();
         let mut alerting_leaves = vec![false; program.leaves.len()];
         for plan in alerting_plans {
             for leaf in program.leaves_of(plan) {
@@ -319,12 +335,12 @@ impl RuleManager {
     }
 
     /// Samples that arrived behind the evaluation watermark minus the allowed lateness.
-    pub fn late_samples(&self) -> u64 {
+    fn late_samples(&self) -> u64 {
         self.late_samples.load(Ordering::Relaxed)
     }
 
     /// (evaluations answered by the dataflow, evaluations run ad hoc, last epoch µs).
-    pub fn evaluation_counts(&self) -> (u64, u64, i64) {
+    fn evaluation_counts(&self) -> (u64, u64, i64) {
         (
             self.incremental_evaluations.load(Ordering::Relaxed),
             self.ad_hoc_evaluations.load(Ordering::Relaxed),

@@ -124,20 +124,9 @@ impl RuleState {
         }
     }
 
-    /// Evaluates at `t` (the query runs at `t - query_offset`); appends to `out`.
-    pub fn eval(
-        &mut self,
-        source: &dyn SeriesSource,
-        group: &Group,
-        t: i64,
-        external_labels: &BTreeMap<String, String>,
-        out: &mut Output,
-    ) -> Result<(), RuleEvalError> {
-        self.eval_with(source, None, group, t, external_labels, out)
-    }
-
-    /// As [`RuleState::eval`], with the expression's vector at `t - query_offset`
-    /// already known (maintained by the incremental engine); `None` queries `source`.
+    /// Evaluates at `t` (the query runs at `t - query_offset`); appends to `out`. The
+    /// expression's vector is `maintained` when the incremental engine already knows
+    /// it; `None` queries `source`.
     pub fn eval_with(
         &mut self,
         source: &dyn SeriesSource,
@@ -373,31 +362,5 @@ impl GroupState {
             last_evaluation: None,
             evaluation_ms: 0.0,
         }
-    }
-
-    /// Evaluates every rule in order at `t`. Each rule's output is handed to `append`
-    /// before the next rule runs, so later rules see earlier rules' results at `t`.
-    /// Rule errors are recorded on the rule and returned; the group goes on.
-    pub fn eval(
-        &mut self,
-        source: &dyn SeriesSource,
-        t: i64,
-        external_labels: &BTreeMap<String, String>,
-        append: &mut dyn FnMut(&Output),
-    ) -> (Vec<Transition>, Vec<(String, RuleEvalError)>) {
-        let started = std::time::Instant::now();
-        let mut transitions = Vec::new();
-        let mut errors = Vec::new();
-        for rule in &mut self.rules {
-            let mut out = Output::default();
-            if let Err(err) = rule.eval(source, &self.group, t, external_labels, &mut out) {
-                errors.push((rule.rule.name.clone(), err));
-            }
-            append(&out);
-            transitions.extend(out.transitions);
-        }
-        self.last_evaluation = Some(t);
-        self.evaluation_ms = started.elapsed().as_secs_f64() * 1000.0;
-        (transitions, errors)
     }
 }

@@ -438,21 +438,11 @@ fn run_group(
     let mut engine = None;
     if mode == Mode::Incremental {
         let mut program = crate::incremental::Program::default();
-        for state in &states {
-            plans.push(
-                state
-                    .rules
-                    .iter()
-                    .map(|rule| {
-                        if state.group.query_offset_ms != 0 {
-                            return None;
-                        }
-                        let index = program.add(&rule.rule.expr);
-                        program.rules[index].is_ok().then_some(index)
-                    })
-                    .collect(),
-            );
-        }
+        plans = program
+            .add_groups(groups)
+            .into_iter()
+            .map(|group| group.into_iter().map(Result::ok).collect())
+            .collect();
         let started =
             crate::incremental::Engine::start(program, 1).map_err(|err| vec![err.to_string()])?;
         started.push_samples(inputs);
@@ -584,14 +574,17 @@ fn run_group(
     };
     for expr_test in &test.promql_expr_test {
         let t = mint + duration_ms(&expr_test.eval_time).map_err(one)?;
+        let failed = |why: String| {
+            format!(
+                "    expr: {:?}, time: {}s, err: {why}",
+                expr_test.expr,
+                (t - mint) as f64 / 1000.0
+            )
+        };
         let expr = match promql_parser::parser::parse(&expr_test.expr) {
             Ok(expr) => expr,
             Err(err) => {
-                errors.push(format!(
-                    "    expr: {:?}, time: {}s, err: {err}",
-                    expr_test.expr,
-                    (t - mint) as f64 / 1000.0
-                ));
+                errors.push(failed(err.to_string()));
                 continue;
             }
         };
@@ -600,20 +593,11 @@ fn run_group(
             Ok(Value::Vector(samples)) => samples.into_iter().map(|s| (s.labels, s.f)).collect(),
             Ok(Value::Scalar(f)) => vec![(LabelSet::default(), f)],
             Ok(other) => {
-                errors.push(format!(
-                    "    expr: {:?}, time: {}s, err: unexpected {} result",
-                    expr_test.expr,
-                    (t - mint) as f64 / 1000.0,
-                    other.type_name()
-                ));
+                errors.push(failed(format!("unexpected {} result", other.type_name())));
                 continue;
             }
             Err(err) => {
-                errors.push(format!(
-                    "    expr: {:?}, time: {}s, err: {err}",
-                    expr_test.expr,
-                    (t - mint) as f64 / 1000.0
-                ));
+                errors.push(failed(err.to_string()));
                 continue;
             }
         };

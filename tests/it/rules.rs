@@ -60,20 +60,27 @@ const VERSION_DIFFERENCES: &[(&str, &str, bool)] = &[
     ),
 ];
 
-#[test]
-fn rules_test_agrees_with_promtool() {
-    let promtool = require("promtool");
-    let dir = shared_dir().join("conformance/rules");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The shared files in `dir` that are unit-test files (`tests`) or rule files, sorted.
+fn shared_rule_files(dir: &Path, tests: bool) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("shared rules")
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            std::fs::read_to_string(p)
-                .is_ok_and(|text| text.contains("\ntests:") || text.starts_with("tests:"))
+            std::fs::read_to_string(p).is_ok_and(|text| {
+                (text.contains("\ntests:") || text.starts_with("tests:")) == tests
+            })
         })
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn rules_test_agrees_with_promtool() {
+    let promtool = require("promtool");
+    let dir = shared_dir().join("conformance/rules");
+    let mut files = shared_rule_files(&dir, true);
     files.push(project_rules().join("kubernetes-test.yml"));
     assert!(files.len() >= 14, "{files:?}");
     let mut agreed = 0;
@@ -123,16 +130,7 @@ fn rules_test_agrees_with_promtool() {
 fn rules_check_agrees_with_promtool() {
     let promtool = require("promtool");
     let dir = shared_dir().join("conformance/rules");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("shared rules")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            std::fs::read_to_string(p)
-                .is_ok_and(|text| !text.contains("\ntests:") && !text.starts_with("tests:"))
-        })
-        .collect();
-    files.sort();
+    let mut files = shared_rule_files(&dir, false);
     files.push(project_rules().join("kubernetes.yml"));
     for file in &files {
         let (ours, our_output) = run(&vigil(), &["rules", "check"], file);

@@ -161,6 +161,9 @@ pub enum Node {
     },
 }
 
+/// Per group, per rule: the rule's plan index, or why it stays ad hoc.
+pub type GroupPlans = Vec<Vec<Result<usize, Unsupported>>>;
+
 /// Every rule's plan over one shared set of leaves.
 #[derive(Debug, Default, Clone)]
 pub struct Program {
@@ -192,6 +195,33 @@ impl Program {
         };
         self.rules.push(node);
         self.rules.len() - 1
+    }
+
+    /// Adds every rule of `groups`. A group with `query_offset` stays ad hoc: its
+    /// rules are evaluated at another time than the engine's epochs.
+    pub fn add_groups<'g>(
+        &mut self,
+        groups: impl IntoIterator<Item = &'g crate::rules::Group>,
+    ) -> GroupPlans {
+        groups
+            .into_iter()
+            .map(|group| {
+                group
+                    .rules
+                    .iter()
+                    .map(|rule| {
+                        if group.query_offset_ms != 0 {
+                            return Err(Unsupported("query_offset".into()));
+                        }
+                        let index = self.add(&rule.expr);
+                        match &self.rules[index] {
+                            Ok(_) => Ok(index),
+                            Err(reason) => Err(reason.clone()),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The leaves rule `rule` reads.

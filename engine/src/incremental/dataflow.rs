@@ -8,7 +8,7 @@ use differential_dataflow::input::InputSession;
 use differential_dataflow::VecCollection;
 use promql_parser::parser::{LabelModifier, VectorMatchCardinality};
 use vigil_queries::promql::aggregate::aggregate;
-use vigil_queries::promql::binary::eval_binary;
+use vigil_queries::promql::binary::{eval_binary, is_set};
 use vigil_queries::promql::call::parse_go_float;
 use vigil_queries::promql::eval::matching_signature;
 use vigil_queries::promql::functions::{bucket_quantile, kahan_add, Bucket};
@@ -262,7 +262,7 @@ fn build<'scope>(
             let binary = binary.clone();
             let (on, names) = (*on, Arc::new(names.clone()));
             let (lhs_names, rhs_names) = (names.clone(), names);
-            let one_to_one = !is_set_operator(binary.op)
+            let one_to_one = !is_set(binary.op)
                 && binary
                     .modifier
                     .as_ref()
@@ -324,11 +324,6 @@ fn build<'scope>(
     };
     memo.insert(key.clone(), built.clone());
     built
-}
-
-fn is_set_operator(op: promql_parser::parser::token::TokenType) -> bool {
-    use promql_parser::parser::token;
-    matches!(op.id(), token::T_LAND | token::T_LOR | token::T_LUNLESS)
 }
 
 /// Buckets per aggregation group for the two-level aggregations.

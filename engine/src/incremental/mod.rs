@@ -31,7 +31,7 @@ mod driver;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-pub use compile::{Leaf, Node, Program, Unsupported};
+pub use compile::{GroupPlans, Leaf, Node, Program, Unsupported};
 use promql_parser::parser::Expr;
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::{Appended, BatchSample, LabelSet};
@@ -123,10 +123,6 @@ impl Engine {
     /// Whether a worker stopped answering (then every answer is a fallback).
     pub fn failed(&self) -> bool {
         self.failed
-    }
-
-    pub fn program(&self) -> &Program {
-        &self.program
     }
 
     /// Hands an appended batch to the workers (applied at the next evaluation whose
@@ -240,7 +236,6 @@ impl Engine {
             }
             out.push((labels, f64::from_bits(*bits)));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 }

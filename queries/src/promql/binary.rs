@@ -17,7 +17,8 @@ fn is_comparison(op: TokenType) -> bool {
     op.is_comparison_operator()
 }
 
-fn is_set(op: TokenType) -> bool {
+/// `and`, `or`, `unless`.
+pub fn is_set(op: TokenType) -> bool {
     matches!(op.id(), token::T_LAND | token::T_LOR | token::T_LUNLESS)
 }
 

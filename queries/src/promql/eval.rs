@@ -253,14 +253,7 @@ impl<'a> Evaluator<'a> {
                 entry.1 |= series.drop_name;
             }
         }
-        Ok(merged
-            .into_iter()
-            .map(|(labels, (points, drop_name))| Series {
-                labels,
-                points,
-                drop_name,
-            })
-            .collect())
+        Ok(into_series(merged))
     }
 
     /// Evaluates at every step; with `finalize_steps` names are removed per step (a
@@ -308,14 +301,7 @@ impl<'a> Evaluator<'a> {
             }
             t += step;
         }
-        Ok(by_labels
-            .into_iter()
-            .map(|(labels, (points, drop_name))| Series {
-                labels,
-                points,
-                drop_name,
-            })
-            .collect())
+        Ok(into_series(by_labels))
     }
 
     /// Evaluates `expr` as an instant query at `t` (milliseconds).
@@ -481,6 +467,18 @@ impl<'a> Evaluator<'a> {
         let rhs = self.eval(&binary.rhs, t)?;
         binary::eval_binary(binary, lhs, rhs, t)
     }
+}
+
+/// Series from points gathered per label set (with "drop the name" if any step said so).
+fn into_series(by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)>) -> Vec<Series> {
+    by_labels
+        .into_iter()
+        .map(|(labels, (points, drop_name))| Series {
+            labels,
+            points,
+            drop_name,
+        })
+        .collect()
 }
 
 /// Labels for a grouping key: `by` keeps the listed labels, `without` drops them and
