@@ -313,6 +313,20 @@ pub async fn query_range_handler(
     if (end - start) / step > MAX_POINTS_PER_SERIES {
         return api_error(StatusCode::BAD_REQUEST, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
     }
+    // As Prometheus' engine refuses it when the query is created.
+    let documented = match expr.value_type() {
+        promql_parser::parser::value::ValueType::Vector
+        | promql_parser::parser::value::ValueType::Scalar => None,
+        promql_parser::parser::value::ValueType::Matrix => Some("range vector"),
+        promql_parser::parser::value::ValueType::String => Some("string"),
+    };
+    if let Some(documented) = documented {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            format!("invalid parameter \"query\": invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"),
+        );
+    }
     let timeout = match timeout_param(&params) {
         Ok(timeout) => timeout,
         Err(err) => return err.into_response(),

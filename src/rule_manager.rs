@@ -92,6 +92,11 @@ pub struct RuleManager {
     events: broadcast::Sender<StreamEvent>,
     alertmanagers: Vec<String>,
     http: reqwest::Client,
+    /// Why the engine could not be seeded from storage (rules then run ad hoc, report
+    /// `health: err`, and seeding is retried at every tick).
+    seed_error: Mutex<Option<String>>,
+    /// Series written by groups a reload removed, marked stale at the next tick.
+    orphans: Mutex<Vec<LabelSet>>,
     /// When each alert (by labels) was last sent to the Alertmanagers.
     last_sent: Mutex<BTreeMap<LabelSet, i64>>,
     generator_url: String,
@@ -159,6 +164,8 @@ impl RuleManager {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            seed_error: Mutex::new(None),
+            orphans: Mutex::new(Vec::new()),
             last_sent: Mutex::new(BTreeMap::new()),
             generator_url: external_url,
             patterns,
@@ -209,6 +216,7 @@ impl RuleManager {
             .collect();
         if program.leaves.is_empty() {
             // Nothing to maintain (no rules, or none that compile): no engine, no tap.
+            *self.seed_error.lock() = None;
             return (None, fallbacks);
         }
         // Subscribed before the seed is read: a sample in both is applied once.
@@ -277,8 +285,24 @@ impl RuleManager {
                 ) {
                     Ok(series) => series,
                     Err(err) => {
-                        warn!(error = %err, "cannot seed the incremental rule engine");
-                        continue;
+                        // Never silently run on a partial history: the rules go ad hoc,
+                        // report the reason, and seeding is retried at the next tick.
+                        let reason = format!("cannot seed the incremental rule engine: {err}");
+                        let mut seed_error = self.seed_error.lock();
+                        if seed_error.as_ref() != Some(&reason) {
+                            warn!(error = %err, "cannot seed the incremental rule engine; evaluating rules ad hoc until it can be");
+                        }
+                        *seed_error = Some(reason.clone());
+                        drop(seed_error);
+                        let fallbacks = fallbacks
+                            .iter()
+                            .map(|g| {
+                                g.iter()
+                                    .map(|f| f.clone().or_else(|| Some(reason.clone())))
+                                    .collect()
+                            })
+                            .collect();
+                        return (None, fallbacks);
                     }
                 };
                 let mut samples = Vec::new();
@@ -291,6 +315,7 @@ impl RuleManager {
                 engine.push_samples(samples);
             }
         }
+        *self.seed_error.lock() = None;
         let incremental = Incremental {
             engine,
             tap,
@@ -352,9 +377,10 @@ impl RuleManager {
         self.groups.lock().len()
     }
 
-    /// Re-reads the rule files (`POST /-/reload`, SIGHUP). Rules that did not change
-    /// (same group, name, expression, labels, annotations, `for`) keep their alerts; a
-    /// file that fails to load leaves the running rules untouched.
+    /// Re-reads the rule files (`POST /-/reload`, SIGHUP). As in Prometheus, a rule
+    /// that keeps its group (file and name), name and labels keeps its alerts and the
+    /// series it wrote; the series of removed rules and groups are marked stale at the
+    /// next evaluation. A file that fails to load leaves the running rules untouched.
     /// Runs on a blocking thread (the new dataflow is seeded from storage).
     pub fn reload(&self) -> anyhow::Result<usize> {
         let mut loaded = load_rule_files(&self.patterns)?;
@@ -367,27 +393,21 @@ impl RuleManager {
         let mut fresh = Vec::with_capacity(loaded.len());
         for group in loaded {
             let mut state = GroupState::new(group);
-            if let Some(previous) = old
-                .iter_mut()
-                .find(|g| g.group.name == state.group.name && g.group.file == state.group.file)
+            if let Some(index) = old
+                .iter()
+                .position(|g| g.group.name == state.group.name && g.group.file == state.group.file)
             {
-                for rule in &mut state.rules {
-                    if let Some(kept) = previous.rules.iter_mut().find(|r| {
-                        r.rule.name == rule.rule.name
-                            && r.rule.expr_text == rule.rule.expr_text
-                            && r.rule.labels == rule.rule.labels
-                            && r.rule.annotations == rule.rule.annotations
-                            && r.rule.for_ms == rule.rule.for_ms
-                            && r.rule.keep_firing_for_ms == rule.rule.keep_firing_for_ms
-                    }) {
-                        rule.active = std::mem::take(&mut kept.active);
-                        rule.last_evaluation = kept.last_evaluation;
-                        rule.health = kept.health;
-                    }
-                }
+                let mut previous = old.swap_remove(index);
+                state.copy_state(&mut previous);
             }
             fresh.push(state);
         }
+        // Groups the reload removed: their series are marked stale at the next tick.
+        let mut orphans = self.orphans.lock();
+        for removed in &mut old {
+            orphans.extend(removed.written_series());
+        }
+        drop(orphans);
         old.clear();
         *groups = fresh;
         *incremental = fresh_incremental;
@@ -395,52 +415,78 @@ impl RuleManager {
         Ok(groups.len())
     }
 
-    /// Restores `activeAt` of alerts that were pending or firing before a restart from
-    /// the latest `ALERTS_FOR_STATE` samples (within the lookback), as Prometheus does;
-    /// they come back pending, and fire once `for` has elapsed since `activeAt`.
-    /// Runs on a blocking thread (it reads storage synchronously).
+    /// Restores the alerts that were pending or firing before a restart: `activeAt`
+    /// from the latest `ALERTS_FOR_STATE` samples (within the lookback), as Prometheus
+    /// does, and, beyond Prometheus, the state from `ALERTS` (a firing alert stays
+    /// firing, with `startsAt` = `activeAt + for`, the instant Vigil fired it) and the
+    /// value and annotations from the rule evaluated at the last written evaluation.
+    /// Restoring emits no transition. Runs on a blocking thread (it reads storage).
     fn restore_for_state(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let now = now_ms();
         let mut last_written = i64::MIN;
+        let source = StorageSource {
+            storage: &self.storage,
+            sql: &self.sql,
+            runtime: runtime.clone(),
+        };
+        let select = |name: &str, alertname: &str| {
+            let matchers = vec![
+                promql_parser::label::Matcher::new(
+                    promql_parser::label::MatchOp::Equal,
+                    "__name__",
+                    name,
+                ),
+                promql_parser::label::Matcher::new(
+                    promql_parser::label::MatchOp::Equal,
+                    "alertname",
+                    alertname,
+                ),
+            ];
+            vigil_queries::promql::SeriesSource::select(
+                &source,
+                &matchers,
+                now - vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS,
+                now,
+            )
+        };
         let mut groups = self.groups.lock();
         for state in groups.iter_mut() {
+            let group = state.group.clone();
             for rule in state.rules.iter_mut() {
                 if rule.rule.kind != RuleKind::Alerting {
                     continue;
                 }
-                let matchers = vec![
-                    promql_parser::label::Matcher::new(
-                        promql_parser::label::MatchOp::Equal,
-                        "__name__",
-                        "ALERTS_FOR_STATE",
-                    ),
-                    promql_parser::label::Matcher::new(
-                        promql_parser::label::MatchOp::Equal,
-                        "alertname",
-                        &rule.rule.name,
-                    ),
-                ];
-                let source = StorageSource {
-                    storage: &self.storage,
-                    sql: &self.sql,
-                    runtime: runtime.clone(),
-                };
-                let series = match vigil_queries::promql::SeriesSource::select(
-                    &source,
-                    &matchers,
-                    now - vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS,
-                    now,
+                let (for_state, alerts) = match (
+                    select("ALERTS_FOR_STATE", &rule.rule.name),
+                    select("ALERTS", &rule.rule.name),
                 ) {
-                    Ok(series) => series,
-                    Err(err) => {
+                    (Ok(for_state), Ok(alerts)) => (for_state, alerts),
+                    (Err(err), _) | (_, Err(err)) => {
                         warn!(rule = %rule.rule.name, error = %err, "cannot restore alert state");
                         continue;
                     }
                 };
-                for s in series {
+                // The alerts whose last `ALERTS` sample says firing, and when.
+                let mut firing = std::collections::HashMap::new();
+                for s in &alerts {
+                    let Some(last) = s.points.last() else {
+                        continue;
+                    };
+                    if vigil_storage::record::is_stale_marker(last.f)
+                        || s.labels.get("alertstate") != Some("firing")
+                    {
+                        continue;
+                    }
+                    let mut labels = s.labels.clone();
+                    labels.set("__name__", "");
+                    labels.set("alertstate", "");
+                    firing.insert(labels, last.t);
+                }
+                let mut restored_at = i64::MIN;
+                for s in for_state {
                     let Some(last) = s.points.last() else {
                         continue;
                     };
@@ -448,28 +494,66 @@ impl RuleManager {
                         continue;
                     }
                     last_written = last_written.max(last.t);
+                    restored_at = restored_at.max(last.t);
                     let mut labels = s.labels.clone();
                     labels.set("__name__", "");
-                    let active_at = (last.f * 1000.0) as i64;
+                    let active_at = (last.f * 1000.0).round() as i64;
+                    let is_firing = firing.get(&labels) == Some(&last.t);
+                    let mut written = labels.clone();
+                    written.set("__name__", "ALERTS_FOR_STATE");
+                    rule.series_in_previous_eval.insert(written.clone());
+                    written.set("__name__", "ALERTS");
+                    written.set("alertstate", if is_firing { "firing" } else { "pending" });
+                    rule.series_in_previous_eval.insert(written);
                     rule.active.insert(
                         labels.clone(),
                         Alert {
                             labels,
                             annotations: BTreeMap::new(),
-                            state: AlertState::Pending,
+                            state: if is_firing {
+                                AlertState::Firing
+                            } else {
+                                AlertState::Pending
+                            },
                             value: f64::NAN,
                             active_at,
-                            fired_at: None,
+                            fired_at: is_firing.then_some(active_at + rule.rule.for_ms),
                             resolved_at: None,
                             keep_firing_since: None,
                         },
                     );
                 }
+                if rule.active.is_empty() {
+                    continue;
+                }
+                // Value and annotations as the last evaluation before the restart saw
+                // them (a probe evaluation whose transitions are dropped).
+                let mut probe = rule.clone();
+                let mut out = vigil_engine::alerting::Output::default();
+                if probe
+                    .eval_with(
+                        &source,
+                        None,
+                        &group,
+                        restored_at,
+                        &self.external_labels,
+                        &mut out,
+                    )
+                    .is_ok()
+                {
+                    for (labels, alert) in rule.active.iter_mut() {
+                        if let Some(seen) = probe.active.get(labels) {
+                            alert.value = seen.value;
+                            alert.annotations = seen.annotations.clone();
+                        }
+                    }
+                }
             }
         }
-        // Evaluation resumes after the last evaluation that wrote state, never before.
+        // Evaluation resumes after the last evaluation that wrote state, never before
+        // (nor after the wall clock).
         let mut last = self.last_eval.lock();
-        *last = (*last).max(last_written);
+        *last = (*last).max(last_written.min(now));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
@@ -622,6 +706,18 @@ impl RuleManager {
             runtime: runtime.clone(),
         };
         let mut transitions: Vec<Transition> = Vec::new();
+        if tick && self.seed_error.lock().is_some() {
+            let snapshot: Vec<GroupState> = self.groups.lock().clone();
+            let (rebuilt, fallbacks) = self.build_incremental(&snapshot);
+            *self.incremental.lock() = rebuilt;
+            *self.fallbacks.lock() = fallbacks;
+        }
+        let seed_error = self.seed_error.lock().clone();
+        let fallbacks = if seed_error.is_some() {
+            self.fallbacks.lock().clone()
+        } else {
+            Vec::new()
+        };
         let mut incremental = self.incremental.lock();
         if let Some(incremental) = incremental.as_mut() {
             incremental.behind = true;
@@ -666,7 +762,7 @@ impl RuleManager {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let mut out = vigil_engine::alerting::Output::default();
-                if let Err(err) = rule.eval_with(
+                let stale = match rule.eval_with(
                     &source,
                     maintained,
                     &group,
@@ -674,21 +770,26 @@ impl RuleManager {
                     &self.external_labels,
                     &mut out,
                 ) {
-                    warn!(group = %group.name, rule = %rule.rule.name, error = %err, "rule evaluation failed");
+                    Ok(()) if tick => rule.track_written(&out.samples),
+                    Ok(()) => Vec::new(),
+                    Err(err) => {
+                        warn!(group = %group.name, rule = %rule.rule.name, error = %err, "rule evaluation failed");
+                        Vec::new()
+                    }
+                };
+                if let Some(reason) = &seed_error {
+                    let unseeded = fallbacks
+                        .get(group_index)
+                        .and_then(|g| g.get(rule_index))
+                        .is_some_and(|f| f.as_ref() == Some(reason));
+                    if unseeded {
+                        rule.health = "err";
+                        rule.last_error = Some(reason.clone());
+                    }
                 }
                 transitions.extend(out.transitions);
-                if tick && !out.samples.is_empty() {
-                    // Written before the next rule runs, so it sees this output.
-                    let mut batch = SampleBatch::default();
-                    for (labels, ts, value) in out.samples {
-                        let idx = batch.push_series(labels);
-                        batch.push_sample(idx, ts, value);
-                    }
-                    if let Err(err) =
-                        runtime.block_on(self.storage.append(batch, AppendMode::Lenient))
-                    {
-                        warn!(rule = %rule.rule.name, error = %err, "cannot store rule output");
-                    }
+                // Written before the next rule runs, so it sees this output.
+                if tick && self.write_output(&runtime, out.samples, stale, t) {
                     if let Some(incremental) = incremental.as_mut() {
                         incremental.behind = true;
                     }
@@ -696,7 +797,27 @@ impl RuleManager {
             }
             if tick {
                 state.last_evaluation = Some(t);
+                // Series of rules a reload removed from this group.
+                let removed = std::mem::take(&mut state.stale_series);
+                if self.write_output(&runtime, Vec::new(), removed, t) {
+                    if let Some(incremental) = incremental.as_mut() {
+                        incremental.behind = true;
+                    }
+                }
             }
+        }
+        if tick {
+            // Series of groups a reload removed, unless a rule writes them now.
+            let orphans: Vec<LabelSet> = std::mem::take(&mut *self.orphans.lock())
+                .into_iter()
+                .filter(|labels| {
+                    !groups
+                        .iter()
+                        .flat_map(|g| &g.rules)
+                        .any(|r| r.series_in_previous_eval.contains(labels))
+                })
+                .collect();
+            self.write_output(&runtime, Vec::new(), orphans, t);
         }
         drop(groups);
         if let Some(incremental) = incremental.as_mut() {
@@ -707,6 +828,34 @@ impl RuleManager {
         for transition in transitions {
             self.publish(&transition);
         }
+    }
+
+    /// Appends rule output and staleness markers (at `t`) for the series in `stale`;
+    /// whether anything was written. Lenient, as Prometheus' rule appender: a marker for
+    /// a series another rule wrote at `t` is dropped as a duplicate.
+    fn write_output(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        samples: Vec<(LabelSet, i64, f64)>,
+        stale: Vec<LabelSet>,
+        t: i64,
+    ) -> bool {
+        if samples.is_empty() && stale.is_empty() {
+            return false;
+        }
+        let mut batch = SampleBatch::default();
+        for (labels, ts, value) in samples {
+            let idx = batch.push_series(labels);
+            batch.push_sample(idx, ts, value);
+        }
+        for labels in stale {
+            let idx = batch.push_series(labels);
+            batch.push_sample(idx, t, vigil_storage::record::stale_marker());
+        }
+        if let Err(err) = runtime.block_on(self.storage.append(batch, AppendMode::Lenient)) {
+            warn!(error = %err, "cannot store rule output");
+        }
+        true
     }
 
     /// The alert as Alertmanager receives it, plus `status` and Vigil's fields.
@@ -819,7 +968,7 @@ impl RuleManager {
                     AlertState::Pending => false,
                 };
                 let last = sent.get(&alert.labels).copied().unwrap_or(i64::MIN);
-                if due && now - last >= RESEND_MS {
+                if due && now.saturating_sub(last) >= RESEND_MS {
                     batch.push(self.alertmanager_json(alert, t));
                     sent.insert(alert.labels.clone(), now);
                 }
@@ -947,6 +1096,10 @@ fn observe_append(
     next_tick: &mut Option<i64>,
     last_append: &mut Option<std::time::Instant>,
 ) {
+    // The rule clock never runs ahead of the wall clock: one sample from the future
+    // (a client's broken clock) must not resolve alerts and make every later sample
+    // late. It is stored, and applies when time reaches it.
+    let latest = latest.min(now_ms());
     if *event_watermark == i64::MIN && next_tick.is_none_or(|tick| latest < tick - tick_ms) {
         *next_tick = Some((latest / tick_ms + 1) * tick_ms);
     }

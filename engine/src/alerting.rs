@@ -3,7 +3,7 @@
 //! (pending → firing after `for`, `keep_firing_for`, resolved alerts kept 15 minutes)
 //! and produce the `ALERTS` and `ALERTS_FOR_STATE` series.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vigil_queries::promql::eval::finalize;
 use vigil_queries::promql::{EvalError, Evaluator, SeriesSource, Value};
@@ -80,6 +80,9 @@ pub struct RuleState {
     pub last_evaluation: Option<i64>,
     pub evaluation_ms: f64,
     pub health: &'static str,
+    /// The series this rule wrote at its last written evaluation (Prometheus'
+    /// `seriesInPreviousEval`): the ones it does not write next time are marked stale.
+    pub series_in_previous_eval: HashSet<LabelSet>,
 }
 
 /// What one evaluation produced: samples to append (recording output, `ALERTS`,
@@ -121,7 +124,24 @@ impl RuleState {
             last_evaluation: None,
             evaluation_ms: 0.0,
             health: "unknown",
+            series_in_previous_eval: HashSet::new(),
         }
+    }
+
+    /// Records the series a successful evaluation wrote (`written`) and returns the
+    /// ones the previous written evaluation had and this one has not: they get a
+    /// staleness marker at this evaluation's time, as Prometheus' group does, so
+    /// recording output and `ALERTS` (pending and firing are two series) end when the
+    /// rule stops producing them.
+    pub fn track_written(&mut self, written: &[(LabelSet, i64, f64)]) -> Vec<LabelSet> {
+        let current: HashSet<LabelSet> = written.iter().map(|(l, _, _)| l.clone()).collect();
+        let previous = std::mem::replace(&mut self.series_in_previous_eval, current);
+        let mut stale: Vec<LabelSet> = previous
+            .into_iter()
+            .filter(|labels| !self.series_in_previous_eval.contains(labels))
+            .collect();
+        stale.sort();
+        stale
     }
 
     /// Evaluates at `t` (the query runs at `t - query_offset`); appends to `out`. The
@@ -137,6 +157,7 @@ impl RuleState {
         out: &mut Output,
     ) -> Result<(), RuleEvalError> {
         let started = std::time::Instant::now();
+        let written_before = out.samples.len();
         let result = match self.rule.kind {
             RuleKind::Recording => self.eval_recording(source, maintained, group, t, out),
             RuleKind::Alerting => {
@@ -151,6 +172,8 @@ impl RuleState {
                 self.last_error = None;
             }
             Err(err) => {
+                // A failed evaluation writes nothing (and marks nothing stale).
+                out.samples.truncate(written_before);
                 self.health = "err";
                 self.last_error = Some(err.to_string());
             }
@@ -300,6 +323,13 @@ impl RuleState {
                 });
             }
             if alert.state != AlertState::Inactive {
+                // A `for` shortened or lengthened by a reload can move a firing
+                // alert back to pending, as in Prometheus.
+                if alert.state == AlertState::Firing && t - alert.active_at < self.rule.for_ms {
+                    alert.state = AlertState::Pending;
+                    alert.fired_at = None;
+                    alert.keep_firing_since = None;
+                }
                 firing_or_pending += 1;
                 let mut series = alert.labels.clone();
                 series.set(METRIC_NAME, "ALERTS");
@@ -307,6 +337,8 @@ impl RuleState {
                 out.samples.push((series, t, 1.0));
                 let mut for_state = alert.labels.clone();
                 for_state.set(METRIC_NAME, "ALERTS_FOR_STATE");
+                // Seconds with the milliseconds kept (Prometheus truncates to whole
+                // seconds; Vigil's activeAt is an event time a restart must restore).
                 out.samples
                     .push((for_state, t, alert.active_at as f64 / 1000.0));
             }
@@ -351,6 +383,9 @@ pub struct GroupState {
     pub rules: Vec<RuleState>,
     pub last_evaluation: Option<i64>,
     pub evaluation_ms: f64,
+    /// Series of rules a reload removed from this group: marked stale at the group's
+    /// next evaluation (Prometheus' `staleSeries`).
+    pub stale_series: Vec<LabelSet>,
 }
 
 impl GroupState {
@@ -361,6 +396,50 @@ impl GroupState {
             rules,
             last_evaluation: None,
             evaluation_ms: 0.0,
+            stale_series: Vec::new(),
         }
+    }
+
+    /// Takes over the state of the group a reload replaces, as Prometheus'
+    /// `CopyState`: rules are matched by name and labels (in order, for duplicates)
+    /// and keep their alerts and the series they wrote; the series of old rules
+    /// without a match are marked stale at this group's next evaluation.
+    pub fn copy_state(&mut self, from: &mut GroupState) {
+        self.last_evaluation = from.last_evaluation;
+        self.evaluation_ms = from.evaluation_ms;
+        let mut taken = vec![false; from.rules.len()];
+        for rule in &mut self.rules {
+            let Some(index) = from.rules.iter().enumerate().position(|(i, old)| {
+                !taken[i] && old.rule.name == rule.rule.name && old.rule.labels == rule.rule.labels
+            }) else {
+                continue;
+            };
+            taken[index] = true;
+            let old = &mut from.rules[index];
+            rule.series_in_previous_eval = std::mem::take(&mut old.series_in_previous_eval);
+            if rule.rule.kind == RuleKind::Alerting && old.rule.kind == RuleKind::Alerting {
+                rule.active = std::mem::take(&mut old.active);
+            }
+            rule.last_evaluation = old.last_evaluation;
+            rule.health = old.health;
+            rule.last_error = old.last_error.take();
+        }
+        self.stale_series = std::mem::take(&mut from.stale_series);
+        for (index, old) in from.rules.iter_mut().enumerate() {
+            if !taken[index] {
+                self.stale_series
+                    .extend(std::mem::take(&mut old.series_in_previous_eval));
+            }
+        }
+    }
+
+    /// Every series this group's rules wrote at their last evaluation, and the ones
+    /// still waiting for their staleness marker.
+    pub fn written_series(&mut self) -> Vec<LabelSet> {
+        let mut all: Vec<LabelSet> = self.stale_series.drain(..).collect();
+        for rule in &mut self.rules {
+            all.extend(rule.series_in_previous_eval.drain());
+        }
+        all
     }
 }

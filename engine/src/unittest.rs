@@ -499,22 +499,25 @@ fn run_group(
                         &mut out,
                     )
                 };
-                if let Err(err) = result {
-                    errors.push(format!(
-                        "    rule: {}, time: {}s, err: {err}",
-                        rule.rule.name,
-                        (ts - mint) as f64 / 1000.0
-                    ));
-                }
-                if let Some(engine) = &engine {
-                    if !out.samples.is_empty() {
-                        engine.push_samples(out.samples.clone());
-                        behind = true;
+                let stale = match result {
+                    Ok(()) => rule.track_written(&out.samples),
+                    Err(err) => {
+                        errors.push(format!(
+                            "    rule: {}, time: {}s, err: {err}",
+                            rule.rule.name,
+                            (ts - mint) as f64 / 1000.0
+                        ));
+                        Vec::new()
                     }
-                }
-                for (labels, t, f) in out.samples {
-                    store.add(labels, [Point { t, f }]);
-                }
+                };
+                write_output(
+                    &mut store,
+                    engine.as_ref(),
+                    out.samples,
+                    stale,
+                    ts,
+                    &mut behind,
+                );
             }
         }
         for (idx, alert_test) in test.alert_rule_test.iter().enumerate() {
@@ -638,6 +641,37 @@ fn run_group(
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// Stores what a rule wrote and the staleness markers of the series it stopped
+/// writing. A marker never replaces a sample written at the same instant (by another
+/// rule), as Prometheus' appender refuses the duplicate.
+fn write_output(
+    store: &mut MemorySource,
+    engine: Option<&crate::incremental::Engine>,
+    samples: Vec<(LabelSet, i64, f64)>,
+    stale: Vec<LabelSet>,
+    t: i64,
+    behind: &mut bool,
+) {
+    let mut written = samples;
+    for labels in stale {
+        let taken = store
+            .points(&labels)
+            .is_some_and(|points| points.last().is_some_and(|p| p.t == t));
+        if !taken {
+            written.push((labels, t, stale_marker()));
+        }
+    }
+    if let Some(engine) = engine {
+        if !written.is_empty() {
+            engine.push_samples(written.clone());
+            *behind = true;
+        }
+    }
+    for (labels, t, f) in written {
+        store.add(labels, [Point { t, f }]);
     }
 }
 

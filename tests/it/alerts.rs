@@ -38,14 +38,14 @@ fn write_gauge(vigil: &Vigil, value: f64) -> Instant {
     Instant::now()
 }
 
-fn json_get(url: &str) -> Value {
+pub(crate) fn json_get(url: &str) -> Value {
     let (status, body) = blocking_get(url).expect("get");
     assert_eq!(status, 200, "{url}: {body}");
     serde_json::from_str(&body).expect("json")
 }
 
 /// The next alert message (heartbeats skipped), within `timeout`.
-fn next_alert(
+pub(crate) fn next_alert(
     socket: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
     timeout: Duration,
 ) -> Value {
@@ -272,6 +272,15 @@ fn alerts_reach_websocket_and_alertmanager() {
     let snapshot = next_alert(&mut socket, Duration::from_secs(5));
     assert_eq!(snapshot["snapshot"], true, "{snapshot}");
     assert_eq!(snapshot["status"], "firing");
+    // Restored as it was: state, annotations, value and startsAt (no re-fire at the
+    // restart time).
+    assert_eq!(
+        snapshot["annotations"]["summary"], "db-1 is at 21",
+        "{snapshot}"
+    );
+    assert_eq!(snapshot["value"], "21", "{snapshot}");
+    assert_eq!(snapshot["startsAt"], firing["startsAt"], "{snapshot}");
+    assert_eq!(snapshot["activeAt"], firing["activeAt"], "{snapshot}");
 
     // `vigil alerts tail` prints the same stream.
     let mut tail = Command::new(env!("CARGO_BIN_EXE_vigil"))

@@ -10,14 +10,16 @@ use super::value::Series;
 #[derive(Debug, Default)]
 pub struct MemorySource {
     series: Vec<Series>,
+    index: std::collections::HashMap<LabelSet, usize>,
 }
 
 impl MemorySource {
     /// Adds samples to a series, creating it if needed; keeps points sorted by time.
     pub fn add(&mut self, labels: LabelSet, points: impl IntoIterator<Item = Point>) {
-        let index = match self.series.iter().position(|s| s.labels == labels) {
-            Some(index) => index,
+        let index = match self.index.get(&labels) {
+            Some(&index) => index,
             None => {
+                self.index.insert(labels.clone(), self.series.len());
                 self.series.push(Series {
                     labels,
                     points: Vec::new(),
@@ -38,6 +40,14 @@ impl MemorySource {
 
     pub fn clear(&mut self) {
         self.series.clear();
+        self.index.clear();
+    }
+
+    /// The samples of the series with exactly these labels.
+    pub fn points(&self, labels: &LabelSet) -> Option<&[Point]> {
+        self.index
+            .get(labels)
+            .map(|&index| self.series[index].points.as_slice())
     }
 }
 

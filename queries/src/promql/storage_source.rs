@@ -28,6 +28,9 @@ pub struct StorageSource<'a> {
 /// the sorted `series_id` column then skip most row groups and pages).
 const MAX_PUSHED_IDS: usize = 4096;
 
+/// The last millisecond of year 9999: query bounds beyond it are clamped.
+const MAX_MS: i64 = 253_402_300_799_999;
+
 impl SeriesSource for StorageSource<'_> {
     fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
         // Cached and already in label order (Prometheus returns series in label order).
@@ -58,6 +61,9 @@ impl SeriesSource for StorageSource<'_> {
                 })
                 .collect());
         }
+        // Open-ended reads (seeding asks up to i64::MAX) stay inside the range Arrow
+        // can convert between time zones.
+        let (start, end) = (start.clamp(-MAX_MS, MAX_MS), end.clamp(-MAX_MS, MAX_MS));
         let mut query = format!(
             "SELECT series_id, CAST(timestamp AS BIGINT) AS ts, value FROM samples \
              WHERE timestamp > to_timestamp_millis({start}) AND timestamp <= to_timestamp_millis({end})"
