@@ -134,7 +134,10 @@ fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser
         ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
-            format!("invalid parameter \"query\": {err}"),
+            format!(
+                "invalid parameter \"query\": {}",
+                vigil_queries::promql::parse_error::prometheus_message(text, &err)
+            ),
         )
     })
 }
@@ -313,7 +316,8 @@ pub async fn query_range_handler(
     if (end - start) / step > MAX_POINTS_PER_SERIES {
         return api_error(StatusCode::BAD_REQUEST, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
     }
-    // As Prometheus' engine refuses it when the query is created.
+    // As Prometheus' engine refuses it when the query is created (2.42's text: no
+    // `invalid parameter` prefix).
     let documented = match expr.value_type() {
         promql_parser::parser::value::ValueType::Vector
         | promql_parser::parser::value::ValueType::Scalar => None,
@@ -324,7 +328,7 @@ pub async fn query_range_handler(
         return api_error(
             StatusCode::BAD_REQUEST,
             "bad_data",
-            format!("invalid parameter \"query\": invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"),
+            format!("invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"),
         );
     }
     let timeout = match timeout_param(&params) {

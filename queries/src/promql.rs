@@ -14,6 +14,7 @@ pub mod call;
 pub mod eval;
 pub mod functions;
 pub mod memory;
+pub mod parse_error;
 pub mod prefetch;
 pub mod storage_source;
 pub mod value;

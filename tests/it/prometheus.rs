@@ -149,6 +149,7 @@ fn prometheus_remote_write_matches_prometheus_storage() {
         &vigil.url,
         last_prom - 1_500,
     );
+    compare_query_errors(&format!("http://127.0.0.1:{port}"), &vigil.url, at);
 
     // Metadata sent over remote_write answers /api/v1/metadata as Prometheus does.
     let wanted = "/api/v1/metadata?metric=prometheus_tsdb_head_series";
@@ -168,6 +169,58 @@ fn prometheus_remote_write_matches_prometheus_storage() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Queries Prometheus refuses: the same status, `errorType` and error text.
+fn compare_query_errors(prom_url: &str, vigil_url: &str, at: f64) {
+    let start = (at - 60.0).to_string();
+    let end = at.to_string();
+    let cases: &[(&str, &str)] = &[
+        ("query_range", "up[2m]"),
+        ("query_range", "\"text\""),
+        ("query_range", "rate(up[1m])[5m:1m]"),
+        ("query", "sum("),
+        ("query", "rate(up)"),
+        ("query", "up +"),
+        ("query", "foo{"),
+        ("query", "sum by (job) (up[5m])"),
+        ("query", "up[5m] + 1"),
+        ("query", "abs(\"x\")"),
+        ("query", "unknown_function(up)"),
+        ("query", "1 and 2"),
+        ("query", "{}"),
+        ("query", "up[5x]"),
+    ];
+    let mut differ = Vec::new();
+    for (endpoint, query) in cases {
+        let encoded = serde_urlencoded::to_string([
+            ("query", *query),
+            ("start", &start),
+            ("end", &end),
+            ("step", "15"),
+            ("time", &end),
+        ])
+        .expect("encode");
+        let answer = |base: &str| {
+            let (status, body) =
+                blocking_get(&format!("{base}/api/v1/{endpoint}?{encoded}")).expect("get");
+            let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+            (status, json["errorType"].clone(), json["error"].clone())
+        };
+        let prom = answer(prom_url);
+        let ours = answer(vigil_url);
+        assert_eq!(prom.0, 400, "{endpoint} {query}: {prom:?}");
+        if prom != ours {
+            differ.push(format!(
+                "{endpoint} {query}:\n  prometheus {prom:?}\n  vigil      {ours:?}"
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "query errors differ:\n{}",
+        differ.join("\n")
+    );
 }
 
 /// Range queries as Grafana sends them (start, end, step), off the sample grid.
