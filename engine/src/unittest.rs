@@ -1,6 +1,7 @@
 //! `vigil rules test`: rule unit tests in `promtool test rules` format, with promtool's
 //! semantics (`cmd/promtool/unittest.go`): input series are loaded up to each
-//! evaluation time, every group is evaluated at every `evaluation_interval` from the
+//! evaluation time, every group (whatever its own `interval`) is evaluated at every
+//! `evaluation_interval` from the
 //! start to the last `eval_time`, alert tests compare the *firing* alerts of the
 //! evaluation at or just before their `eval_time`, expression tests run afterwards
 //! against the inputs plus everything the rules wrote.
@@ -455,16 +456,9 @@ fn run_group(
     while ts <= mint + max_eval {
         // Output was written since the engine's last epoch at `ts`.
         let mut behind = true;
+        // promtool evaluates every group at every `evaluation_interval`, whatever the
+        // group's own `interval` (cmd/promtool/unittest.go).
         for (group_index, state) in states.iter_mut().enumerate() {
-            // Groups with their own interval evaluate on their own grid.
-            let group_interval = if state.group.interval_ms > 0 {
-                state.group.interval_ms
-            } else {
-                eval_interval
-            };
-            if (ts - mint) % group_interval != 0 {
-                continue;
-            }
             // Rule by rule: each rule's output is stored before the next rule runs.
             for (rule_index, rule) in state.rules.iter_mut().enumerate() {
                 let mut out = crate::alerting::Output::default();
