@@ -419,7 +419,9 @@ fn lookup(root: Val, path: &[String]) -> Val {
     let mut current = root;
     for key in path {
         current = match current {
-            Val::Map(map) => map.get(key).cloned().map_or(Val::Empty, Val::Str),
+            // Prometheus executes templates with `missingkey=zero`: a label the alert
+            // lacks is the empty string, not `<no value>`.
+            Val::Map(map) => Val::Str(map.get(key).cloned().unwrap_or_default()),
             _ => Val::Empty,
         };
     }

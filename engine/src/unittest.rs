@@ -174,8 +174,13 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
                     Some(i) => (parse_float(&expr[..i])?, parse_float(&expr[i..])?),
                     None => (parse_float(expr)?, 0.0),
                 };
-                for k in 0..=n {
-                    out.push(Some(start + step * k as f64));
+                // Repeated addition, as Prometheus' series notation does (`0+0.1x9`
+                // ends at 0.8999999999999999, not 0.9).
+                let mut value = start;
+                out.push(Some(value));
+                for _ in 0..n {
+                    value += step;
+                    out.push(Some(value));
                 }
                 continue;
             }
@@ -194,13 +199,26 @@ fn parse_float(text: &str) -> Result<f64, String> {
         }),
         "-inf" => Ok(f64::NEG_INFINITY),
         "nan" => Ok(f64::NAN),
-        _ => text.parse().map_err(|_| format!("bad value {text:?}")),
+        lower => {
+            // Go's ParseFloat reads hexadecimal integers too (`0x1f`).
+            let (sign, digits) = match lower.strip_prefix('-') {
+                Some(rest) => (-1.0, rest),
+                None => (1.0, lower),
+            };
+            if let Some(hex) = digits.strip_prefix("0x") {
+                return i64::from_str_radix(hex, 16)
+                    .map(|v| sign * v as f64)
+                    .map_err(|_| format!("bad value {text:?}"));
+            }
+            text.parse().map_err(|_| format!("bad value {text:?}"))
+        }
     }
 }
 
 /// `metric{a="b"}` → labels.
 fn parse_metric(text: &str) -> Result<LabelSet, String> {
-    if text.trim().is_empty() {
+    // `{}` is how promtool prints (and accepts) a sample without labels.
+    if text.trim().is_empty() || text.trim() == "{}" {
         return Ok(LabelSet::default());
     }
     match promql_parser::parser::parse(text) {

@@ -15,6 +15,8 @@ mod prometheus;
 mod promql_api;
 mod promql_conformance;
 mod remote_write;
+mod rule_semantics;
 mod rules;
+mod rules_differential;
 mod scrape;
 mod util;

@@ -13,7 +13,7 @@ use promql_parser::parser::{self, Expr};
 use vigil_queries::promql::functions::Point;
 use vigil_queries::promql::memory::MemorySource;
 use vigil_queries::promql::{EvalError, Evaluator, Value};
-use vigil_storage::record::{is_stale_marker, stale_marker};
+use vigil_storage::record::is_stale_marker;
 use vigil_storage::LabelSet;
 
 /// Files that exercise features Prometheus keeps behind feature flags or marks
@@ -42,49 +42,10 @@ fn parse_duration_ms(text: &str) -> Option<i64> {
         .map(|d| d.as_millis() as i64)
 }
 
-/// Expands `load`/range-result value notation: `1 2 _ 3+2x4 5-1x2 stale _x3 4x2`.
+/// Expands `load`/range-result value notation: `1 2 _ 3+2x4 5-1x2 stale _x3 4x2`, with
+/// the same expansion `vigil rules test` uses (repeated addition, as Prometheus does).
 fn expand_values(tokens: &[&str]) -> Option<Vec<Option<f64>>> {
-    let mut out = Vec::new();
-    for token in tokens {
-        if *token == "_" {
-            out.push(None);
-            continue;
-        }
-        if *token == "stale" {
-            out.push(Some(stale_marker()));
-            continue;
-        }
-        if let Some(count) = token.strip_prefix("_x") {
-            out.extend(std::iter::repeat_n(None, count.parse().ok()?));
-            continue;
-        }
-        if let Some((head, count)) = token.rsplit_once('x') {
-            if let Ok(count) = count.parse::<usize>() {
-                // `a+bxN`, `a-bxN` or `axN`.
-                let (start, step) = split_step(head)?;
-                for idx in 0..=count {
-                    out.push(Some(start + step * idx as f64));
-                }
-                continue;
-            }
-        }
-        out.push(Some(parse_value(token)?));
-    }
-    Some(out)
-}
-
-fn split_step(head: &str) -> Option<(f64, f64)> {
-    // Find the operator that separates start and step (not a leading sign or exponent).
-    let bytes = head.as_bytes();
-    for idx in (1..bytes.len()).rev() {
-        let c = bytes[idx] as char;
-        if (c == '+' || c == '-') && !matches!(bytes[idx - 1] as char, 'e' | 'E') {
-            let start = parse_value(&head[..idx])?;
-            let step = parse_value(&head[idx + 1..])?;
-            return Some((start, if c == '-' { -step } else { step }));
-        }
-    }
-    Some((parse_value(head)?, 0.0))
+    vigil_engine::unittest::expand_values(&tokens.join(" ")).ok()
 }
 
 fn parse_value(text: &str) -> Option<f64> {

@@ -55,6 +55,25 @@ struct Inputs<'scope> {
     clock: VecCollection<'scope, u64, i64, isize>,
 }
 
+/// An operand's rows without its error rows, which go to `errors` (leaves and
+/// constants have none).
+fn operand<'scope>(
+    node: &Node,
+    inputs: &Inputs<'scope>,
+    memo: &mut HashMap<String, Rows<'scope>>,
+    errors: &mut Vec<Rows<'scope>>,
+) -> Rows<'scope> {
+    let rows = build(node, inputs, memo);
+    if matches!(node, Node::Leaf(_) | Node::Constant { .. }) {
+        return rows;
+    }
+    errors.push(
+        rows.clone()
+            .filter(|row: &Row| row.0.get(ERROR_LABEL).is_some()),
+    );
+    rows.filter(|row: &Row| row.0.get(ERROR_LABEL).is_none())
+}
+
 /// Builds `node`'s collection (once per distinct sub-expression).
 fn build<'scope>(
     node: &Node,
@@ -76,6 +95,7 @@ fn build<'scope>(
     if let Some(built) = memo.get(key) {
         return built.clone();
     }
+    let mut errors = Vec::new();
     let built = match node {
         Node::Leaf(index) => inputs.leaves[*index].clone(),
         Node::Constant { value, .. } => {
@@ -89,7 +109,7 @@ fn build<'scope>(
             ..
         } => {
             let (binary, time_left) = (binary.clone(), *time_left);
-            build(input, inputs, memo)
+            operand(input, inputs, memo, &mut errors)
                 .map(|row: Row| ((), row))
                 .join(inputs.clock.clone().map(|at| ((), at)))
                 .flat_map(move |((), (row, at))| {
@@ -104,7 +124,7 @@ fn build<'scope>(
         }
         Node::Relabel { rewrite, input, .. } => {
             let rewrite = rewrite.clone();
-            build(input, inputs, memo).map(move |row: Row| {
+            operand(input, inputs, memo, &mut errors).map(move |row: Row| {
                 let mut sample = Sample {
                     labels: row.0,
                     t: 0,
@@ -117,7 +137,7 @@ fn build<'scope>(
         }
         Node::HistogramQuantile { phi, input, .. } => {
             let phi = *phi;
-            build(input, inputs, memo)
+            operand(input, inputs, memo, &mut errors)
                 .flat_map(|row: Row| {
                     // Buckets without a parsable `le` are left out (the ad hoc path warns).
                     let upper = parse_go_float(row.0.get("le")?)?;
@@ -144,7 +164,7 @@ fn build<'scope>(
             function, input, ..
         } => {
             let function = function.clone();
-            build(input, inputs, memo).flat_map(move |row: Row| {
+            operand(input, inputs, memo, &mut errors).flat_map(move |row: Row| {
                 (!function.empty).then(|| {
                     let value = (function.op)(f64::from_bits(row.2));
                     (row.0, true, value.to_bits())
@@ -152,7 +172,9 @@ fn build<'scope>(
             })
         }
         Node::Absent { labels, input, .. } => {
-            let exists = build(input, inputs, memo).map(|_row: Row| ()).distinct();
+            let exists = operand(input, inputs, memo, &mut errors)
+                .map(|_row: Row| ())
+                .distinct();
             let row: Row = (labels.clone(), false, 1f64.to_bits());
             inputs
                 .unit
@@ -170,7 +192,7 @@ fn build<'scope>(
         } => {
             let binary = binary.clone();
             let (scalar, scalar_left) = (*scalar, *scalar_left);
-            build(input, inputs, memo).flat_map(move |row: Row| {
+            operand(input, inputs, memo, &mut errors).flat_map(move |row: Row| {
                 let vector = Value::Vector(sample_of(&row, 1).collect());
                 let result = if scalar_left {
                     eval_binary(&binary, Value::Scalar(scalar), vector, 0)
@@ -191,7 +213,7 @@ fn build<'scope>(
             // Two levels: partial aggregates per (group, bucket of series), then the
             // group's value from its buckets' partials. A changed series recomputes its
             // bucket and its group's partials, not the whole group.
-            build(input, inputs, memo)
+            operand(input, inputs, memo, &mut errors)
                 .map(move |row: Row| {
                     let group =
                         vigil_queries::promql::eval::grouping_labels(&row.0, modifier.as_ref());
@@ -230,7 +252,7 @@ fn build<'scope>(
         } => {
             let (op, param, modifier) = (*op, param.clone(), modifier.clone());
             let group_modifier = modifier.clone();
-            build(input, inputs, memo)
+            operand(input, inputs, memo, &mut errors)
                 .map(move |row: Row| {
                     let group = vigil_queries::promql::eval::grouping_labels(
                         &row.0,
@@ -272,9 +294,9 @@ fn build<'scope>(
                 // its own match. More than one sample per signature on a side is
                 // Prometheus' matching error (or not, depending on the other side):
                 // flagged, so the ad hoc evaluator decides at that instant.
-                let left = build(lhs, inputs, memo)
+                let left = operand(lhs, inputs, memo, &mut errors)
                     .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), row));
-                let right = build(rhs, inputs, memo)
+                let right = operand(rhs, inputs, memo, &mut errors)
                     .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), row));
                 // Prometheus fails on two samples with one signature on the right
                 // ("one") side always, on the left only where the right side matches.
@@ -299,29 +321,31 @@ fn build<'scope>(
                         ))
                     })
                     .flat_map(|rows| rows);
-                let built = joined.concat(left_flags).concat(right_flags);
-                memo.insert(key.clone(), built.clone());
-                return built;
+                joined.concat(left_flags).concat(right_flags)
+            } else {
+                let left = operand(lhs, inputs, memo, &mut errors)
+                    .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), (0u8, row)));
+                let right = operand(rhs, inputs, memo, &mut errors)
+                    .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), (1u8, row)));
+                left.concat(right)
+                    .reduce(move |_signature, input: &[(&(u8, Row), isize)], output| {
+                        let mut sides: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+                        for ((side, row), count) in input {
+                            sides[usize::from(*side)].extend(sample_of(row, *count));
+                        }
+                        let [l, r] = sides;
+                        let result = eval_binary(&binary, Value::Vector(l), Value::Vector(r), 0);
+                        for row in rows_of(result) {
+                            output.push((row, 1isize));
+                        }
+                    })
+                    .map(|(_signature, row)| row)
             }
-            let left = build(lhs, inputs, memo)
-                .map(move |row: Row| (matching_signature(&row.0, on, &lhs_names), (0u8, row)));
-            let right = build(rhs, inputs, memo)
-                .map(move |row: Row| (matching_signature(&row.0, on, &rhs_names), (1u8, row)));
-            left.concat(right)
-                .reduce(move |_signature, input: &[(&(u8, Row), isize)], output| {
-                    let mut sides: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
-                    for ((side, row), count) in input {
-                        sides[usize::from(*side)].extend(sample_of(row, *count));
-                    }
-                    let [l, r] = sides;
-                    let result = eval_binary(&binary, Value::Vector(l), Value::Vector(r), 0);
-                    for row in rows_of(result) {
-                        output.push((row, 1isize));
-                    }
-                })
-                .map(|(_signature, row)| row)
         }
     };
+    // Errors of the operands pass through to the rule's answer, whatever the
+    // operator (a comparison or an aggregation would otherwise drop them).
+    let built = errors.into_iter().fold(built, |built, e| built.concat(e));
     memo.insert(key.clone(), built.clone());
     built
 }

@@ -40,7 +40,7 @@ fn call_argument(query: &str, name: &str) -> Option<usize> {
 }
 
 /// Where the aggregated expression of the first aggregation starts: after
-/// `by (…)`/`without (…)` and the opening parenthesis, whichever order they come in.
+/// `by (…)`/`without (…)` and the opening parenthesis.
 fn aggregation_argument(query: &str) -> Option<usize> {
     const AGGREGATIONS: &[&str] = &[
         "sum",
@@ -58,33 +58,25 @@ fn aggregation_argument(query: &str) -> Option<usize> {
         "limitk",
         "limit_ratio",
     ];
-    let mut best: Option<usize> = None;
-    for name in AGGREGATIONS {
-        let lower = query.to_ascii_lowercase();
-        let Some(found) = lower.find(name) else {
-            continue;
-        };
-        let mut at = skip_blanks(query, found + name.len());
-        // A grouping clause before the argument.
-        for clause in ["by", "without"] {
-            if lower[at..].starts_with(clause) {
-                let open = skip_blanks(query, at + clause.len());
-                if query[open..].starts_with('(') {
-                    at = query[open..]
-                        .find(')')
-                        .map_or(at, |c| skip_blanks(query, open + c + 1));
+    let lower = query.to_ascii_lowercase();
+    let (found, name) = AGGREGATIONS
+        .iter()
+        .filter_map(|name| lower.find(name).map(|at| (at, *name)))
+        .min()?;
+    let mut at = skip_blanks(query, found + name.len());
+    for clause in ["by", "without"] {
+        if lower[at..].starts_with(clause) {
+            let open = skip_blanks(query, at + clause.len());
+            if query[open..].starts_with('(') {
+                if let Some(close) = query[open..].find(')') {
+                    at = skip_blanks(query, open + close + 1);
                 }
             }
         }
-        if query[at..].starts_with('(') {
-            let argument = skip_blanks(query, at + 1);
-            best = Some(best.map_or(found, |b| b.min(found)).max(0));
-            if best == Some(found) {
-                return Some(argument);
-            }
-        }
     }
-    None
+    query[at..]
+        .starts_with('(')
+        .then(|| skip_blanks(query, at + 1))
 }
 
 /// `promql-parser`'s message for `query`, as Prometheus' API prints it.
@@ -95,7 +87,7 @@ pub fn prometheus_message(query: &str, message: &str) -> String {
         .replace("expected type vector", "expected type instant vector")
         .replace("got matrix", "got range vector")
         .replace("got vector", "got instant vector");
-    text = regex_lite_quotes(&text);
+    text = go_quotes(&text);
     // The grammar's generic error: where one more operand completes the query, the
     // input ended early (`up +`), which Prometheus names.
     if text == "invalid promql query" && promql_parser::parser::parse(&format!("{query} 1")).is_ok()
@@ -135,29 +127,16 @@ pub fn prometheus_message(query: &str, message: &str) -> String {
     format!("{}: parse error: {text}", position(query, at))
 }
 
-/// `'x'` → `"x"` for quoted names (function names, operators).
-fn regex_lite_quotes(text: &str) -> String {
+/// `'x'` → `"x"` for quoted names (function names, operators): a quote after a
+/// blank opens, the next quote closes.
+fn go_quotes(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut open = false;
-    let mut chars = text.chars().peekable();
     let mut previous = ' ';
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            let next = chars.peek().copied().unwrap_or(' ');
-            // An opening quote follows a blank; a closing one precedes a blank,
-            // punctuation or the end.
-            if !open && previous.is_whitespace() && next != ' ' {
-                open = true;
-                out.push('"');
-            } else if open && (next.is_whitespace() || next == ',' || next == ')' || next == ' ') {
-                open = false;
-                out.push('"');
-            } else if open && chars.peek().is_none() {
-                open = false;
-                out.push('"');
-            } else {
-                out.push(c);
-            }
+    for c in text.chars() {
+        if c == '\'' && (open || previous.is_whitespace()) {
+            open = !open;
+            out.push('"');
         } else {
             out.push(c);
         }
