@@ -92,6 +92,8 @@ pub struct RuleManager {
     events: broadcast::Sender<StreamEvent>,
     alertmanagers: Vec<String>,
     http: reqwest::Client,
+    /// Which rules read which recordings (rebuilt with the groups).
+    dependencies: Mutex<Dependencies>,
     /// Why the engine could not be seeded from storage (rules then run ad hoc, report
     /// `health: err`, and seeding is retried at every tick).
     seed_error: Mutex<Option<String>>,
@@ -164,6 +166,7 @@ impl RuleManager {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            dependencies: Mutex::new(Dependencies::default()),
             seed_error: Mutex::new(None),
             orphans: Mutex::new(Vec::new()),
             last_sent: Mutex::new(BTreeMap::new()),
@@ -178,6 +181,7 @@ impl RuleManager {
             let (incremental, fallbacks) = restoring.build_incremental(&groups);
             *restoring.incremental.lock() = incremental;
             *restoring.fallbacks.lock() = fallbacks;
+            *restoring.dependencies.lock() = Dependencies::of(&groups);
         })
         .await?;
         Ok(manager)
@@ -188,10 +192,15 @@ impl RuleManager {
     fn build_incremental(&self, groups: &[GroupState]) -> (Option<Incremental>, Fallbacks) {
         let mut program = Program::default();
         let compiled = program.add_groups(groups.iter().map(|state| &state.group));
+        // The plans ingest evaluations answer: alerting rules and the recordings
+        // they read.
+        let dependencies = Dependencies::of(groups);
         let mut alerting_plans = Vec::new();
-        for (state, group) in groups.iter().zip(&compiled) {
-            for (rule, plan) in state.rules.iter().zip(group) {
-                if let (Ok(index), RuleKind::Alerting) = (plan, rule.rule.kind) {
+        for (group_index, (state, group)) in groups.iter().zip(&compiled).enumerate() {
+            for (rule_index, (rule, plan)) in state.rules.iter().zip(group).enumerate() {
+                let answered_on_ingest = rule.rule.kind == RuleKind::Alerting
+                    || Dependencies::get(&dependencies.feeds_alerts, group_index, rule_index);
+                if let (Ok(index), true) = (plan, answered_on_ingest) {
                     alerting_plans.push(*index);
                 }
             }
@@ -410,6 +419,7 @@ impl RuleManager {
         drop(orphans);
         old.clear();
         *groups = fresh;
+        *self.dependencies.lock() = Dependencies::of(&groups);
         *incremental = fresh_incremental;
         *self.fallbacks.lock() = fresh_fallbacks;
         Ok(groups.len())
@@ -724,6 +734,10 @@ impl RuleManager {
         }
         let horizon = previous.saturating_sub(self.lateness_ms);
         let mut groups = self.groups.lock();
+        let dependencies = self.dependencies.lock().clone();
+        // Between ticks, the recordings alerting rules read, as of `t` (not written).
+        let mut overlay: std::collections::HashMap<LabelSet, Option<f64>> =
+            std::collections::HashMap::new();
         for (group_index, state) in groups.iter_mut().enumerate() {
             let interval = self.group_interval(&state.group);
             if tick && t % interval != 0 {
@@ -731,10 +745,26 @@ impl RuleManager {
             }
             let group = state.group.clone();
             for (rule_index, rule) in state.rules.iter_mut().enumerate() {
-                if !tick && rule.rule.kind == RuleKind::Recording {
+                let feeds_alerts =
+                    Dependencies::get(&dependencies.feeds_alerts, group_index, rule_index);
+                if !tick && rule.rule.kind == RuleKind::Recording && !feeds_alerts {
                     continue;
                 }
-                let maintained = incremental.as_mut().and_then(|incremental| {
+                // An alert reading a recording between ticks reads it as of `t`, as
+                // Prometheus' sequential group evaluation would: evaluated ad hoc over
+                // storage plus the recordings' current output.
+                let through_overlay = !tick
+                    && !overlay.is_empty()
+                    && Dependencies::get(&dependencies.reads_recording, group_index, rule_index);
+                let source = OverlaySource {
+                    inner: &source,
+                    at: t,
+                    overlay: &overlay,
+                };
+                let maintained = if through_overlay {
+                    None
+                } else {
+                    incremental.as_mut().and_then(|incremental| {
                     let plan = (*incremental.plans.get(group_index)?.get(rule_index)?)?;
                     if incremental.behind {
                         let started = std::time::Instant::now();
@@ -754,13 +784,35 @@ impl RuleManager {
                             .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);
                     }
                     incremental.engine.answer(plan).ok()
-                });
+                })
+                };
                 let counter = if maintained.is_some() {
                     &self.incremental_evaluations
                 } else {
                     &self.ad_hoc_evaluations
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                if !tick && rule.rule.kind == RuleKind::Recording {
+                    // Between ticks: what the recording would write now, for the
+                    // alerts that read it (its stopped series as stale).
+                    if let Ok(samples) = rule.recording_output(&source, maintained, &group, t) {
+                        let produced: std::collections::HashSet<&LabelSet> =
+                            samples.iter().map(|(labels, _, _)| labels).collect();
+                        let ended: Vec<LabelSet> = rule
+                            .series_in_previous_eval
+                            .iter()
+                            .filter(|labels| !produced.contains(labels))
+                            .cloned()
+                            .collect();
+                        for labels in ended {
+                            overlay.insert(labels, None);
+                        }
+                        for (labels, _, value) in samples {
+                            overlay.insert(labels, Some(value));
+                        }
+                    }
+                    continue;
+                }
                 let mut out = vigil_engine::alerting::Output::default();
                 let stale = match rule.eval_with(
                     &source,
@@ -1139,5 +1191,130 @@ pub fn load_rule_files(patterns: &[String]) -> anyhow::Result<Vec<Group>> {
         Ok(groups)
     } else {
         anyhow::bail!("invalid rule files:\n{}", problems.join("\n"))
+    }
+}
+
+/// How rules read each other, per group and rule: which recording rules alerting rules
+/// read (directly or through other recordings), and which alerting rules read one.
+/// By name: a rule reads a recording if the recorded name is a token of its expression
+/// (over-approximating is safe: it only costs an ad hoc evaluation).
+#[derive(Debug, Default, Clone)]
+struct Dependencies {
+    /// Recording rules whose output alerting rules read.
+    feeds_alerts: Vec<Vec<bool>>,
+    /// Alerting rules that read a recording rule's output.
+    reads_recording: Vec<Vec<bool>>,
+}
+
+fn expression_tokens(text: &str) -> std::collections::HashSet<&str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+impl Dependencies {
+    fn of(groups: &[GroupState]) -> Dependencies {
+        let rules = || groups.iter().flat_map(|g| g.rules.iter());
+        let recorded: std::collections::HashSet<&str> = rules()
+            .filter(|r| r.rule.kind == RuleKind::Recording)
+            .map(|r| r.rule.name.as_str())
+            .collect();
+        // Names alerting rules need, closed over recordings that read recordings.
+        let mut needed: std::collections::HashSet<&str> = rules()
+            .filter(|r| r.rule.kind == RuleKind::Alerting)
+            .flat_map(|r| expression_tokens(&r.rule.expr_text))
+            .filter(|token| recorded.contains(token))
+            .collect();
+        loop {
+            let more: Vec<&str> = rules()
+                .filter(|r| {
+                    r.rule.kind == RuleKind::Recording && needed.contains(r.rule.name.as_str())
+                })
+                .flat_map(|r| expression_tokens(&r.rule.expr_text))
+                .filter(|token| recorded.contains(token) && !needed.contains(token))
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            needed.extend(more);
+        }
+        let per_rule = |f: &dyn Fn(&vigil_engine::alerting::RuleState) -> bool| {
+            groups
+                .iter()
+                .map(|g| g.rules.iter().map(f).collect())
+                .collect()
+        };
+        Dependencies {
+            feeds_alerts: per_rule(&|r| {
+                r.rule.kind == RuleKind::Recording && needed.contains(r.rule.name.as_str())
+            }),
+            reads_recording: per_rule(&|r| {
+                r.rule.kind == RuleKind::Alerting
+                    && expression_tokens(&r.rule.expr_text)
+                        .iter()
+                        .any(|token| recorded.contains(token))
+            }),
+        }
+    }
+
+    fn get(table: &[Vec<bool>], group: usize, rule: usize) -> bool {
+        table
+            .get(group)
+            .and_then(|g| g.get(rule))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// Storage plus the recording rules' output as of an ingest evaluation at `t` (not
+/// written: only ticks write): a recorded series gets its value at `t`, or a
+/// staleness marker at `t` where the rule no longer produces it.
+struct OverlaySource<'a> {
+    inner: &'a dyn vigil_queries::promql::SeriesSource,
+    at: i64,
+    /// Recorded series → value at `at` (`None`: no longer produced).
+    overlay: &'a std::collections::HashMap<LabelSet, Option<f64>>,
+}
+
+impl vigil_queries::promql::SeriesSource for OverlaySource<'_> {
+    fn select(
+        &self,
+        matchers: &[promql_parser::label::Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<vigil_queries::promql::value::Series>, vigil_queries::promql::EvalError> {
+        let mut series = self.inner.select(matchers, start, end)?;
+        if self.overlay.is_empty() || self.at <= start || self.at > end {
+            return Ok(series);
+        }
+        let point = |value: Option<f64>| vigil_queries::promql::functions::Point {
+            t: self.at,
+            f: value.unwrap_or_else(vigil_storage::record::stale_marker),
+        };
+        let mut added = false;
+        for (labels, value) in self.overlay {
+            if !vigil_queries::promql::eval::matches(matchers, labels) {
+                continue;
+            }
+            match series.iter_mut().find(|s| &s.labels == labels) {
+                Some(existing) => {
+                    existing.points.retain(|p| p.t < self.at);
+                    existing.points.push(point(*value));
+                }
+                None if value.is_some() => {
+                    added = true;
+                    series.push(vigil_queries::promql::value::Series {
+                        labels: labels.clone(),
+                        points: vec![point(*value)],
+                        drop_name: false,
+                    });
+                }
+                None => {}
+            }
+        }
+        if added {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        Ok(series)
     }
 }

@@ -181,8 +181,22 @@ impl RuleState {
         result
     }
 
+    /// What a recording rule would write at `t`, without touching its state (the rule
+    /// manager's ingest evaluations: alerts that read a recording see it as of `t`).
+    pub fn recording_output(
+        &self,
+        source: &dyn SeriesSource,
+        maintained: Option<Vec<(LabelSet, f64)>>,
+        group: &Group,
+        t: i64,
+    ) -> Result<Vec<(LabelSet, i64, f64)>, RuleEvalError> {
+        let mut out = Output::default();
+        self.eval_recording(source, maintained, group, t, &mut out)?;
+        Ok(out.samples)
+    }
+
     fn eval_recording(
-        &mut self,
+        &self,
         source: &dyn SeriesSource,
         maintained: Option<Vec<(LabelSet, f64)>>,
         group: &Group,

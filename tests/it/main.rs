@@ -18,5 +18,6 @@ mod remote_write;
 mod rule_semantics;
 mod rules;
 mod rules_differential;
+mod rules_live;
 mod scrape;
 mod util;
