@@ -42,7 +42,7 @@ use serde_json::Value;
 use vigil_storage::record::stale_marker;
 use vigil_storage::{LabelSet, SampleBatch};
 
-use crate::util::{blocking_get, free_port, now_ms, require, Peer, Vigil};
+use crate::util::{blocking_get, free_port, now_ms, post_remote_write, require, Peer, Rng, Vigil};
 
 type Labels = BTreeMap<String, String>;
 
@@ -124,26 +124,6 @@ fn is_rate_alert(name: &str) -> bool {
     name == "HighRequestRate"
 }
 
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -208,7 +188,7 @@ impl Pod {
 /// request counter, pods going away and new ones appearing, and an `up` series of the
 /// API that goes down now and then.
 struct World {
-    rng: SplitMix64,
+    rng: Rng,
     pods: Vec<Pod>,
     api_down_for: u32,
     stats: Stats,
@@ -228,7 +208,7 @@ struct Stats {
 impl World {
     fn new(seed: u64) -> World {
         let mut world = World {
-            rng: SplitMix64(seed),
+            rng: Rng(seed),
             pods: Vec::new(),
             api_down_for: 0,
             stats: Stats::default(),
@@ -244,7 +224,7 @@ impl World {
         let deployments = ["api", "web", "worker", "cache"];
         let deployment = deployments[self.rng.below(deployments.len())];
         Pod {
-            name: format!("{deployment}-{:05x}", self.rng.next() & 0xf_ffff),
+            name: format!("{deployment}-{:05x}", self.rng.next_u64() & 0xf_ffff),
             namespace: namespace.to_string(),
             ip: format!(
                 "10.0.{}.{}:8080",
@@ -347,35 +327,6 @@ impl World {
             .count();
         out
     }
-}
-
-/// POST a remote_write body with the headers Prometheus' receiver expects.
-fn post_remote_write(url: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n\
-         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n\
-         User-Agent: vigil-rules-live\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let payload = text.split_once("\r\n\r\n").map_or("", |(_, p)| p);
-    Ok((status, payload.to_string()))
 }
 
 fn get_json(url: &str) -> Value {

@@ -203,6 +203,7 @@ fn http(
     url: &str,
     body: &[u8],
     content_type: &str,
+    extra_headers: &str,
 ) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap_or(url);
@@ -213,7 +214,7 @@ fn http(
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;
@@ -253,11 +254,70 @@ fn dechunk(mut body: &str) -> String {
 }
 
 pub fn blocking_get(url: &str) -> std::io::Result<(u16, String)> {
-    http("GET", url, b"", "text/plain")
+    http("GET", url, b"", "text/plain", "")
 }
 
 pub fn ureq_post(url: &str, body: &[u8], content_type: &str) -> std::io::Result<(u16, String)> {
-    http("POST", url, body, content_type)
+    http("POST", url, body, content_type, "")
+}
+
+/// A remote_write request as Prometheus sends it (snappy protobuf with the protocol's
+/// headers), to Prometheus' receiver or Vigil.
+pub fn post_remote_write(url: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http(
+        "POST",
+        url,
+        body,
+        "application/x-protobuf",
+        "Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n",
+    )
+}
+
+/// A small deterministic PRNG (splitmix64) for the seeded randomized tests.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n` (`n` ≥ 1).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
 }
 
 /// A batch of `n_series` series × `n_samples` samples of metric `name`, one sample per
