@@ -89,6 +89,10 @@ const STALE_RULES: &str = r#"groups:
       - alert: A
         expr: r > 0
         for: 2s
+  - name: other
+    rules:
+      - record: r_other
+        expr: x * 2
 "#;
 
 /// The reproduction of the rules issue, live: a series that ends with a staleness
@@ -161,13 +165,17 @@ fn rule_output_goes_stale_live_and_on_reload() {
 
     // A reload that renames the recording rule: `r` is marked stale at the next
     // evaluation, `r2` takes over.
-    std::fs::write(
-        &rules,
-        STALE_RULES
-            .replace("record: r\n", "record: r2\n")
-            .replace("expr: r > 0", "expr: r2 > 0"),
-    )
-    .expect("write rules");
+    assert_eq!(
+        instant(&vigil, "r_other", None).len(),
+        1,
+        "r_other before the reload"
+    );
+    // The group `other` is removed: its `r_other` is marked stale too.
+    let renamed = STALE_RULES
+        .replace("record: r\n", "record: r2\n")
+        .replace("expr: r > 0", "expr: r2 > 0");
+    let without_other = &renamed[..renamed.find("  - name: other").expect("group")];
+    std::fs::write(&rules, without_other).expect("write rules");
     let (status, body) =
         ureq_post(&format!("{}/-/reload", vigil.url), b"", "text/plain").expect("reload");
     assert_eq!(status, 200, "{body}");
@@ -182,10 +190,11 @@ fn rule_output_goes_stale_live_and_on_reload() {
         || {
             let r = instant(&vigil, "r", None);
             let r2 = instant(&vigil, "r2", None);
-            if r.is_empty() && r2.len() == 1 {
+            let other = instant(&vigil, "r_other", None);
+            if r.is_empty() && r2.len() == 1 && other.is_empty() {
                 Ok(())
             } else {
-                Err(format!("r = {r:?}, r2 = {r2:?}"))
+                Err(format!("r = {r:?}, r2 = {r2:?}, r_other = {other:?}"))
             }
         },
     );
