@@ -8,8 +8,14 @@
 //! - **ingest**: after every durable append, the alerting rules are evaluated at the
 //!   ingest watermark (the latest event time acknowledged), so an alert turns pending
 //!   within milliseconds of the sample that makes its condition true, and `for` is
-//!   measured in event time (it fires at the first evaluation at or after
-//!   `activeAt + for`: the next ingest or the next tick).
+//!   measured in event time (it fires at exactly `activeAt + for`, evaluated as the
+//!   watermark passes that deadline). The recording rules that alerting rules read are
+//!   computed at that instant too (not written), and those alerts read them over
+//!   storage (`OverlaySource`), as Prometheus' sequential group evaluation would.
+//!
+//! Rule output goes stale as in Prometheus: a series a rule wrote at its previous tick
+//! and not at this one gets a staleness marker; a reload hands alerts and written series
+//! over by group, name and labels and marks the rest stale.
 //!
 //! Evaluation times never go backwards. Transitions go to the websocket stream (with a
 //! sequence number) and to the configured Alertmanagers (`POST /api/v2/alerts`), which
@@ -62,7 +68,8 @@ struct Incremental {
     plans: Vec<Vec<Option<usize>>>,
     /// Output was written since the engine's last epoch.
     behind: bool,
-    /// The leaves alerting rules read: the ones an ingest epoch must refresh.
+    /// The leaves alerting rules (and the recordings they read) depend on: the ones an
+    /// ingest epoch must refresh.
     alerting_leaves: Arc<Vec<bool>>,
 }
 
@@ -765,26 +772,8 @@ impl RuleManager {
                     None
                 } else {
                     incremental.as_mut().and_then(|incremental| {
-                    let plan = (*incremental.plans.get(group_index)?.get(rule_index)?)?;
-                    if incremental.behind {
-                        let started = std::time::Instant::now();
-                        self.feed(incremental, horizon);
-                        // Ingest epochs answer alerting rules only (recording rules are
-                        // read at ticks, which refresh every window).
-                        let refresh = (!tick).then(|| incremental.alerting_leaves.clone());
-                        let was_failed = incremental.engine.failed();
-                        incremental.engine.evaluate_refreshing(t, refresh);
-                        if incremental.engine.failed() && !was_failed {
-                            tracing::error!(
-                                "incremental rule engine stopped answering; evaluating every rule ad hoc"
-                            );
-                        }
-                        incremental.behind = false;
-                        self.last_epoch_us
-                            .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);
-                    }
-                    incremental.engine.answer(plan).ok()
-                })
+                        self.maintained(incremental, group_index, rule_index, t, tick, horizon)
+                    })
                 };
                 let counter = if maintained.is_some() {
                     &self.incremental_evaluations
@@ -880,6 +869,38 @@ impl RuleManager {
         for transition in transitions {
             self.publish(&transition);
         }
+    }
+
+    /// The rule's vector as the dataflow maintains it at `t`, if the rule is compiled
+    /// (closing the epoch first when output or appends arrived since the last one).
+    /// Ingest epochs refresh only the windows alerting rules and the recordings they
+    /// read depend on; ticks refresh every window.
+    fn maintained(
+        &self,
+        incremental: &mut Incremental,
+        group_index: usize,
+        rule_index: usize,
+        t: i64,
+        tick: bool,
+        horizon: i64,
+    ) -> Option<Vec<(LabelSet, f64)>> {
+        let plan = (*incremental.plans.get(group_index)?.get(rule_index)?)?;
+        if incremental.behind {
+            let started = std::time::Instant::now();
+            self.feed(incremental, horizon);
+            let refresh = (!tick).then(|| incremental.alerting_leaves.clone());
+            let was_failed = incremental.engine.failed();
+            incremental.engine.evaluate_refreshing(t, refresh);
+            if incremental.engine.failed() && !was_failed {
+                tracing::error!(
+                    "incremental rule engine stopped answering; evaluating every rule ad hoc"
+                );
+            }
+            incremental.behind = false;
+            self.last_epoch_us
+                .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);
+        }
+        incremental.engine.answer(plan).ok()
     }
 
     /// Appends rule output and staleness markers (at `t`) for the series in `stale`;
