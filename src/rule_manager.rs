@@ -185,10 +185,11 @@ impl RuleManager {
         tokio::task::spawn_blocking(move || {
             restoring.restore_for_state();
             let groups: Vec<GroupState> = restoring.groups.lock().clone();
-            let (incremental, fallbacks) = restoring.build_incremental(&groups);
+            let dependencies = Dependencies::of(&groups);
+            let (incremental, fallbacks) = restoring.build_incremental(&groups, &dependencies);
             *restoring.incremental.lock() = incremental;
             *restoring.fallbacks.lock() = fallbacks;
-            *restoring.dependencies.lock() = Dependencies::of(&groups);
+            *restoring.dependencies.lock() = dependencies;
         })
         .await?;
         Ok(manager)
@@ -196,12 +197,15 @@ impl RuleManager {
 
     /// Compiles the rules into one dataflow, starts it and seeds it from storage with
     /// the samples its selectors and windows need. Runs on a blocking thread.
-    fn build_incremental(&self, groups: &[GroupState]) -> (Option<Incremental>, Fallbacks) {
+    fn build_incremental(
+        &self,
+        groups: &[GroupState],
+        dependencies: &Dependencies,
+    ) -> (Option<Incremental>, Fallbacks) {
         let mut program = Program::default();
         let compiled = program.add_groups(groups.iter().map(|state| &state.group));
         // The plans ingest evaluations answer: alerting rules and the recordings
         // they read.
-        let dependencies = Dependencies::of(groups);
         let mut alerting_plans = Vec::new();
         for (group_index, (state, group)) in groups.iter().zip(&compiled).enumerate() {
             for (rule_index, (rule, plan)) in state.rules.iter().zip(group).enumerate() {
@@ -265,18 +269,9 @@ impl RuleManager {
                 alerting_leaves[leaf] = true;
             }
         }
-        let engine = match Engine::start(program, self.workers) {
-            Ok(engine) => engine,
-            Err(err) => {
-                warn!(error = %err, "incremental rule engine unavailable; evaluating rules ad hoc");
-                let reason = err.to_string();
-                let fallbacks = fallbacks
-                    .iter()
-                    .map(|g| g.iter().map(|_| Some(reason.clone())).collect())
-                    .collect();
-                return (None, fallbacks);
-            }
-        };
+        // The seed is read before the engine starts: a failed read (retried at every
+        // tick) costs no dataflow threads.
+        let mut seed_batches = Vec::new();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let source = StorageSource {
                 storage: &self.storage,
@@ -328,8 +323,23 @@ impl RuleManager {
                     }
                     samples.extend(s.points.iter().map(|p| (s.labels.clone(), p.t, p.f)));
                 }
-                engine.push_samples(samples);
+                seed_batches.push(samples);
             }
+        }
+        let engine = match Engine::start(program, self.workers) {
+            Ok(engine) => engine,
+            Err(err) => {
+                warn!(error = %err, "incremental rule engine unavailable; evaluating rules ad hoc");
+                let reason = err.to_string();
+                let fallbacks = fallbacks
+                    .iter()
+                    .map(|g| g.iter().map(|_| Some(reason.clone())).collect())
+                    .collect();
+                return (None, fallbacks);
+            }
+        };
+        for samples in seed_batches {
+            engine.push_samples(samples);
         }
         *self.seed_error.lock() = None;
         let incremental = Incremental {
@@ -402,7 +412,9 @@ impl RuleManager {
         let mut loaded = load_rule_files(&self.patterns)?;
         loaded.extend(self.builtin.iter().cloned());
         let fresh_states: Vec<GroupState> = loaded.iter().cloned().map(GroupState::new).collect();
-        let (fresh_incremental, fresh_fallbacks) = self.build_incremental(&fresh_states);
+        let fresh_dependencies = Dependencies::of(&fresh_states);
+        let (fresh_incremental, fresh_fallbacks) =
+            self.build_incremental(&fresh_states, &fresh_dependencies);
         let mut incremental = self.incremental.lock();
         let mut groups = self.groups.lock();
         let mut old: Vec<GroupState> = std::mem::take(&mut *groups);
@@ -426,7 +438,7 @@ impl RuleManager {
         drop(orphans);
         old.clear();
         *groups = fresh;
-        *self.dependencies.lock() = Dependencies::of(&groups);
+        *self.dependencies.lock() = fresh_dependencies;
         *incremental = fresh_incremental;
         *self.fallbacks.lock() = fresh_fallbacks;
         Ok(groups.len())
@@ -725,7 +737,8 @@ impl RuleManager {
         let mut transitions: Vec<Transition> = Vec::new();
         if tick && self.seed_error.lock().is_some() {
             let snapshot: Vec<GroupState> = self.groups.lock().clone();
-            let (rebuilt, fallbacks) = self.build_incremental(&snapshot);
+            let dependencies = self.dependencies.lock().clone();
+            let (rebuilt, fallbacks) = self.build_incremental(&snapshot, &dependencies);
             *self.incremental.lock() = rebuilt;
             *self.fallbacks.lock() = fallbacks;
         }
@@ -741,7 +754,7 @@ impl RuleManager {
         }
         let horizon = previous.saturating_sub(self.lateness_ms);
         let mut groups = self.groups.lock();
-        let dependencies = self.dependencies.lock().clone();
+        let dependencies = self.dependencies.lock();
         // Between ticks, the recordings alerting rules read, as of `t` (not written).
         let mut overlay: std::collections::HashMap<LabelSet, Option<f64>> =
             std::collections::HashMap::new();
@@ -860,6 +873,7 @@ impl RuleManager {
                 .collect();
             self.write_output(&runtime, Vec::new(), orphans, t);
         }
+        drop(dependencies);
         drop(groups);
         if let Some(incremental) = incremental.as_mut() {
             // Keep the tap drained even when no incremental rule was due.
