@@ -130,9 +130,18 @@ impl Default for QuerySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSection {
-    /// Width of a Parquet partition and the head span that triggers a flush (default 2h).
+    /// Width of a Parquet partition (default 2h).
     #[serde(with = "serde_prom")]
     pub block_period: Duration,
+    /// Samples newer than now minus this (rounded down to a block boundary) stay in
+    /// memory (and in the WAL); older ones are flushed to Parquet. Default: half the
+    /// block period, so memory holds 0.5 to 1.5 block periods, as Prometheus' head does.
+    /// `0s` flushes everything at the next maintenance tick.
+    #[serde(default, with = "serde_prom::option")]
+    pub head_window: Option<Duration>,
+    /// Budget for series decoded from Parquet and kept for repeated queries (default
+    /// 256 MiB).
+    pub read_cache_bytes: usize,
     /// How long data is kept (default 30d).
     #[serde(with = "serde_prom")]
     pub retention: Duration,
@@ -142,6 +151,8 @@ impl Default for StorageSection {
     fn default() -> Self {
         StorageSection {
             block_period: Duration::from_secs(2 * 3600),
+            head_window: None,
+            read_cache_bytes: 256 << 20,
             retention: Duration::from_secs(30 * 24 * 3600),
         }
     }

@@ -344,15 +344,63 @@ async fn send(client: &reqwest::Client, url: &str, batch: &SampleBatch) -> bool 
     }
 }
 
-/// Backfills the last hour, then writes live samples until `stop` changes.
-pub async fn run(address: SocketAddr, mut stop: watch::Receiver<bool>) {
+/// The demo's history is a function of its epoch (stored in the data directory) and the
+/// 5s grid: every sample time is `epoch + k·5s`, live ones included. A restarted demo
+/// replays the simulation silently up to the newest sample storage already holds and
+/// continues from there, so its counters continue exactly (no resets, no rejected
+/// backfill).
+fn epoch(data_dir: &Path, now: i64) -> i64 {
+    let path = data_dir.join("demo-epoch");
+    if let Some(epoch) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+    {
+        return epoch;
+    }
+    let epoch = (now - BACKFILL_MS) / STEP_MS * STEP_MS;
+    if let Err(err) = std::fs::write(&path, epoch.to_string()) {
+        warn!(error = %err, "cannot record the demo's epoch; a restart will start over");
+    }
+    epoch
+}
+
+/// Backfills up to now (the last hour on a fresh data directory, or from where a
+/// previous run stopped), then writes live samples on the same 5s grid until `stop`
+/// changes.
+pub async fn run(
+    address: SocketAddr,
+    storage: std::sync::Arc<vigil_storage::Storage>,
+    data_dir: std::path::PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
     let url = format!("http://{address}/api/v1/write");
     let client = reqwest::Client::new();
     let now = now_ms();
-    let start = (now - BACKFILL_MS) / STEP_MS * STEP_MS;
+    let start = epoch(&data_dir, now);
     let mut cluster = Cluster::new(start);
-    let mut batch = SampleBatch::default();
+    // The newest demo sample already stored (its series are the ones one step writes).
+    let mut probe = SampleBatch::default();
+    Cluster::new(start).sample(start, &mut probe);
+    let stored = probe
+        .series
+        .iter()
+        .filter_map(|labels| storage.latest_timestamp(labels.series_id()))
+        .max();
     let mut ts = start;
+    if let Some(stored) = stored {
+        let mut skipped = SampleBatch::default();
+        while ts <= stored {
+            cluster.sample(ts, &mut skipped);
+            skipped.series.clear();
+            skipped.samples.clear();
+            ts += STEP_MS;
+        }
+        info!(
+            resumed_after_ms = stored,
+            "demo resumes its simulated cluster"
+        );
+    }
+    let mut batch = SampleBatch::default();
     let mut sent = 0;
     while ts < now {
         cluster.sample(ts, &mut batch);
@@ -364,7 +412,7 @@ pub async fn run(address: SocketAddr, mut stop: watch::Receiver<bool>) {
     }
     sent += batch.samples.len();
     send(&client, &url, &std::mem::take(&mut batch)).await;
-    info!(samples = sent, "demo backfilled the last hour");
+    info!(samples = sent, "demo backfilled up to now");
     let mut ticker = tokio::time::interval(LIVE_INTERVAL);
     loop {
         tokio::select! {
@@ -372,7 +420,12 @@ pub async fn run(address: SocketAddr, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let mut batch = SampleBatch::default();
-        cluster.sample(now_ms(), &mut batch);
-        send(&client, &url, &batch).await;
+        while ts <= now_ms() {
+            cluster.sample(ts, &mut batch);
+            ts += STEP_MS;
+        }
+        if !batch.samples.is_empty() {
+            send(&client, &url, &batch).await;
+        }
     }
 }

@@ -160,15 +160,12 @@ async fn evaluate<T: Send + 'static>(
         + Send
         + 'static,
 ) -> Result<(T, Annotations), Response> {
-    let runtime = tokio::runtime::Handle::current();
     let timeout = query
         .timeout
         .map_or(state.query.timeout, |t| t.min(state.query.timeout));
     let joined = tokio::task::spawn_blocking(move || {
         let source = StorageSource {
             storage: &state.storage,
-            sql: &state.sql,
-            runtime,
         };
         let prefetch = PrefetchSource::new(
             &source,
@@ -431,12 +428,9 @@ async fn matching_series(
             selectors.to_vec()
         };
         let state = state.clone();
-        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let source = StorageSource {
                 storage: &state.storage,
-                sql: &state.sql,
-                runtime,
             };
             let mut found = std::collections::BTreeSet::new();
             for matchers in &selectors {

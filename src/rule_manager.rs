@@ -45,7 +45,6 @@ use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED
 use vigil_engine::incremental::{Engine, Program};
 use vigil_engine::rules::{Group, RuleKind};
 use vigil_queries::promql::storage_source::StorageSource;
-use vigil_queries::SqlEngine;
 use vigil_storage::{AppendMode, Appended, LabelSet, SampleBatch, Storage};
 
 /// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
@@ -90,7 +89,6 @@ pub struct RuleManager {
     ad_hoc_evaluations: AtomicU64,
     last_epoch_us: AtomicI64,
     storage: Arc<Storage>,
-    sql: SqlEngine,
     external_labels: BTreeMap<String, String>,
     default_interval_ms: i64,
     /// The latest evaluation time; evaluations never go back in time.
@@ -149,7 +147,6 @@ impl RuleManager {
         workers: usize,
         lateness: Duration,
     ) -> anyhow::Result<Arc<RuleManager>> {
-        let sql = SqlEngine::new(storage.clone()).await?;
         let mut groups = load_rule_files(&patterns)?;
         groups.extend(builtin.iter().cloned());
         let manager = Arc::new(RuleManager {
@@ -163,7 +160,6 @@ impl RuleManager {
             ad_hoc_evaluations: AtomicU64::new(0),
             last_epoch_us: AtomicI64::new(0),
             storage,
-            sql,
             external_labels,
             default_interval_ms: (default_interval.as_millis() as i64).max(1),
             last_eval: Mutex::new(i64::MIN),
@@ -272,11 +268,9 @@ impl RuleManager {
         // The seed is read before the engine starts: a failed read (retried at every
         // tick) costs no dataflow threads.
         let mut seed_batches = Vec::new();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        {
             let source = StorageSource {
                 storage: &self.storage,
-                sql: &self.sql,
-                runtime,
             };
             let last = *self.last_eval.lock();
             let from = if last == i64::MIN {
@@ -451,15 +445,10 @@ impl RuleManager {
     /// value and annotations from the rule evaluated at the last written evaluation.
     /// Restoring emits no transition. Runs on a blocking thread (it reads storage).
     fn restore_for_state(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let now = now_ms();
         let mut last_written = i64::MIN;
         let source = StorageSource {
             storage: &self.storage,
-            sql: &self.sql,
-            runtime: runtime.clone(),
         };
         let select = |name: &str, alertname: &str| {
             let matchers = vec![
@@ -731,8 +720,6 @@ impl RuleManager {
         };
         let source = StorageSource {
             storage: &self.storage,
-            sql: &self.sql,
-            runtime: runtime.clone(),
         };
         let mut transitions: Vec<Transition> = Vec::new();
         if tick && self.seed_error.lock().is_some() {

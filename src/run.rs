@@ -27,6 +27,8 @@ pub struct ServeOptions {
 pub fn storage_config(config: &Config, data_dir: PathBuf) -> StorageConfig {
     let mut storage = StorageConfig::new(data_dir);
     storage.block_period = config.storage.block_period;
+    storage.head_window = config.storage.head_window;
+    storage.cache_bytes = config.storage.read_cache_bytes;
     storage.retention = config.storage.retention;
     storage.limits = config.limits.clone();
     storage
@@ -104,9 +106,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     tokio::spawn(reload_on_sighup(manager.clone()));
     let rules = { tokio::spawn(manager.run(stop_rx.clone())) };
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
-    let demo = options
-        .demo
-        .then(|| tokio::spawn(crate::demo::run(local, stop_rx.clone())));
+    let demo = options.demo.then(|| {
+        tokio::spawn(crate::demo::run(
+            local,
+            storage.clone(),
+            options.data_dir.clone(),
+            stop_rx.clone(),
+        ))
+    });
     if options.demo {
         crate::demo::print_banner(local, &options.data_dir);
     }

@@ -62,8 +62,18 @@ impl SelfMetrics {
         );
         counter(
             "vigil_wal_corruptions_total",
-            "Torn or corrupt WAL records found and truncated at start-up.",
+            "Damaged or torn WAL regions skipped at start-up.",
             load(&stats.wal_corruptions),
+        );
+        counter(
+            "vigil_wal_lost_samples_total",
+            "Samples of damaged WAL records that could be identified but not recovered.",
+            load(&stats.wal_lost_samples),
+        );
+        counter(
+            "vigil_parquet_files_quarantined_total",
+            "Damaged Parquet files moved to the quarantine directory.",
+            load(&stats.files_quarantined),
         );
         counter(
             "vigil_head_flushes_total",
@@ -115,6 +125,11 @@ impl SelfMetrics {
                 "vigil_series",
                 "Series known to storage.",
                 storage.n_series() as f64,
+            ),
+            (
+                "vigil_read_cache_bytes",
+                "Bytes of series decoded from Parquet held for repeated queries.",
+                storage.cache_bytes() as f64,
             ),
         ] {
             let _ = writeln!(

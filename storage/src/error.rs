@@ -35,6 +35,10 @@ pub enum Error {
     OutOfBounds { timestamp: i64 },
     #[error("storage is shutting down")]
     ShuttingDown,
+    #[error("data directory {dir} is in use by another vigil process (pid {pid}); stop it first or use another --data-dir")]
+    Locked { dir: String, pid: String },
+    #[error("damaged file: {0}")]
+    Corrupt(String),
     #[error("wal: {0}")]
     Wal(String),
     #[error("io: {0}")]
@@ -60,6 +64,8 @@ impl Error {
             | Error::OutOfBounds { .. } => ErrorKind::BadData,
             Error::ShuttingDown => ErrorKind::Unavailable,
             Error::Wal(_)
+            | Error::Locked { .. }
+            | Error::Corrupt(_)
             | Error::Io(_)
             | Error::Parquet(_)
             | Error::Arrow(_)

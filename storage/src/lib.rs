@@ -12,11 +12,13 @@
 //! [`Storage`] ties the pieces together; record types and their Arrow schemas live in
 //! [`record`] and [`schema`] so every other crate can share them.
 
+pub mod block_reader;
 pub mod codec;
 pub mod error;
 pub mod head;
 pub mod labels;
 pub mod limits;
+pub mod lock;
 pub mod parquet_block;
 pub mod record;
 pub mod schema;
@@ -26,5 +28,5 @@ pub mod wal;
 pub use error::{Error, ErrorKind, Result};
 pub use labels::{Label, LabelSet, SeriesId};
 pub use limits::Limits;
-pub use record::{BatchSample, SampleBatch, STALE_NAN_BITS};
-pub use store::{AppendMode, AppendOutcome, Appended, Storage, StorageConfig, StorageStats};
+pub use record::{Appended, BatchSample, SampleBatch, STALE_NAN_BITS};
+pub use store::{AppendMode, AppendOutcome, Storage, StorageConfig, StorageStats};

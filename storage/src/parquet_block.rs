@@ -1,8 +1,10 @@
 //! Parquet encoding of sample blocks and series files.
 //!
-//! Sample files are sorted by (series_id, timestamp) and written with zstd, dictionary
-//! encoding for ids and values, delta encoding for timestamps, and page-level statistics
-//! so readers can prune row groups by time and series.
+//! Sample files are sorted by (labels, timestamp) — each series one contiguous row range,
+//! a metric's series neighbours — and written with zstd, run-length dictionary ids, delta
+//! timestamps, dictionary or byte-stream-split values, small pages and a page index, so
+//! a reader selecting a few series' rows reads only their pages
+//! ([`crate::block_reader`]).
 
 use std::sync::Arc;
 
@@ -15,7 +17,6 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -23,32 +24,33 @@ use crate::error::{Error, Result};
 use crate::labels::{Label, LabelSet, SeriesId, METRIC_NAME};
 use crate::schema;
 
-/// Rows per row group: small enough to prune by time within a block.
+/// Rows per row group.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows per data page: a read selects series' row ranges, and pages without a selected
+/// row are skipped, so pages hold a few series each (about 0.1 byte/sample of headers).
+const PAGE_ROWS: usize = 1024;
 
 fn sample_properties() -> Result<WriterProperties> {
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
+        // Rows are sorted by labels: a series' id repeats for its whole range (RLE).
+        .set_column_dictionary_enabled(ColumnPath::from(schema::COL_SERIES_ID), true)
         .set_column_dictionary_enabled(ColumnPath::from(schema::COL_TIMESTAMP), false)
         .set_column_encoding(
             ColumnPath::from(schema::COL_TIMESTAMP),
             Encoding::DELTA_BINARY_PACKED,
         )
-        .set_sorting_columns(Some(vec![
-            SortingColumn {
-                column_idx: 0,
-                descending: false,
-                nulls_first: false,
-            },
-            SortingColumn {
-                column_idx: 1,
-                descending: false,
-                nulls_first: false,
-            },
-        ]))
+        // Few distinct values (0/1 gauges, flat counters) stay dictionary-encoded; the
+        // rest fall back to byte-stream-split, which zstd compresses better than plain.
+        .set_column_dictionary_enabled(ColumnPath::from(schema::COL_VALUE), true)
+        .set_column_encoding(
+            ColumnPath::from(schema::COL_VALUE),
+            Encoding::BYTE_STREAM_SPLIT,
+        )
         .build())
 }
 

@@ -1,6 +1,6 @@
 //! Record types shared by every crate: metric samples, and log and span records.
 
-use crate::labels::LabelSet;
+use crate::labels::{LabelSet, SeriesId};
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern
 /// (`value.StaleNaN` in `prometheus/model/value`).
@@ -47,6 +47,15 @@ impl SampleBatch {
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
+}
+
+/// One durable append, as the WAL logs it and the taps see it: series (with their ids)
+/// and samples.
+#[derive(Debug, Clone, Default)]
+pub struct Appended {
+    pub ids: Vec<SeriesId>,
+    pub series: Vec<LabelSet>,
+    pub samples: Vec<BatchSample>,
 }
 
 /// A log record (ingested by a later connector; the schema is fixed here).

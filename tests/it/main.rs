@@ -20,4 +20,5 @@ mod rules;
 mod rules_differential;
 mod rules_live;
 mod scrape;
+mod storage_safety;
 mod util;
