@@ -652,7 +652,7 @@ async fn alert_latency(root: &Path, n_series: usize) {
 /// Every series' samples so far, in memory: what the ad hoc side of the
 /// incremental-cost benchmark reads (no storage cost).
 struct History {
-    series: Vec<(LabelSet, Vec<vigil_queries::promql::functions::Point>)>,
+    series: Vec<(LabelSet, Vec<vigil_queries::promql::Point>)>,
 }
 
 impl vigil_queries::promql::SeriesSource for History {
@@ -665,7 +665,7 @@ impl vigil_queries::promql::SeriesSource for History {
         Ok(self
             .series
             .iter()
-            .filter(|(labels, _)| vigil_queries::promql::eval::matches(matchers, labels))
+            .filter(|(labels, _)| vigil_queries::promql::matches(matchers, labels))
             .filter_map(|(labels, points)| {
                 let from = points.partition_point(|p| p.t <= start);
                 let to = points.partition_point(|p| p.t <= end);
@@ -742,7 +742,7 @@ fn incremental_cost(n_series: usize, all_scraped: bool, rule_text: &str, metric:
         for &i in &sampled {
             history.series[i]
                 .1
-                .push(vigil_queries::promql::functions::Point { t, f: values[i] });
+                .push(vigil_queries::promql::Point { t, f: values[i] });
         }
         let started = Instant::now();
         engine.push(std::sync::Arc::new(appended));

@@ -2,7 +2,8 @@
 //!
 //! - `ingest/remote_write_decode`: snappy + protobuf → `SampleBatch`, 1000 series × 10 samples.
 //! - `ingest/exposition_parse`: a node_exporter-sized text exposition (≈1000 lines).
-//! - `ingest/wal_codec_encode`: the WAL payload encoding of the same batch.
+//! - `ingest/wal_codec_encode`: the WAL record of the same batch (version 2: series already
+//!   declared in the segment, so samples only: references, Δt, value planes, zstd).
 //! - `storage/parquet_encode`: one sorted block of 100k samples to Parquet (zstd).
 //!
 //! Run: `cargo bench --bench main` (add `-- <filter>` to pick one).
@@ -13,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil_connectors::remote_write;
 use vigil_connectors::scrape::exposition::{self, Format};
 use vigil_storage::head::sample_batch;
-use vigil_storage::{codec, parquet_block, LabelSet, Limits, SampleBatch};
+use vigil_storage::{codec, parquet_block, LabelSet, Limits, SampleBatch, SeriesId};
 
 fn batch(n_series: usize, n_samples: usize) -> SampleBatch {
     let mut batch = SampleBatch::default();
@@ -49,11 +50,17 @@ fn ingest(c: &mut Criterion) {
         b.iter(|| remote_write::decode(black_box(&body), &limits).expect("decode"))
     });
     group.bench_function("wal_codec_encode", |b| {
+        let ids: Vec<SeriesId> = input.series.iter().map(LabelSet::series_id).collect();
+        let batch = codec::BatchRef {
+            ids: &ids,
+            series: &input.series,
+            samples: &input.samples,
+        };
+        let mut encoder = codec::SegmentEncoder::default();
         let mut out = Vec::with_capacity(1 << 20);
-        b.iter(|| {
-            out.clear();
-            codec::encode_batch(black_box(&input), &mut out);
-        })
+        // The first record declares the series; steady state is the later records.
+        encoder.encode(&batch, &mut out).expect("encode");
+        b.iter(|| encoder.encode(black_box(&batch), &mut out).expect("encode"))
     });
     let mut text = String::new();
     for idx in 0..1000 {

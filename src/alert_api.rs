@@ -90,7 +90,7 @@ async fn stream(
     matchers: Vec<Matcher>,
 ) {
     let wanted =
-        |labels: &vigil_storage::LabelSet| vigil_queries::promql::eval::matches(&matchers, labels);
+        |labels: &vigil_storage::LabelSet| vigil_queries::promql::matches(&matchers, labels);
     // Subscribe before the snapshot so no transition falls in between.
     let mut events = rules.subscribe();
     let snapshot_seq = rules.last_seq();

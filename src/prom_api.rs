@@ -11,10 +11,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value as JsonValue};
-use vigil_queries::promql::eval::{Annotations, DEFAULT_LOOKBACK_MS};
-use vigil_queries::promql::prefetch::PrefetchSource;
-use vigil_queries::promql::storage_source::StorageSource;
-use vigil_queries::promql::{EvalError, Evaluator, Series, Value};
+use vigil_queries::promql::{
+    Annotations, EvalError, Evaluator, PrefetchSource, Series, StorageSource, Value,
+    DEFAULT_LOOKBACK_MS,
+};
 use vigil_storage::LabelSet;
 
 use crate::server::{api_error, AppState};
@@ -72,7 +72,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-use vigil_queries::promql::aggregate::format_value as format_float;
+use vigil_queries::promql::format_value as format_float;
 
 fn metric(labels: &LabelSet) -> JsonValue {
     let mut map = Map::new();
@@ -136,7 +136,7 @@ fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser
             "bad_data",
             format!(
                 "invalid parameter \"query\": {}",
-                vigil_queries::promql::parse_error::prometheus_message(text, &err)
+                vigil_queries::promql::prometheus_message(text, &err)
             ),
         )
     })
@@ -411,7 +411,7 @@ async fn matching_series(
                 selectors.is_empty()
                     || selectors
                         .iter()
-                        .any(|m| vigil_queries::promql::eval::matches(m, labels))
+                        .any(|m| vigil_queries::promql::matches(m, labels))
             })
             .into_iter()
             .map(|(_, labels)| (*labels).clone())

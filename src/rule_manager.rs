@@ -44,7 +44,7 @@ use tracing::{debug, warn};
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
 use vigil_engine::incremental::{Engine, Program};
 use vigil_engine::rules::{Group, RuleKind};
-use vigil_queries::promql::storage_source::StorageSource;
+use vigil_queries::promql::StorageSource;
 use vigil_storage::{AppendMode, Appended, LabelSet, SampleBatch, Storage};
 
 /// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
@@ -243,7 +243,7 @@ impl RuleManager {
             .map(|leaf| leaf.range.map_or(0, |(range, _)| range))
             .max()
             .unwrap_or(0)
-            .max(vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS);
+            .max(vigil_queries::promql::DEFAULT_LOOKBACK_MS);
         // Each distinct selector is read once (`x` and `rate(x[5m])` share one read).
         let mut selectors = std::collections::HashSet::new();
         let seed: Vec<_> = program
@@ -466,7 +466,7 @@ impl RuleManager {
             vigil_queries::promql::SeriesSource::select(
                 &source,
                 &matchers,
-                now - vigil_queries::promql::eval::DEFAULT_LOOKBACK_MS,
+                now - vigil_queries::promql::DEFAULT_LOOKBACK_MS,
                 now,
             )
         };
@@ -951,7 +951,7 @@ impl RuleManager {
             "generatorURL": self.generator_url,
             "status": status,
             "activeAt": rfc3339(alert.active_at),
-            "value": vigil_queries::promql::aggregate::format_value(alert.value),
+            "value": vigil_queries::promql::format_value(alert.value),
         })
     }
 
@@ -1187,7 +1187,7 @@ fn alert_api_json(alert: &Alert) -> JsonValue {
         "annotations": alert.annotations,
         "state": alert.state.as_str(),
         "activeAt": rfc3339(alert.active_at),
-        "value": vigil_queries::promql::aggregate::format_value(alert.value),
+        "value": vigil_queries::promql::format_value(alert.value),
     });
     if let Some(since) = alert.keep_firing_since {
         value["keepFiringSince"] = json!(rfc3339(since));
@@ -1304,18 +1304,18 @@ impl vigil_queries::promql::SeriesSource for OverlaySource<'_> {
         matchers: &[promql_parser::label::Matcher],
         start: i64,
         end: i64,
-    ) -> Result<Vec<vigil_queries::promql::value::Series>, vigil_queries::promql::EvalError> {
+    ) -> Result<Vec<vigil_queries::promql::Series>, vigil_queries::promql::EvalError> {
         let mut series = self.inner.select(matchers, start, end)?;
         if self.overlay.is_empty() || self.at <= start || self.at > end {
             return Ok(series);
         }
-        let point = |value: Option<f64>| vigil_queries::promql::functions::Point {
+        let point = |value: Option<f64>| vigil_queries::promql::Point {
             t: self.at,
             f: value.unwrap_or_else(vigil_storage::record::stale_marker),
         };
         let mut added = false;
         for (labels, value) in self.overlay {
-            if !vigil_queries::promql::eval::matches(matchers, labels) {
+            if !vigil_queries::promql::matches(matchers, labels) {
                 continue;
             }
             match series.iter_mut().find(|s| &s.labels == labels) {
@@ -1325,7 +1325,7 @@ impl vigil_queries::promql::SeriesSource for OverlaySource<'_> {
                 }
                 None if value.is_some() => {
                     added = true;
-                    series.push(vigil_queries::promql::value::Series {
+                    series.push(vigil_queries::promql::Series {
                         labels: labels.clone(),
                         points: vec![point(*value)],
                         drop_name: false,

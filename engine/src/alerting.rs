@@ -5,8 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use vigil_queries::promql::eval::finalize;
-use vigil_queries::promql::{EvalError, Evaluator, SeriesSource, Value};
+use vigil_queries::promql::{finalize, EvalError, Evaluator, SeriesSource, Value};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::LabelSet;
 

@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use vigil_queries::promql::functions::Point;
-use vigil_queries::promql::memory::MemorySource;
-use vigil_queries::promql::value::Series;
-use vigil_queries::promql::{EvalError, Evaluator, SeriesSource, Value};
+use vigil_queries::promql::{
+    EvalError, Evaluator, MemorySource, Point, Series, SeriesSource, Value,
+};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::record::stale_marker;
 use vigil_storage::LabelSet;

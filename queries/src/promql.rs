@@ -7,17 +7,51 @@
 //!                                             ▼
 //!                                        SeriesSource (memory, or storage via DataFusion)
 //! ```
+//!
+//! Module dependencies point one way: `eval.rs` (the dispatcher) uses the operators
+//! (`aggregate.rs`, `binary.rs`, `call.rs`); they and the sources use the leaf modules
+//! `error.rs` (the error type) and `labels.rs` (label helpers), never `eval.rs`.
+//!
+//! The submodules are private: other crates use the items re-exported here (evaluation,
+//! series sources, label helpers, the operators and functions the incremental engine
+//! shares, parser messages). Group comments are plain comments: a doc comment on a
+//! `pub use` would be prepended to every re-exported item's documentation.
 
-pub mod aggregate;
-pub mod binary;
-pub mod call;
-pub mod eval;
-pub mod functions;
-pub mod memory;
-pub mod parse_error;
-pub mod prefetch;
-pub mod storage_source;
-pub mod value;
+mod aggregate;
+mod binary;
+mod call;
+mod error;
+mod eval;
+mod functions;
+mod labels;
+mod memory;
+mod parse_error;
+mod prefetch;
+mod storage_source;
+mod value;
 
-pub use eval::{EvalError, Evaluator, SeriesSource};
+// Evaluation: the evaluator, where its selectors read, its result and its error.
+pub use error::EvalError;
+pub use eval::{finalize, Annotations, Evaluator, SeriesSource, DEFAULT_LOOKBACK_MS};
 pub use value::{Sample, Series, Value};
+
+// Series sources: in memory, over storage, and the per-query prefetching wrapper.
+pub use memory::MemorySource;
+pub use prefetch::PrefetchSource;
+pub use storage_source::StorageSource;
+
+// Label helpers: matcher application, grouping and matching label sets, Go's float
+// formatting.
+pub use labels::{format_value, grouping_labels, matches, matching_signature};
+
+// Operators and functions the incremental engine shares with the ad hoc evaluator.
+pub use aggregate::aggregate;
+pub use binary::{eval_binary, is_set};
+pub use call::{absent, elementwise, parse_go_float, range_kernel, LabelRewrite, RangeKernel};
+pub use functions::{
+    bucket_quantile, double_exponential_smoothing, kahan_add, predict_linear, quantile_over_time,
+    Bucket, BucketFixes, Point, Window,
+};
+
+// Parser errors in Prometheus' words.
+pub use parse_error::prometheus_message;

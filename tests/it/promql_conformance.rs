@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use promql_parser::parser::{self, Expr};
-use vigil_queries::promql::functions::Point;
-use vigil_queries::promql::memory::MemorySource;
-use vigil_queries::promql::{EvalError, Evaluator, Value};
+use vigil_queries::promql::{EvalError, Evaluator, MemorySource, Point, Value};
 use vigil_storage::record::is_stale_marker;
 use vigil_storage::LabelSet;
 
@@ -175,7 +173,7 @@ fn strip_position_pattern(pattern: &str) -> &str {
 
 fn check_annotations(
     checks: &[AnnotationCheck],
-    annotations: &vigil_queries::promql::eval::Annotations,
+    annotations: &vigil_queries::promql::Annotations,
 ) -> Result<(), String> {
     for check in checks {
         let set = if check.warn {

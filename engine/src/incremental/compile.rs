@@ -7,10 +7,11 @@ use std::sync::Arc;
 use promql_parser::label::Matcher;
 use promql_parser::parser::token::{self, TokenType};
 use promql_parser::parser::{BinaryExpr, Expr, LabelModifier};
-use vigil_queries::promql::binary::eval_binary;
-use vigil_queries::promql::call::{absent, elementwise, range_kernel, LabelRewrite, RangeKernel};
-use vigil_queries::promql::functions::{self as f, Point, Window};
-use vigil_queries::promql::{Evaluator, Value};
+use vigil_queries::promql::{
+    absent, double_exponential_smoothing, elementwise, eval_binary, predict_linear,
+    quantile_over_time, range_kernel, EvalError, Evaluator, LabelRewrite, Point, RangeKernel,
+    Value, Window,
+};
 use vigil_storage::LabelSet;
 
 /// Why an expression is evaluated ad hoc instead of incrementally.
@@ -34,9 +35,9 @@ impl RangeFn {
     pub fn apply(&self, points: &[Point], window: Window) -> Option<f64> {
         match *self {
             RangeFn::Kernel(kernel) => (kernel.apply)(points, window),
-            RangeFn::Quantile(phi) => f::quantile_over_time(phi, points),
-            RangeFn::PredictLinear(seconds) => f::predict_linear(points, window.end, seconds),
-            RangeFn::Smoothing(sf, tf) => f::double_exponential_smoothing(points, sf, tf),
+            RangeFn::Quantile(phi) => quantile_over_time(phi, points),
+            RangeFn::PredictLinear(seconds) => predict_linear(points, window.end, seconds),
+            RangeFn::Smoothing(sf, tf) => double_exponential_smoothing(points, sf, tf),
         }
     }
 
@@ -444,7 +445,7 @@ impl Program {
                 })
                 .collect()
         };
-        let invalid = |err: vigil_queries::promql::EvalError| Unsupported(err.to_string());
+        let invalid = |err: EvalError| Unsupported(err.to_string());
         match name {
             "label_replace" | "label_join" => {
                 let Some((first, rest)) = args.split_first() else {

@@ -7,12 +7,10 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::InputSession;
 use differential_dataflow::VecCollection;
 use promql_parser::parser::{LabelModifier, VectorMatchCardinality};
-use vigil_queries::promql::aggregate::aggregate;
-use vigil_queries::promql::binary::{eval_binary, is_set};
-use vigil_queries::promql::call::parse_go_float;
-use vigil_queries::promql::eval::matching_signature;
-use vigil_queries::promql::functions::{bucket_quantile, kahan_add, Bucket};
-use vigil_queries::promql::{Sample, Value};
+use vigil_queries::promql::{
+    aggregate, bucket_quantile, eval_binary, grouping_labels, is_set, kahan_add,
+    matching_signature, parse_go_float, Bucket, EvalError, Sample, Value,
+};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::LabelSet;
 
@@ -35,7 +33,7 @@ fn sample_of(row: &Row, copies: isize) -> impl Iterator<Item = Sample> + '_ {
     })
 }
 
-fn rows_of(value: Result<Value, vigil_queries::promql::EvalError>) -> Vec<Row> {
+fn rows_of(value: Result<Value, EvalError>) -> Vec<Row> {
     match value {
         Ok(Value::Vector(samples)) => samples
             .into_iter()
@@ -215,8 +213,7 @@ fn build<'scope>(
             // bucket and its group's partials, not the whole group.
             operand(input, inputs, memo, &mut errors)
                 .map(move |row: Row| {
-                    let group =
-                        vigil_queries::promql::eval::grouping_labels(&row.0, modifier.as_ref());
+                    let group = grouping_labels(&row.0, modifier.as_ref());
                     let bucket = row.0.series_id() % AGGREGATION_BUCKETS;
                     ((group, bucket), row.2)
                 })
@@ -254,10 +251,7 @@ fn build<'scope>(
             let group_modifier = modifier.clone();
             operand(input, inputs, memo, &mut errors)
                 .map(move |row: Row| {
-                    let group = vigil_queries::promql::eval::grouping_labels(
-                        &row.0,
-                        group_modifier.as_ref(),
-                    );
+                    let group = grouping_labels(&row.0, group_modifier.as_ref());
                     (group, row)
                 })
                 .reduce(move |_group, input: &[(&Row, isize)], output| {

@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use differential_dataflow::input::InputSession;
-use vigil_queries::promql::eval::{matches, DEFAULT_LOOKBACK_MS};
-use vigil_queries::promql::functions::{Point, Window};
+use vigil_queries::promql::{matches, Point, Window, DEFAULT_LOOKBACK_MS};
 use vigil_storage::record::is_stale_marker;
 use vigil_storage::{Appended, BatchSample, LabelSet, SeriesId};
 

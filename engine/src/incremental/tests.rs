@@ -1,9 +1,5 @@
 use super::*;
-use vigil_queries::promql::eval::finalize;
-use vigil_queries::promql::functions::Point;
-use vigil_queries::promql::memory::MemorySource;
-use vigil_queries::promql::Evaluator;
-use vigil_queries::promql::Value;
+use vigil_queries::promql::{finalize, Evaluator, MemorySource, Point, Value};
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);

@@ -8,8 +8,9 @@ use promql_parser::parser::token::TokenType;
 use promql_parser::parser::LabelModifier;
 use vigil_storage::LabelSet;
 
-use super::eval::{grouping_labels, EvalError, EvalResult};
+use super::error::{EvalError, EvalResult};
 use super::functions::{cmp_nan_last, kahan_add, quantile};
+use super::labels::{format_value, grouping_labels};
 use super::value::{Sample, Value};
 
 struct Group {
@@ -23,19 +24,6 @@ fn scalar_param(param: &Option<Value>, name: &str) -> EvalResult<f64> {
         _ => Err(EvalError::Execution(format!(
             "expected scalar parameter for {name}"
         ))),
-    }
-}
-
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` for `count_values` label values.
-pub fn format_value(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
     }
 }
 

@@ -10,7 +10,8 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::LabelSet;
 
-use super::eval::{matching_signature, EvalError, EvalResult};
+use super::error::{EvalError, EvalResult};
+use super::labels::matching_signature;
 use super::value::{Sample, Value};
 
 fn is_comparison(op: TokenType) -> bool {

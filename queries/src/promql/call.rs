@@ -1,16 +1,40 @@
 //! Function calls: range functions over the shared pure functions, instant functions,
 //! and the label functions.
+//!
+//! Calls evaluate their own arguments (a range argument's window, a scalar parameter
+//! before a vector), so they need the evaluator. They reach it through [`CallContext`],
+//! the few things a call asks of it, defined here and implemented by `Evaluator` in
+//! `eval.rs`: the dispatcher depends on this module, never the reverse.
 
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 use vigil_storage::labels::METRIC_NAME;
 
-use super::eval::{EvalError, EvalResult, Evaluator};
+use super::error::{EvalError, EvalResult};
 use super::functions as f;
 use super::functions::Point;
+use super::labels::format_value;
 use super::value::{Sample, Value};
 
-fn scalar_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<f64> {
+/// What a function call needs from the evaluator running it.
+pub(crate) trait CallContext {
+    /// Evaluates an argument as an instant query at `t`.
+    fn eval(&self, expr: &Expr, t: i64) -> EvalResult<Value>;
+    /// The window a range-vector argument covers at `t`.
+    fn window_of(&self, expr: &Expr, t: i64) -> Option<f::Window>;
+    /// The query's start (for `start()` and `range()`), in milliseconds.
+    fn query_start(&self) -> i64;
+    /// The query's end (for `end()` and `range()`), in milliseconds.
+    fn query_end(&self) -> i64;
+    /// The range query's step (0 for an instant query), in milliseconds.
+    fn query_step_ms(&self) -> i64;
+    /// Records a `PromQL warning: …` annotation.
+    fn warn(&self, message: String);
+    /// Records a `PromQL info: …` annotation.
+    fn info(&self, message: String);
+}
+
+fn scalar_arg(evaluator: &impl CallContext, expr: &Expr, t: i64) -> EvalResult<f64> {
     match evaluator.eval(expr, t)? {
         Value::Scalar(v) => Ok(v),
         other => Err(EvalError::Execution(format!(
@@ -20,7 +44,7 @@ fn scalar_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<f64>
     }
 }
 
-fn string_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<String> {
+fn string_arg(evaluator: &impl CallContext, expr: &Expr, t: i64) -> EvalResult<String> {
     match evaluator.eval(expr, t)? {
         Value::String(v) => Ok(v),
         other => Err(EvalError::Execution(format!(
@@ -30,7 +54,7 @@ fn string_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<Stri
     }
 }
 
-fn vector_arg(evaluator: &Evaluator<'_>, expr: &Expr, t: i64) -> EvalResult<Vec<Sample>> {
+fn vector_arg(evaluator: &impl CallContext, expr: &Expr, t: i64) -> EvalResult<Vec<Sample>> {
     match evaluator.eval(expr, t)? {
         Value::Vector(v) => Ok(v),
         other => Err(EvalError::Execution(format!(
@@ -61,7 +85,7 @@ fn map_values(samples: Vec<Sample>, t: i64, op: impl Fn(f64) -> f64) -> EvalResu
 
 /// Evaluates a range function: `op(points, window)` per series of the matrix argument.
 fn range_function(
-    evaluator: &Evaluator<'_>,
+    evaluator: &impl CallContext,
     call: &Call,
     t: i64,
     keep_name: bool,
@@ -173,7 +197,7 @@ pub fn range_kernel(name: &str) -> Option<RangeKernel> {
     })
 }
 
-pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
+pub(crate) fn eval_call(evaluator: &impl CallContext, call: &Call, t: i64) -> EvalResult<Value> {
     let args = &call.args.args;
     let name = call.func.name;
     let arg = |idx: usize| -> EvalResult<&Expr> {
@@ -181,7 +205,7 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             .map(|boxed| boxed.as_ref())
             .ok_or_else(|| EvalError::Execution(format!("missing argument {idx} of {name}")))
     };
-    if name.starts_with("sort") && evaluator.query_step_ms > 0 {
+    if name.starts_with("sort") && evaluator.query_step_ms() > 0 {
         evaluator.warn(
             "sort is ineffective for range queries since results are always ordered by labels"
                 .into(),
@@ -297,11 +321,11 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
             });
             Ok(Value::Vector(samples))
         }
-        "start" => Ok(Value::Scalar(evaluator.query_start as f64 / 1000.0)),
-        "end" => Ok(Value::Scalar(evaluator.query_end as f64 / 1000.0)),
-        "step" => Ok(Value::Scalar(evaluator.query_step_ms as f64 / 1000.0)),
+        "start" => Ok(Value::Scalar(evaluator.query_start() as f64 / 1000.0)),
+        "end" => Ok(Value::Scalar(evaluator.query_end() as f64 / 1000.0)),
+        "step" => Ok(Value::Scalar(evaluator.query_step_ms() as f64 / 1000.0)),
         "range" => Ok(Value::Scalar(
-            (evaluator.query_end - evaluator.query_start) as f64 / 1000.0,
+            (evaluator.query_end() - evaluator.query_start()) as f64 / 1000.0,
         )),
         "min_of" | "max_of" => {
             let a = scalar_arg(evaluator, arg(0)?, t)?;
@@ -398,7 +422,7 @@ pub fn eval_call(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
 /// The quantile label of `histogram_quantiles`: the shortest decimal, with `.0` on
 /// whole numbers (`0.0`, `0.25`, `1.0`).
 fn quantile_label(phi: f64) -> String {
-    let text = super::aggregate::format_value(phi);
+    let text = format_value(phi);
     if phi.is_finite() && !text.contains(['.', 'e']) {
         format!("{text}.0")
     } else {
@@ -415,16 +439,16 @@ fn named_dropped(labels: vigil_storage::LabelSet, t: i64, f: f64) -> Sample {
     }
 }
 
-fn warn_quantile(evaluator: &Evaluator<'_>, phi: f64) {
+fn warn_quantile(evaluator: &impl CallContext, phi: f64) {
     if !(0.0..=1.0).contains(&phi) {
         evaluator.warn(format!(
             "quantile value should be between 0 and 1, got {}",
-            super::aggregate::format_value(phi)
+            format_value(phi)
         ));
     }
 }
 
-fn note_fixes(evaluator: &Evaluator<'_>, fixes: f::BucketFixes, name: &str) {
+fn note_fixes(evaluator: &impl CallContext, fixes: f::BucketFixes, name: &str) {
     if fixes.forced_monotonic {
         evaluator.info(format!(
             "input to histogram_quantile needed to be fixed for monotonicity (see \
@@ -437,7 +461,7 @@ fn note_fixes(evaluator: &Evaluator<'_>, fixes: f::BucketFixes, name: &str) {
 /// Classic histogram buckets grouped by their labels without `le`,
 /// in label order. Samples without a parsable `le` are dropped with a warning.
 fn bucket_groups(
-    evaluator: &Evaluator<'_>,
+    evaluator: &impl CallContext,
     samples: Vec<Sample>,
 ) -> std::collections::BTreeMap<vigil_storage::LabelSet, (String, Vec<f::Bucket>)> {
     let mut groups: std::collections::BTreeMap<_, (String, Vec<f::Bucket>)> = Default::default();
@@ -584,7 +608,7 @@ pub fn absent(empty: bool, expr: &Expr, t: i64) -> Vec<Sample> {
     vec![Sample::new(labels, t, 1.0)]
 }
 
-fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
+fn label_replace(evaluator: &impl CallContext, call: &Call, t: i64) -> EvalResult<Value> {
     let args = &call.args.args;
     let samples = vector_arg(evaluator, &args[0], t)?;
     let rewrite = LabelRewrite::replace(
@@ -596,7 +620,7 @@ fn label_replace(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<V
     Ok(Value::Vector(rewrite.apply_all(samples)))
 }
 
-fn label_join(evaluator: &Evaluator<'_>, call: &Call, t: i64) -> EvalResult<Value> {
+fn label_join(evaluator: &impl CallContext, call: &Call, t: i64) -> EvalResult<Value> {
     let args = &call.args.args;
     let samples = vector_arg(evaluator, &args[0], t)?;
     let mut sources = Vec::new();

@@ -11,8 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{
-    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, Offset, SubqueryExpr,
-    VectorSelector,
+    AggregateExpr, AtModifier, BinaryExpr, Expr, Offset, SubqueryExpr, VectorSelector,
 };
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::record::is_stale_marker;
@@ -21,7 +20,9 @@ use vigil_storage::LabelSet;
 use super::aggregate;
 use super::binary;
 use super::call;
+use super::error::{EvalError, EvalResult};
 use super::functions::{Point, Window};
+use super::labels::format_value;
 use super::value::{Sample, Series, Value};
 
 /// Where selectors read from.
@@ -38,34 +39,13 @@ pub struct Annotations {
     pub infos: std::collections::BTreeSet<String>,
 }
 
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum EvalError {
-    /// The query is valid PromQL but Vigil does not evaluate this construct yet.
-    #[error("not supported: {0}")]
-    Unsupported(String),
-    /// Evaluation failed as Prometheus would fail it (the message is Prometheus' own).
-    #[error("{0}")]
-    Execution(String),
-    /// Reading the selected series failed (storage or scan error).
-    #[error("{0}")]
-    Storage(String),
-    /// The query touched more samples than allowed (Prometheus' `query.max-samples`).
-    #[error("query processing would load too many samples into memory in query execution")]
-    TooManySamples,
-    /// The query ran past its deadline (Prometheus' `query.timeout`).
-    #[error("query timed out in {0}")]
-    Timeout(&'static str),
-}
-
-pub type EvalResult<T> = Result<T, EvalError>;
-
 pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
 /// A range query uses up to this many threads (its steps are split between them).
 const MAX_QUERY_THREADS: usize = 4;
 /// A thread gets at least this many steps of a range query.
 const MIN_STEPS_PER_THREAD: i64 = 8;
 /// The default subquery step when none is given (`evaluation_interval`).
-pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
+pub(crate) const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
 
 /// One query: the source and the range the `@ start()` / `@ end()` modifiers refer to.
 pub struct Evaluator<'a> {
@@ -450,7 +430,7 @@ impl<'a> Evaluator<'a> {
                 if !(0.0..=1.0).contains(phi) {
                     self.warn(format!(
                         "quantile value should be between 0 and 1, got {}",
-                        aggregate::format_value(*phi)
+                        format_value(*phi)
                     ));
                 }
             }
@@ -469,6 +449,37 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Function calls evaluate their arguments through this evaluator.
+impl call::CallContext for Evaluator<'_> {
+    fn eval(&self, expr: &Expr, t: i64) -> EvalResult<Value> {
+        Evaluator::eval(self, expr, t)
+    }
+
+    fn window_of(&self, expr: &Expr, t: i64) -> Option<Window> {
+        Evaluator::window_of(self, expr, t)
+    }
+
+    fn query_start(&self) -> i64 {
+        self.query_start
+    }
+
+    fn query_end(&self) -> i64 {
+        self.query_end
+    }
+
+    fn query_step_ms(&self) -> i64 {
+        self.query_step_ms
+    }
+
+    fn warn(&self, message: String) {
+        Evaluator::warn(self, message)
+    }
+
+    fn info(&self, message: String) {
+        Evaluator::info(self, message)
+    }
+}
+
 /// Series from points gathered per label set (with "drop the name" if any step said so).
 fn into_series(by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)>) -> Vec<Series> {
     by_labels
@@ -479,51 +490,6 @@ fn into_series(by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)>) -> Vec<Series>
             drop_name,
         })
         .collect()
-}
-
-/// Labels for a grouping key: `by` keeps the listed labels, `without` drops them and
-/// the metric name.
-pub fn grouping_labels(labels: &LabelSet, modifier: Option<&LabelModifier>) -> LabelSet {
-    match modifier {
-        None => LabelSet::default(),
-        Some(LabelModifier::Include(keep)) => {
-            let mut out = LabelSet::default();
-            for name in &keep.labels {
-                if let Some(value) = labels.get(name) {
-                    out.set(name, value);
-                }
-            }
-            out
-        }
-        Some(LabelModifier::Exclude(drop)) => {
-            let mut out = labels.clone();
-            out.set(METRIC_NAME, "");
-            for name in &drop.labels {
-                out.set(name, "");
-            }
-            out
-        }
-    }
-}
-
-/// Vector matching signature: `on(…)` keeps, `ignoring(…)` drops (and the metric name).
-pub fn matching_signature(labels: &LabelSet, on: bool, names: &[String]) -> LabelSet {
-    if on {
-        let mut out = LabelSet::default();
-        for name in names {
-            if let Some(value) = labels.get(name) {
-                out.set(name, value);
-            }
-        }
-        out
-    } else {
-        let mut out = labels.clone();
-        out.set(METRIC_NAME, "");
-        for name in names {
-            out.set(name, "");
-        }
-        out
-    }
 }
 
 /// Removes the metric names marked for removal, then checks the labels are unique.
@@ -539,7 +505,7 @@ pub fn finalize(mut samples: Vec<Sample>) -> EvalResult<Vec<Sample>> {
 }
 
 /// Fails like Prometheus when a vector holds two samples with the same labels.
-pub fn check_unique(samples: &[Sample]) -> EvalResult<()> {
+pub(crate) fn check_unique(samples: &[Sample]) -> EvalResult<()> {
     let mut seen: HashMap<&LabelSet, ()> = HashMap::with_capacity(samples.len());
     for sample in samples {
         if seen.insert(&sample.labels, ()).is_some() {
@@ -549,11 +515,4 @@ pub fn check_unique(samples: &[Sample]) -> EvalResult<()> {
         }
     }
     Ok(())
-}
-
-/// Label matchers from the parser, applied to a label set (missing label = "").
-pub fn matches(matchers: &[Matcher], labels: &LabelSet) -> bool {
-    matchers
-        .iter()
-        .all(|matcher| matcher.is_match(labels.get(&matcher.name).unwrap_or("")))
 }

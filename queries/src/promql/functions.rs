@@ -30,7 +30,7 @@ impl Window {
 /// `rate`, `increase` and `delta`: the difference between the first and last sample,
 /// corrected for counter resets, extrapolated towards the window edges
 /// (`extrapolatedRate` in functions.go).
-pub fn extrapolated_rate(
+pub(crate) fn extrapolated_rate(
     points: &[Point],
     window: Window,
     is_counter: bool,
@@ -75,7 +75,7 @@ pub fn extrapolated_rate(
 }
 
 /// `irate` and `idelta`: from the last two samples (`instantValue`).
-pub fn instant_value(points: &[Point], is_rate: bool) -> Option<f64> {
+pub(crate) fn instant_value(points: &[Point], is_rate: bool) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
@@ -98,7 +98,7 @@ pub fn instant_value(points: &[Point], is_rate: bool) -> Option<f64> {
 }
 
 /// `resets`: the number of counter resets in the window.
-pub fn resets(points: &[Point]) -> Option<f64> {
+pub(crate) fn resets(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
         return None;
     }
@@ -111,7 +111,7 @@ pub fn resets(points: &[Point]) -> Option<f64> {
 }
 
 /// `changes`: the number of value changes (NaN to NaN is no change).
-pub fn changes(points: &[Point]) -> Option<f64> {
+pub(crate) fn changes(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
         return None;
     }
@@ -157,7 +157,7 @@ fn linear_regression(points: &[Point], intercept_time: i64) -> (f64, f64) {
 }
 
 /// `deriv`: per-second slope by simple linear regression.
-pub fn deriv(points: &[Point]) -> Option<f64> {
+pub(crate) fn deriv(points: &[Point]) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
@@ -186,7 +186,7 @@ pub fn kahan_add(sum: &mut f64, compensation: &mut f64, value: f64) {
     *sum = t;
 }
 
-pub fn sum_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn sum_over_time(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
         return None;
     }
@@ -199,7 +199,7 @@ pub fn sum_over_time(points: &[Point]) -> Option<f64> {
 
 /// `avg_over_time`: a compensated sum, switching to an incremental mean if the sum
 /// would overflow.
-pub fn avg_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn avg_over_time(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
         return None;
     }
@@ -232,16 +232,16 @@ pub fn avg_over_time(points: &[Point]) -> Option<f64> {
     })
 }
 
-pub fn count_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn count_over_time(points: &[Point]) -> Option<f64> {
     (!points.is_empty()).then_some(points.len() as f64)
 }
 
 /// `min_over_time` / `max_over_time`: NaN only when every sample is NaN.
-pub fn min_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn min_over_time(points: &[Point]) -> Option<f64> {
     extreme(points, |candidate, best| candidate < best)
 }
 
-pub fn max_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn max_over_time(points: &[Point]) -> Option<f64> {
     extreme(points, |candidate, best| candidate > best)
 }
 
@@ -255,16 +255,16 @@ fn extreme(points: &[Point], better: impl Fn(f64, f64) -> bool) -> Option<f64> {
     Some(best)
 }
 
-pub fn last_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn last_over_time(points: &[Point]) -> Option<f64> {
     points.last().map(|point| point.f)
 }
 
-pub fn present_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn present_over_time(points: &[Point]) -> Option<f64> {
     (!points.is_empty()).then_some(1.0)
 }
 
 /// Population variance by Welford's method with compensation (`stdvar_over_time`).
-pub fn stdvar_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn stdvar_over_time(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
         return None;
     }
@@ -278,7 +278,7 @@ pub fn stdvar_over_time(points: &[Point]) -> Option<f64> {
     Some((aux + c_aux) / count)
 }
 
-pub fn stddev_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn stddev_over_time(points: &[Point]) -> Option<f64> {
     stdvar_over_time(points).map(f64::sqrt)
 }
 
@@ -293,7 +293,7 @@ pub fn quantile_over_time(phi: f64, points: &[Point]) -> Option<f64> {
 
 /// The φ-quantile with linear interpolation between closest ranks; NaN for φ outside
 /// [0, 1] is ±Inf as Prometheus has it.
-pub fn quantile(phi: f64, values: &mut [f64]) -> f64 {
+pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
     if values.is_empty() || phi.is_nan() {
         return f64::NAN;
     }
@@ -337,7 +337,7 @@ pub fn double_exponential_smoothing(points: &[Point], sf: f64, tf: f64) -> Optio
 }
 
 /// `mad_over_time`: the median absolute deviation from the median.
-pub fn mad_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn mad_over_time(points: &[Point]) -> Option<f64> {
     if points.is_empty() {
         return None;
     }
@@ -350,14 +350,14 @@ pub fn mad_over_time(points: &[Point]) -> Option<f64> {
     Some(quantile(0.5, &mut deviations))
 }
 
-pub fn first_over_time(points: &[Point]) -> Option<f64> {
+pub(crate) fn first_over_time(points: &[Point]) -> Option<f64> {
     points.first().map(|point| point.f)
 }
 
 /// The time (seconds) of the sample `pick` chooses: the first of equal extremes, as
 /// `ts_of_min_over_time`/`ts_of_max_over_time` do; NaN samples are never chosen unless
 /// all are NaN.
-pub fn ts_of_extreme(points: &[Point], max: bool) -> Option<f64> {
+pub(crate) fn ts_of_extreme(points: &[Point], max: bool) -> Option<f64> {
     let mut best: Option<&Point> = None;
     for point in points {
         best = match best {
@@ -482,7 +482,11 @@ pub fn bucket_quantile(phi: f64, mut buckets: Vec<Bucket>) -> (f64, BucketFixes)
 /// observations in `[lower, upper]`, interpolating linearly inside finite buckets (the
 /// lowest bucket starts at 0 when its bound is positive; infinite-width buckets are not
 /// interpolated).
-pub fn bucket_fraction(lower: f64, upper: f64, mut buckets: Vec<Bucket>) -> (f64, BucketFixes) {
+pub(crate) fn bucket_fraction(
+    lower: f64,
+    upper: f64,
+    mut buckets: Vec<Bucket>,
+) -> (f64, BucketFixes) {
     let Some(fixes) = prepare_buckets(&mut buckets) else {
         return (f64::NAN, BucketFixes::default());
     };
@@ -532,7 +536,7 @@ pub fn bucket_fraction(lower: f64, upper: f64, mut buckets: Vec<Bucket>) -> (f64
 
 /// Natural ordering of label values (`sort_by_label`): runs of digits compare as
 /// numbers, everything else byte-wise.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
@@ -576,7 +580,7 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
 
 /// Orders values with NaN last in both directions, as Prometheus' `sort`, `sort_desc`,
 /// `topk` and `bottomk` do.
-pub fn cmp_nan_last(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
+pub(crate) fn cmp_nan_last(a: f64, b: f64, descending: bool) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,

@@ -3,8 +3,10 @@
 use promql_parser::label::Matcher;
 use vigil_storage::LabelSet;
 
-use super::eval::{matches, EvalResult, SeriesSource};
+use super::error::EvalResult;
+use super::eval::SeriesSource;
 use super::functions::Point;
+use super::labels::matches;
 use super::value::Series;
 
 #[derive(Debug, Default)]

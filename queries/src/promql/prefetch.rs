@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use promql_parser::label::Matcher;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use super::eval::{millis, offset_ms, system_time_ms, EvalResult, Evaluator, SeriesSource};
+use super::error::{EvalError, EvalResult};
+use super::eval::{millis, offset_ms, system_time_ms, Evaluator, SeriesSource};
 use super::value::Series;
 
 /// A loaded span `(start, end]` and its series.
@@ -163,7 +164,7 @@ impl SeriesSource for PrefetchSource<'_> {
             let mut loaded = self
                 .loaded
                 .lock()
-                .map_err(|_| super::eval::EvalError::Execution("prefetch cache poisoned".into()))?;
+                .map_err(|_| EvalError::Execution("prefetch cache poisoned".into()))?;
             match loaded.get(&key) {
                 Some((_, _, series)) => series.clone(),
                 None => {

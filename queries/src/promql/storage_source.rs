@@ -8,8 +8,10 @@
 use promql_parser::label::Matcher;
 use vigil_storage::Storage;
 
-use super::eval::{matches, EvalError, EvalResult, SeriesSource};
+use super::error::{EvalError, EvalResult};
+use super::eval::SeriesSource;
 use super::functions::Point;
+use super::labels::matches;
 use super::value::Series;
 
 pub struct StorageSource<'a> {
