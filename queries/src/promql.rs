@@ -27,6 +27,7 @@ mod labels;
 mod memory;
 mod parse_error;
 mod prefetch;
+mod steps;
 mod storage_source;
 mod value;
 

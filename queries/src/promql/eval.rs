@@ -4,7 +4,8 @@
 //! 5-minute lookback for instant selectors, staleness markers end a series, `offset`
 //! and `@` shift the reference time, subqueries evaluate their inner expression at
 //! steps aligned to multiples of the subquery step. A range query is an instant query
-//! at every step.
+//! at every step, over selectors and range functions evaluated for all steps at once
+//! (`steps.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use super::call;
 use super::error::{EvalError, EvalResult};
 use super::functions::{Point, Window};
 use super::labels::format_value;
+use super::steps::StepTables;
 use super::value::{Sample, Series, Value};
 
 /// Where selectors read from.
@@ -62,6 +64,8 @@ pub struct Evaluator<'a> {
     pub deadline: Option<std::time::Instant>,
     annotations: std::sync::Arc<std::sync::Mutex<Annotations>>,
     loaded_samples: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// A range query's selectors and range functions, evaluated for all steps at once.
+    steps: Option<std::sync::Arc<StepTables>>,
 }
 
 pub(crate) fn millis(duration: &Duration) -> i64 {
@@ -96,6 +100,7 @@ impl<'a> Evaluator<'a> {
             deadline: None,
             annotations: Default::default(),
             loaded_samples: Default::default(),
+            steps: None,
         }
     }
 
@@ -112,6 +117,7 @@ impl<'a> Evaluator<'a> {
             deadline: self.deadline,
             annotations: self.annotations.clone(),
             loaded_samples: self.loaded_samples.clone(),
+            steps: self.steps.clone(),
         }
     }
 
@@ -139,15 +145,26 @@ impl<'a> Evaluator<'a> {
             .unwrap_or_default()
     }
 
-    /// Selects from the source, enforcing the sample limit and the deadline.
-    fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
+    /// Selects from the source, enforcing the deadline.
+    pub(crate) fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> EvalResult<Vec<Series>> {
+        self.check_deadline()?;
+        self.source.select(matchers, start, end)
+    }
+
+    /// Fails with [`EvalError::Timeout`] once the deadline has passed.
+    pub(crate) fn check_deadline(&self) -> EvalResult<()> {
         if self
             .deadline
             .is_some_and(|deadline| std::time::Instant::now() > deadline)
         {
             return Err(EvalError::Timeout("query execution"));
         }
-        self.source.select(matchers, start, end)
+        Ok(())
     }
 
     /// Counts samples a selector brought into the query (one per series for an instant
@@ -213,7 +230,15 @@ impl<'a> Evaluator<'a> {
                     let mut ranged = self.derive();
                     ranged.query_step_ms = step;
                     ranged.loaded_samples = Default::default();
-                    scope.spawn(move || ranged.eval_steps(expr, chunk_start, chunk_end, step, true))
+                    scope.spawn(move || {
+                        // This chunk's selectors and range functions, in one pass each.
+                        let tables =
+                            StepTables::build(&ranged, expr, chunk_start, chunk_end, step)?;
+                        if !tables.is_empty() {
+                            ranged.steps = Some(std::sync::Arc::new(tables));
+                        }
+                        ranged.eval_steps(expr, chunk_start, chunk_end, step, true)
+                    })
                 })
                 .collect();
             handles
@@ -251,6 +276,7 @@ impl<'a> Evaluator<'a> {
         let mut t = start;
         let mut output_points = 0;
         while t <= end {
+            self.check_deadline()?;
             if finalize_steps {
                 // Prometheus' max-samples bounds the samples held at once: the output so
                 // far plus what the current step loads.
@@ -286,6 +312,12 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates `expr` as an instant query at `t` (milliseconds).
     pub fn eval(&self, expr: &Expr, t: i64) -> EvalResult<Value> {
+        if let (Some(steps), Expr::VectorSelector(_) | Expr::Call(_)) = (&self.steps, expr) {
+            if let Some((vector, loaded)) = steps.lookup(expr, t) {
+                self.count_samples(loaded)?;
+                return Ok(Value::Vector(vector.to_vec()));
+            }
+        }
         match expr {
             Expr::NumberLiteral(number) => Ok(Value::Scalar(number.val)),
             Expr::StringLiteral(string) => Ok(Value::String(string.val.clone())),
