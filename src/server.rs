@@ -34,6 +34,8 @@ pub struct AppState {
     pub query: crate::config::QuerySection,
     /// The rule manager, once rules are loaded (set by `run::serve`).
     pub rules: std::sync::OnceLock<Arc<crate::rule_manager::RuleManager>>,
+    /// remote_write label sets already seen (decoding a known series allocates nothing).
+    pub interner: remote_write::SeriesInterner,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             query,
             rules: std::sync::OnceLock::new(),
+            interner: remote_write::SeriesInterner::new(1 << 20),
         }))
     }
 }
@@ -144,24 +147,25 @@ async fn remote_write_handler(State(state): State<Arc<AppState>>, body: Bytes) -
         .metrics
         .remote_write_requests
         .fetch_add(1, Ordering::Relaxed);
-    let decoded = match remote_write::decode(&body, state.storage.limits()) {
-        Ok(decoded) => decoded,
-        Err(err) => {
-            let reason = match &err {
-                vigil_connectors::Error::TooLarge { .. } => "too_large",
-                vigil_connectors::Error::Storage(inner) => inner.reason(),
-                vigil_connectors::Error::Snappy(_) => "snappy",
-                _ => "decode",
-            };
-            state.metrics.reject(reason);
-            debug!(error = %err, "remote_write body rejected");
-            let status = match err {
-                vigil_connectors::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return plain(status, err.to_string());
-        }
-    };
+    let decoded =
+        match remote_write::decode_with(&body, state.storage.limits(), Some(&state.interner)) {
+            Ok(decoded) => decoded,
+            Err(err) => {
+                let reason = match &err {
+                    vigil_connectors::Error::TooLarge { .. } => "too_large",
+                    vigil_connectors::Error::Storage(inner) => inner.reason(),
+                    vigil_connectors::Error::Snappy(_) => "snappy",
+                    _ => "decode",
+                };
+                state.metrics.reject(reason);
+                debug!(error = %err, "remote_write body rejected");
+                let status = match err {
+                    vigil_connectors::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return plain(status, err.to_string());
+            }
+        };
     state
         .metrics
         .exemplars_ignored

@@ -6,7 +6,7 @@
 mod decode;
 pub mod proto;
 
-pub use decode::{decode, encode, Decoded, MetricMetadata};
+pub use decode::{decode, decode_with, encode, Decoded, MetricMetadata, SeriesInterner};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,8 @@
 //! Body → [`SampleBatch`].
 
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
 use prost::Message;
 use vigil_storage::{Label, LabelSet, Limits, SampleBatch};
 
@@ -25,9 +28,67 @@ pub struct Decoded {
     pub histograms: usize,
 }
 
+/// Label sets already seen, by a hash of their bytes as sent: senders repeat the same
+/// series in every request, so a known series costs one hash and one lookup instead of
+/// an allocation per label, a sort and a duplicate check. Bounded: it starts over when
+/// it holds `capacity` series.
+pub struct SeriesInterner {
+    known: Mutex<HashMap<u64, LabelSet>>,
+    capacity: usize,
+}
+
+impl SeriesInterner {
+    pub fn new(capacity: usize) -> Self {
+        SeriesInterner {
+            known: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+}
+
+/// xxh3 of a series' labels as sent (name, value, in wire order, with separators).
+fn wire_hash(labels: &[proto::Label]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for label in labels {
+        hasher.update(&label.name);
+        hasher.update(&[0xff]);
+        hasher.update(&label.value);
+        hasher.update(&[0xfe]);
+    }
+    hasher.digest()
+}
+
+fn utf8(bytes: &bytes::Bytes) -> Result<String> {
+    std::str::from_utf8(bytes)
+        .map(str::to_string)
+        .map_err(|_| Error::Protobuf("label is not valid UTF-8".into()))
+}
+
+fn label_set(labels: &[proto::Label]) -> Result<LabelSet> {
+    let labels = labels
+        .iter()
+        .map(|label| {
+            Ok(Label {
+                name: utf8(&label.name)?,
+                value: utf8(&label.value)?,
+            })
+        })
+        .collect::<Result<Vec<Label>>>()?;
+    Ok(LabelSet::new(labels)?)
+}
+
 /// Decodes a snappy-compressed `WriteRequest`. Checks the decompressed size against
 /// `limits.max_body_bytes` before decompressing; label validity is checked by storage.
 pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded> {
+    decode_with(body, limits, None)
+}
+
+/// [`decode`], with label sets taken from (and added to) `interner`.
+pub fn decode_with(
+    body: &[u8],
+    limits: &Limits,
+    interner: Option<&SeriesInterner>,
+) -> Result<Decoded> {
     let decoded_len =
         snap::raw::decompress_len(body).map_err(|err| Error::Snappy(err.to_string()))?;
     if limits.max_body_bytes > 0 && decoded_len > limits.max_body_bytes {
@@ -39,25 +100,34 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Decoded> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|err| Error::Snappy(err.to_string()))?;
-    let request = proto::WriteRequest::decode(raw.as_slice())
+    let request = proto::WriteRequest::decode(bytes::Bytes::from(raw))
         .map_err(|err| Error::Protobuf(err.to_string()))?;
     let mut decoded = Decoded::default();
+    decoded.batch.series.reserve(request.timeseries.len());
+    let mut known = interner.map(|interner| (interner.known.lock(), interner.capacity));
     for series in request.timeseries {
         decoded.exemplars += series.exemplars.len();
         decoded.histograms += series.histograms.len();
         if series.samples.is_empty() {
             continue;
         }
-        let labels = LabelSet::new(
-            series
-                .labels
-                .into_iter()
-                .map(|label| Label {
-                    name: label.name,
-                    value: label.value,
-                })
-                .collect(),
-        )?;
+        let labels = match known.as_mut() {
+            Some((known, capacity)) => {
+                let hash = wire_hash(&series.labels);
+                match known.get(&hash) {
+                    Some(labels) => labels.clone(),
+                    None => {
+                        let labels = label_set(&series.labels)?;
+                        if known.len() >= *capacity {
+                            known.clear();
+                        }
+                        known.insert(hash, labels.clone());
+                        labels
+                    }
+                }
+            }
+            None => label_set(&series.labels)?,
+        };
         let idx = decoded.batch.push_series(labels);
         for sample in series.samples {
             decoded
@@ -89,8 +159,8 @@ pub fn encode(batch: &SampleBatch) -> Vec<u8> {
                 .labels()
                 .iter()
                 .map(|label| proto::Label {
-                    name: label.name.clone(),
-                    value: label.value.clone(),
+                    name: bytes::Bytes::from(label.name.clone()),
+                    value: bytes::Bytes::from(label.value.clone()),
                 })
                 .collect(),
             ..Default::default()

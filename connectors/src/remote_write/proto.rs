@@ -22,12 +22,14 @@ pub struct TimeSeries {
     pub histograms: Vec<Vec<u8>>,
 }
 
+/// Label names and values are `string`s on the wire; they are decoded as slices of the
+/// request buffer (no allocation per label) and checked for UTF-8 when used.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: bytes::Bytes,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

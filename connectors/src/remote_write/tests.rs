@@ -43,3 +43,44 @@ fn enforces_decoded_size_limit() {
         Err(Error::TooLarge { .. })
     ));
 }
+
+#[test]
+fn interned_decoding_equals_plain_decoding() {
+    let interner = SeriesInterner::new(2);
+    let mut many = SampleBatch::default();
+    for pod in 0..5 {
+        let idx = many.push_series(
+            LabelSet::from_pairs([
+                ("__name__", "up"),
+                ("pod", &format!("p{pod}")),
+                ("job", "a"),
+            ])
+            .unwrap(),
+        );
+        many.push_sample(idx, 1_000, f64::from(pod));
+    }
+    let body = encode(&many);
+    // Twice: the second decode answers from the interner (and it starts over when full).
+    for _ in 0..2 {
+        let interned = decode_with(&body, &Limits::default(), Some(&interner)).unwrap();
+        let plain = decode(&body, &Limits::default()).unwrap();
+        assert_eq!(interned.batch, plain.batch);
+    }
+    // A label that is not UTF-8 is refused, not mangled.
+    let mut request = proto::WriteRequest::default();
+    request.timeseries.push(proto::TimeSeries {
+        labels: vec![proto::Label {
+            name: bytes::Bytes::from_static(b"__name__"),
+            value: bytes::Bytes::from_static(b"\xff\xfe"),
+        }],
+        samples: vec![proto::Sample {
+            value: 1.0,
+            timestamp: 1,
+        }],
+        ..Default::default()
+    });
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&prost::Message::encode_to_vec(&request))
+        .unwrap();
+    assert!(decode_with(&body, &Limits::default(), Some(&interner)).is_err());
+}
