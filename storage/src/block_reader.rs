@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use parquet::file::metadata::PageIndexPolicy;
 
 use crate::error::{Error, Result};
 use crate::head::{RowRange, SeriesIndex};
-use crate::labels::SeriesId;
+use crate::labels::{IdHasher, SeriesId};
 
 /// Rows decoded per batch when reading.
 const READ_BATCH_ROWS: usize = 64 * 1024;
@@ -110,7 +111,7 @@ impl OpenedFile {
             .with_projection(mask)
             .with_batch_size(READ_BATCH_ROWS)
             .build()?;
-        let mut index = SeriesIndex::new();
+        let mut index = SeriesIndex::default();
         let mut row = 0u32;
         for batch in reader {
             let batch = batch?;
@@ -209,9 +210,12 @@ pub struct ChunkCache {
     inner: Mutex<CacheInner>,
 }
 
+/// (file number, series).
+type CacheKey = (u32, SeriesId);
+
 #[derive(Default)]
 struct CacheInner {
-    entries: HashMap<(u32, SeriesId), (Arc<Chunk>, u64)>,
+    entries: HashMap<CacheKey, (Arc<Chunk>, u64), BuildHasherDefault<IdHasher>>,
     bytes: usize,
     tick: u64,
 }

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::labels::{Label, LabelSet, SeriesId};
+use crate::labels::{IdMap, Label, LabelSet, SeriesId};
 use crate::record::{BatchSample, SampleBatch};
 
 const KIND_SAMPLES: u8 = 1;
@@ -40,7 +40,7 @@ const ZSTD_LEVEL: i32 = 1;
 /// The writer's state for one WAL segment: the series it has declared.
 #[derive(Debug, Default)]
 pub struct SegmentEncoder {
-    refs: HashMap<SeriesId, u32>,
+    refs: IdMap<u32>,
     body: Vec<u8>,
 }
 

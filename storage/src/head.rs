@@ -1,11 +1,10 @@
 //! The head: recent samples in memory, queryable as soon as a write is acknowledged.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, RecordBatch, TimestampMillisecondArray, UInt64Array};
 
-use crate::labels::{LabelSet, SeriesId};
+use crate::labels::{IdMap, LabelSet, SeriesId};
 use crate::record::BatchSample;
 use crate::schema;
 
@@ -22,7 +21,7 @@ type Columns = (Vec<u64>, Vec<i64>, Vec<f64>);
 
 #[derive(Debug, Default)]
 pub struct Head {
-    pub series: HashMap<SeriesId, HeadSeries>,
+    pub series: IdMap<HeadSeries>,
     pub n_samples: usize,
     pub min_timestamp: Option<i64>,
     pub max_timestamp: Option<i64>,
@@ -169,7 +168,7 @@ pub struct RowRange {
 }
 
 /// Each series' row range in one sample file.
-pub type SeriesIndex = HashMap<SeriesId, RowRange>;
+pub type SeriesIndex = IdMap<RowRange>;
 
 pub fn sample_batch(ids: Vec<u64>, timestamps: Vec<i64>, values: Vec<f64>) -> RecordBatch {
     let columns: Vec<arrow::array::ArrayRef> = vec![

@@ -13,6 +13,41 @@ pub const METRIC_NAME: &str = "__name__";
 /// series written by another.
 pub type SeriesId = u64;
 
+/// A hasher for maps keyed by [`SeriesId`]s (and small tuples of integers): one
+/// multiply-rotate per word (Fx), not SipHash — ids are already well-mixed hashes, and
+/// the write path looks a series up several times per sample.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A map keyed by series id, with [`IdHasher`].
+pub type IdMap<V> = std::collections::HashMap<SeriesId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]

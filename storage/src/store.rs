@@ -18,7 +18,7 @@ use crate::block_reader::{Chunk, ChunkCache, OpenedFile};
 use crate::codec::SegmentDecoder;
 use crate::error::{Error, Result};
 use crate::head::{Head, SeriesIndex};
-use crate::labels::{LabelSet, SeriesId};
+use crate::labels::{IdMap, LabelSet, SeriesId};
 use crate::limits::Limits;
 use crate::lock::DirLock;
 use crate::parquet_block::{self, SeriesRow};
@@ -120,9 +120,9 @@ pub type SeriesPoints = (Vec<i64>, Vec<f64>);
 pub type SortedSelection = Arc<Vec<(SeriesId, Arc<LabelSet>)>>;
 
 struct Catalog {
-    series: HashMap<SeriesId, Arc<LabelSet>>,
+    series: IdMap<Arc<LabelSet>>,
     /// Latest accepted sample per series: the out-of-order check.
-    latest: HashMap<SeriesId, (i64, f64)>,
+    latest: IdMap<(i64, f64)>,
 }
 
 pub struct Storage {
@@ -257,8 +257,8 @@ impl Storage {
         // Sample files without a committed series file are the remains of an interrupted
         // flush; their samples are still in the WAL.
         let mut catalog = Catalog {
-            series: HashMap::new(),
-            latest: HashMap::new(),
+            series: IdMap::default(),
+            latest: IdMap::default(),
         };
         let mut series_files: Vec<_> = store
             .list(Some(&ObjectPath::from(SERIES_PREFIX)))
@@ -606,7 +606,7 @@ impl Storage {
     ) -> Result<(SampleBatch, AppendOutcome, Vec<Reservation>)> {
         let min_valid = now_ms() - self.config.retention.as_millis() as i64;
         let catalog = self.catalog.read();
-        let mut reserved: HashMap<SeriesId, (i64, f64)> = HashMap::new();
+        let mut reserved: IdMap<(i64, f64)> = IdMap::default();
         let mut outcome = AppendOutcome::default();
         let mut keep = Vec::with_capacity(batch.samples.len());
         for sample in &batch.samples {
@@ -882,13 +882,8 @@ impl Storage {
     /// index, decoded series cached). Each series' samples come sorted by time; series
     /// without samples in the range are left out. Blocking (file reads): call it from a
     /// blocking thread.
-    pub fn points(
-        &self,
-        ids: &[SeriesId],
-        start: i64,
-        end: i64,
-    ) -> Result<HashMap<SeriesId, SeriesPoints>> {
-        let mut out: HashMap<SeriesId, SeriesPoints> = HashMap::new();
+    pub fn points(&self, ids: &[SeriesId], start: i64, end: i64) -> Result<IdMap<SeriesPoints>> {
+        let mut out: IdMap<SeriesPoints> = IdMap::default();
         let files: Vec<SampleFile> = {
             let head = self.head.read();
             let frozen = self.frozen.read();
@@ -1065,13 +1060,7 @@ fn intern(catalog: &mut Catalog, ids: &[SeriesId], series: &[LabelSet]) -> Vec<A
 }
 
 /// Appends the part of a decoded chunk inside `(start, end]` to a series' points.
-fn extend(
-    out: &mut HashMap<SeriesId, SeriesPoints>,
-    id: SeriesId,
-    chunk: &Chunk,
-    start: i64,
-    end: i64,
-) {
+fn extend(out: &mut IdMap<SeriesPoints>, id: SeriesId, chunk: &Chunk, start: i64, end: i64) {
     let (timestamps, values) = chunk.range(start, end);
     if timestamps.is_empty() {
         return;
@@ -1237,7 +1226,7 @@ mod tests {
         count
     }
 
-    fn all_points(storage: &Storage, n: usize) -> HashMap<SeriesId, SeriesPoints> {
+    fn all_points(storage: &Storage, n: usize) -> IdMap<SeriesPoints> {
         let ids: Vec<SeriesId> = (0..n).map(|idx| series(idx).series_id()).collect();
         storage.points(&ids, i64::MIN, i64::MAX).unwrap()
     }
