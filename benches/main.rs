@@ -5,6 +5,9 @@
 //! - `ingest/wal_codec_encode`: the WAL record of the same batch (version 2: series already
 //!   declared in the segment, so samples only: references, Δt, value planes, zstd).
 //! - `storage/parquet_encode`: one sorted block of 100k samples to Parquet (zstd).
+//! - `storage/wal_replay_v1` / `wal_replay_v2`: `Storage::open` replaying 1M samples of
+//!   10k Kubernetes-shaped series (10 labels) from a WAL written in the old format
+//!   (labels in every record) and in the current one (series declared once per segment).
 //!
 //! Run: `cargo bench --bench main` (add `-- <filter>` to pick one).
 
@@ -96,5 +99,107 @@ fn storage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, storage);
+/// 10k series with Kubernetes-like label sets, one sample each per round.
+fn k8s_rounds(rounds: usize) -> Vec<SampleBatch> {
+    let series: Vec<LabelSet> = (0..10_000)
+        .map(|i| {
+            let pod = format!("api-{:05}-{:x}", i / 100, i * 7919);
+            let id = format!(
+                "/kubepods/burstable/pod{:032x}/{:064x}",
+                i / 100,
+                i as u128 * 0x9e37_79b9
+            );
+            LabelSet::from_pairs([
+                (
+                    "__name__",
+                    [
+                        "container_cpu_usage_seconds_total",
+                        "container_memory_working_set_bytes",
+                    ][i % 2],
+                ),
+                ("namespace", &format!("ns-{}", i % 20)),
+                ("pod", &pod),
+                ("container", &format!("c{}", i % 3)),
+                ("id", &id),
+                ("image", "registry.k8s.io/app/server:v1.2.3"),
+                ("instance", &format!("10.0.{}.{}:10250", i / 250, i % 250)),
+                ("job", "kubelet"),
+                ("node", &format!("node-{}", i % 10)),
+                ("endpoint", "https-metrics"),
+            ])
+            .expect("labels")
+        })
+        .collect();
+    // Recent enough for the retention check of the writes.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        - 3 * 3600 * 1000;
+    let mut batches = Vec::new();
+    for round in 0..rounds {
+        for chunk in series.chunks(2000) {
+            let mut batch = SampleBatch::default();
+            for labels in chunk {
+                let idx = batch.push_series(labels.clone());
+                batch.push_sample(
+                    idx,
+                    start + round as i64 * 15_000,
+                    (round * 1000) as f64 * 0.37,
+                );
+            }
+            batches.push(batch);
+        }
+    }
+    batches
+}
+
+fn replay(c: &mut Criterion) {
+    use vigil_storage::{AppendMode, Storage, StorageConfig};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let batches = k8s_rounds(100);
+    let samples: usize = batches.iter().map(|b| b.samples.len()).sum();
+    let mut group = c.benchmark_group("storage");
+    group.throughput(Throughput::Elements(samples as u64));
+    group.sample_size(10);
+    // Version 1: one self-contained record per batch, written as the old writer did.
+    let v1 = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(v1.path().join("wal")).expect("wal dir");
+    let mut segment = Vec::new();
+    for batch in &batches {
+        let mut payload = Vec::new();
+        codec::encode_batch(batch, &mut payload);
+        segment.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        segment.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        segment.extend_from_slice(&payload);
+    }
+    std::fs::write(v1.path().join("wal/00000001"), &segment).expect("segment");
+    // Version 2: through the storage's own writer.
+    let v2 = tempfile::tempdir().expect("tempdir");
+    runtime.block_on(async {
+        let storage = Storage::open(StorageConfig::new(v2.path()))
+            .await
+            .expect("open");
+        for batch in &batches {
+            storage
+                .append(batch.clone(), AppendMode::Strict)
+                .await
+                .expect("append");
+        }
+    });
+    for (name, dir) in [("wal_replay_v1", &v1), ("wal_replay_v2", &v2)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let storage = Storage::open(StorageConfig::new(dir.path()))
+                        .await
+                        .expect("open");
+                    assert_eq!(storage.head_samples(), samples);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, storage, replay);
 criterion_main!(benches);
