@@ -112,6 +112,12 @@ impl LabelSet {
         &self.0
     }
 
+    /// The address of the shared labels: equal for clones of one label set (while one of
+    /// them is alive), so a caller holding a clone can use it as a cheap identity.
+    pub fn identity(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.0) as usize
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .binary_search_by(|label| label.name.as_str().cmp(name))

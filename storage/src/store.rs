@@ -121,6 +121,8 @@ pub type SortedSelection = Arc<Vec<(SeriesId, Arc<LabelSet>)>>;
 
 struct Catalog {
     series: IdMap<Arc<LabelSet>>,
+    /// Series by metric name (the postings a selector with a name starts from).
+    by_name: HashMap<String, Vec<SeriesId>>,
     /// Latest accepted sample per series: the out-of-order check.
     latest: IdMap<(i64, f64)>,
 }
@@ -258,6 +260,7 @@ impl Storage {
         // flush; their samples are still in the WAL.
         let mut catalog = Catalog {
             series: IdMap::default(),
+            by_name: HashMap::new(),
             latest: IdMap::default(),
         };
         let mut series_files: Vec<_> = store
@@ -283,7 +286,7 @@ impl Storage {
             match rows {
                 Ok(rows) => {
                     for row in rows {
-                        catalog.series.insert(row.id, row.labels);
+                        catalog.add(row.id, row.labels);
                         let latest = catalog.latest.entry(row.id).or_insert((i64::MIN, 0.0));
                         if row.last_timestamp >= latest.0 {
                             *latest = (row.last_timestamp, row.last_value);
@@ -406,7 +409,7 @@ impl Storage {
                         .ids
                         .iter()
                         .zip(decoded.labels)
-                        .map(|(id, labels)| catalog.series.entry(*id).or_insert(labels).clone())
+                        .map(|(id, labels)| catalog.add(*id, labels))
                         .collect();
                     head.apply(&samples, &decoded.ids, &labels);
                     replayed += samples.len();
@@ -982,6 +985,7 @@ impl Storage {
     pub fn select_series(
         &self,
         key: &str,
+        name: Option<&str>,
         predicate: impl Fn(&LabelSet) -> bool,
     ) -> SortedSelection {
         let generation = self.catalog.read().series.len();
@@ -992,12 +996,25 @@ impl Storage {
         }
         let catalog = self.catalog.read();
         let generation = catalog.series.len();
-        let mut selected: Vec<(SeriesId, Arc<LabelSet>)> = catalog
-            .series
-            .iter()
-            .filter(|(_, labels)| predicate(labels))
-            .map(|(id, labels)| (*id, labels.clone()))
-            .collect();
+        // A metric name narrows the candidates to its postings; otherwise every series.
+        let mut selected: Vec<(SeriesId, Arc<LabelSet>)> = match name {
+            Some(name) => catalog
+                .by_name
+                .get(name)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| Some((*id, catalog.series.get(id)?.clone())))
+                        .filter(|(_, labels)| predicate(labels))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => catalog
+                .series
+                .iter()
+                .filter(|(_, labels)| predicate(labels))
+                .map(|(id, labels)| (*id, labels.clone()))
+                .collect(),
+        };
         drop(catalog);
         selected.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         let selection = Arc::new(selected);
@@ -1049,14 +1066,27 @@ impl Storage {
 fn intern(catalog: &mut Catalog, ids: &[SeriesId], series: &[LabelSet]) -> Vec<Arc<LabelSet>> {
     ids.iter()
         .zip(series)
-        .map(|(id, labels)| {
-            catalog
-                .series
-                .entry(*id)
-                .or_insert_with(|| Arc::new(labels.clone()))
-                .clone()
+        .map(|(id, labels)| match catalog.series.get(id) {
+            Some(known) => known.clone(),
+            None => catalog.add(*id, Arc::new(labels.clone())),
         })
         .collect()
+}
+
+impl Catalog {
+    /// Adds a series (if new) to the catalog and the name postings; returns the shared
+    /// labels the catalog keeps.
+    fn add(&mut self, id: SeriesId, labels: Arc<LabelSet>) -> Arc<LabelSet> {
+        if let Some(known) = self.series.get(&id) {
+            return known.clone();
+        }
+        self.by_name
+            .entry(labels.metric_name().unwrap_or_default().to_string())
+            .or_default()
+            .push(id);
+        self.series.insert(id, labels.clone());
+        labels
+    }
 }
 
 /// Appends the part of a decoded chunk inside `(start, end]` to a series' points.

@@ -263,6 +263,10 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates at every step; with `finalize_steps` names are removed per step (a
     /// query), otherwise the removal stays pending in the series (a subquery).
+    ///
+    /// Steps mostly return the same series again (the same shared label sets, from the
+    /// step tables): each distinct label set is resolved once — name removal, its output
+    /// series — and later steps find it by identity, not by comparing labels.
     fn eval_steps(
         &self,
         expr: &Expr,
@@ -272,11 +276,13 @@ impl<'a> Evaluator<'a> {
         finalize_steps: bool,
     ) -> EvalResult<Vec<Series>> {
         let step = step.max(1);
-        let mut by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)> = BTreeMap::new();
+        let mut gather = Gather::default();
         let mut t = start;
+        let mut step_no = 0usize;
         let mut output_points = 0;
         while t <= end {
             self.check_deadline()?;
+            step_no += 1;
             if finalize_steps {
                 // Prometheus' max-samples bounds the samples held at once: the output so
                 // far plus what the current step loads.
@@ -284,18 +290,26 @@ impl<'a> Evaluator<'a> {
                     .store(output_points, std::sync::atomic::Ordering::Relaxed);
             }
             match self.eval(expr, t)? {
-                Value::Scalar(f) => by_labels
-                    .entry(LabelSet::default())
-                    .or_default()
-                    .0
-                    .push(Point { t, f }),
+                Value::Scalar(f) => {
+                    let idx = gather.resolve(&LabelSet::default(), false, false);
+                    gather.series[idx].1.push(Point { t, f });
+                }
                 Value::Vector(samples) => {
-                    let samples = if finalize_steps { finalize(samples)? } else { samples };
                     output_points += samples.len();
                     for sample in samples {
-                        let entry = by_labels.entry(sample.labels).or_default();
-                        entry.0.push(Point { t, f: sample.f });
-                        entry.1 |= sample.drop_name;
+                        let idx = gather.resolve(&sample.labels, sample.drop_name, finalize_steps);
+                        let series = &mut gather.series[idx];
+                        if finalize_steps {
+                            if series.3 == step_no {
+                                return Err(EvalError::Execution(
+                                    "vector cannot contain metrics with the same labelset".into(),
+                                ));
+                            }
+                            series.3 = step_no;
+                        } else {
+                            series.2 |= sample.drop_name;
+                        }
+                        series.1.push(Point { t, f: sample.f });
                     }
                 }
                 other => {
@@ -307,7 +321,17 @@ impl<'a> Evaluator<'a> {
             }
             t += step;
         }
-        Ok(into_series(by_labels))
+        let mut series: Vec<Series> = gather
+            .series
+            .into_iter()
+            .map(|(labels, points, drop_name, _)| Series {
+                labels,
+                points,
+                drop_name,
+            })
+            .collect();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
     }
 
     /// Evaluates `expr` as an instant query at `t` (milliseconds).
@@ -522,6 +546,37 @@ fn into_series(by_labels: BTreeMap<LabelSet, (Vec<Point>, bool)>) -> Vec<Series>
             drop_name,
         })
         .collect()
+}
+
+/// The series a range evaluation gathers, found by label set identity first.
+#[derive(Default)]
+struct Gather {
+    /// (input labels' address, name to drop) → (input labels, kept alive so the address
+    /// stays theirs; output series).
+    by_identity: HashMap<(usize, bool), (LabelSet, usize)>,
+    by_labels: HashMap<LabelSet, usize>,
+    /// Output labels, points, pending name removal, last step that wrote a point.
+    series: Vec<(LabelSet, Vec<Point>, bool, usize)>,
+}
+
+impl Gather {
+    fn resolve(&mut self, labels: &LabelSet, drop_name: bool, finalize: bool) -> usize {
+        let key = (labels.identity(), drop_name && finalize);
+        if let Some((_, idx)) = self.by_identity.get(&key) {
+            return *idx;
+        }
+        let mut output = labels.clone();
+        if drop_name && finalize {
+            output.set(METRIC_NAME, "");
+        }
+        let next = self.series.len();
+        let idx = *self.by_labels.entry(output.clone()).or_insert(next);
+        if idx == next {
+            self.series.push((output, Vec::new(), false, 0));
+        }
+        self.by_identity.insert(key, (labels.clone(), idx));
+        idx
+    }
 }
 
 /// Removes the metric names marked for removal, then checks the labels are unique.

@@ -5,7 +5,7 @@
 //! The evaluator is synchronous; this source reads files, so it must run on a blocking
 //! thread (`tokio::task::spawn_blocking`).
 
-use promql_parser::label::Matcher;
+use promql_parser::label::{MatchOp, Matcher};
 use vigil_storage::Storage;
 
 use super::error::{EvalError, EvalResult};
@@ -21,11 +21,11 @@ pub struct StorageSource<'a> {
 impl SeriesSource for StorageSource<'_> {
     fn select(&self, matchers: &[Matcher], start: i64, end: i64) -> EvalResult<Vec<Series>> {
         // Cached and already in label order (Prometheus returns series in label order).
-        let selected = self
-            .storage
-            .select_series(&super::prefetch::key(matchers), |labels| {
-                matches(matchers, labels)
-            });
+        let selected = self.storage.select_series(
+            &super::prefetch::key(matchers),
+            metric_name(matchers),
+            |labels| matches(matchers, labels),
+        );
         if selected.is_empty() {
             return Ok(Vec::new());
         }
@@ -51,4 +51,12 @@ impl SeriesSource for StorageSource<'_> {
             })
             .collect())
     }
+}
+
+/// The metric name a selector requires (`__name__="…"`), if any.
+fn metric_name(matchers: &[Matcher]) -> Option<&str> {
+    matchers
+        .iter()
+        .find(|m| m.name == vigil_storage::labels::METRIC_NAME && matches!(m.op, MatchOp::Equal))
+        .map(|m| m.value.as_str())
 }
