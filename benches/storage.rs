@@ -1752,7 +1752,7 @@ async fn run_flushed_vigil(
     root: &Path,
     data: &Dataset,
     ticks: f64,
-) -> Result<(IngestStats, f64, Vec<QueryResult>), String> {
+) -> Result<(IngestStats, f64, u64, Vec<QueryResult>), String> {
     let config = root.join("vigil-flushed.yaml");
     std::fs::write(&config, "storage:\n  head_window: 0s\n").expect("config");
     let dir = root.join("vigil-flushed");
@@ -1769,10 +1769,12 @@ async fn run_flushed_vigil(
         }
     };
     eprintln!("Vigil (head_window 0s): head flushed {waited:.0}s after ingest");
+    // Everything is in Parquet now: its size is Vigil's bytes per sample at rest.
+    let parquet = dir_bytes(&dir.join("blocks"));
     let queries = run_queries("Vigil (flushed)", &server.url, data.end_ms / 1000).await;
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((stats, waited, queries))
+    Ok((stats, waited, parquet, queries))
 }
 
 fn env_f64(name: &str, default: f64) -> f64 {
@@ -1976,10 +1978,12 @@ fn main() {
                 &prometheus,
             );
             match flushed {
-                Ok((stats, waited, flushed)) => {
+                Ok((stats, waited, parquet, flushed)) => {
                     println!(
-                        "\n(flushed instance: ingest {:.0} samples/s, head empty and flushed to Parquet {waited:.0}s after ingest)",
-                        samples as f64 / stats.wall_s
+                        "\n(flushed instance: ingest {:.0} samples/s, head empty and flushed to Parquet {waited:.0}s after ingest; Parquet {:.1} MiB = {:.2} bytes/sample)",
+                        samples as f64 / stats.wall_s,
+                        parquet as f64 / (1u64 << 20) as f64,
+                        parquet as f64 / samples as f64
                     );
                     print_query_table(
                         "Vigil flushed to Parquet (`storage.head_window: 0s`)",

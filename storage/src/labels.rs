@@ -164,14 +164,22 @@ impl LabelSet {
     }
 
     pub fn series_id(&self) -> SeriesId {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for label in self.0.iter() {
-            hasher.update(label.name.as_bytes());
-            hasher.update(&[0xff]);
-            hasher.update(label.value.as_bytes());
-            hasher.update(&[0xff]);
+        // One pass of xxh3 over `name 0xff value 0xff …` (the same value the streaming
+        // hasher gives for these bytes, so ids stay stable), in a per-thread buffer.
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        hasher.digest()
+        BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            for label in self.0.iter() {
+                buffer.extend_from_slice(label.name.as_bytes());
+                buffer.push(0xff);
+                buffer.extend_from_slice(label.value.as_bytes());
+                buffer.push(0xff);
+            }
+            xxhash_rust::xxh3::xxh3_64(&buffer)
+        })
     }
 
     /// Checks names against Prometheus' rules (`model.LabelName.IsValid`,
@@ -197,21 +205,25 @@ impl LabelSet {
 }
 
 pub fn is_valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
+    match name.as_bytes().split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        }
+        None => false,
     }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
-        _ => return false,
+    match name.as_bytes().split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b':')
+        }
+        None => false,
     }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// Prints like Prometheus: `name{a="b", c="d"}`.
@@ -243,6 +255,15 @@ mod tests {
         let b = LabelSet::from_pairs([("a", "1"), ("b", "2"), ("__name__", "m")]).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.series_id(), b.series_id());
+        // Ids are stable across versions: the streaming hash of the same bytes.
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for label in a.labels() {
+            hasher.update(label.name.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(label.value.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        assert_eq!(a.series_id(), hasher.digest());
         assert_eq!(a.to_string(), "m{a=\"1\", b=\"2\"}");
         assert!(LabelSet::from_pairs([("a", "1"), ("a", "2")]).is_err());
     }

@@ -46,34 +46,16 @@ impl SeriesInterner {
     }
 }
 
-/// xxh3 of a series' labels as sent (name, value, in wire order, with separators).
-fn wire_hash(labels: &[proto::Label]) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for label in labels {
-        hasher.update(&label.name);
-        hasher.update(&[0xff]);
-        hasher.update(&label.value);
-        hasher.update(&[0xfe]);
-    }
-    hasher.digest()
-}
-
-fn utf8(bytes: &bytes::Bytes) -> Result<String> {
-    std::str::from_utf8(bytes)
-        .map(str::to_string)
-        .map_err(|_| Error::Protobuf("label is not valid UTF-8".into()))
-}
-
-fn label_set(labels: &[proto::Label]) -> Result<LabelSet> {
-    let labels = labels
-        .iter()
-        .map(|label| {
-            Ok(Label {
-                name: utf8(&label.name)?,
-                value: utf8(&label.value)?,
-            })
+fn label_set(series: &proto::TimeSeries) -> Result<LabelSet> {
+    let labels = series
+        .labels()
+        .map_err(|err| Error::Protobuf(err.to_string()))?
+        .into_iter()
+        .map(|label| Label {
+            name: label.name,
+            value: label.value,
         })
-        .collect::<Result<Vec<Label>>>()?;
+        .collect();
     Ok(LabelSet::new(labels)?)
 }
 
@@ -100,7 +82,7 @@ pub fn decode_with(
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|err| Error::Snappy(err.to_string()))?;
-    let request = proto::WriteRequest::decode(bytes::Bytes::from(raw))
+    let request = proto::WriteRequest::decode(raw.as_slice())
         .map_err(|err| Error::Protobuf(err.to_string()))?;
     let mut decoded = Decoded::default();
     decoded.batch.series.reserve(request.timeseries.len());
@@ -113,11 +95,12 @@ pub fn decode_with(
         }
         let labels = match known.as_mut() {
             Some((known, capacity)) => {
-                let hash = wire_hash(&series.labels);
+                // The labels exactly as sent, hashed in one pass.
+                let hash = xxhash_rust::xxh3::xxh3_64(&series.labels_raw);
                 match known.get(&hash) {
                     Some(labels) => labels.clone(),
                     None => {
-                        let labels = label_set(&series.labels)?;
+                        let labels = label_set(&series)?;
                         if known.len() >= *capacity {
                             known.clear();
                         }
@@ -126,7 +109,7 @@ pub fn decode_with(
                     }
                 }
             }
-            None => label_set(&series.labels)?,
+            None => label_set(&series)?,
         };
         let idx = decoded.batch.push_series(labels);
         for sample in series.samples {
@@ -154,16 +137,12 @@ pub fn encode(batch: &SampleBatch) -> Vec<u8> {
     let mut by_series: Vec<proto::TimeSeries> = batch
         .series
         .iter()
-        .map(|labels| proto::TimeSeries {
-            labels: labels
-                .labels()
-                .iter()
-                .map(|label| proto::Label {
-                    name: bytes::Bytes::from(label.name.clone()),
-                    value: bytes::Bytes::from(label.value.clone()),
-                })
-                .collect(),
-            ..Default::default()
+        .map(|labels| {
+            let mut series = proto::TimeSeries::default();
+            for label in labels.labels() {
+                series.push_label(&label.name, &label.value);
+            }
+            series
         })
         .collect();
     for sample in &batch.samples {

@@ -68,17 +68,16 @@ fn interned_decoding_equals_plain_decoding() {
     }
     // A label that is not UTF-8 is refused, not mangled.
     let mut request = proto::WriteRequest::default();
-    request.timeseries.push(proto::TimeSeries {
-        labels: vec![proto::Label {
-            name: bytes::Bytes::from_static(b"__name__"),
-            value: bytes::Bytes::from_static(b"\xff\xfe"),
-        }],
-        samples: vec![proto::Sample {
-            value: 1.0,
-            timestamp: 1,
-        }],
-        ..Default::default()
+    let mut series = proto::TimeSeries::default();
+    // Label { name: "__name__", value: b"\xff\xfe" }, length-prefixed.
+    let label = [&[0x0a, 8][..], b"__name__", &[0x12, 2, 0xff, 0xfe]].concat();
+    series.labels_raw.push(label.len() as u8);
+    series.labels_raw.extend_from_slice(&label);
+    series.samples.push(proto::Sample {
+        value: 1.0,
+        timestamp: 1,
     });
+    request.timeseries.push(series);
     let body = snap::raw::Encoder::new()
         .compress_vec(&prost::Message::encode_to_vec(&request))
         .unwrap();
