@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value as JsonValue};
 use vigil_queries::promql::{
-    Annotations, EvalError, Evaluator, PrefetchSource, Series, StorageSource, Value,
+    Annotations, EvalError, Evaluator, PrefetchSource, Sample, Series, StorageSource, Value,
     DEFAULT_LOOKBACK_MS,
 };
 use vigil_storage::LabelSet;
@@ -84,6 +84,104 @@ fn metric(labels: &LabelSet) -> JsonValue {
 
 fn point(t: i64, f: f64) -> JsonValue {
     json!([t as f64 / 1000.0, format_float(f)])
+}
+
+/// Vectors and matrices are written straight into the response body (a dashboard's
+/// range query is tens of thousands of points: no JSON tree per point). Strings and
+/// numbers use serde_json's encoders, so the text is what `json!` would print.
+struct ResultWriter(Vec<u8>);
+
+impl ResultWriter {
+    fn json(&mut self, value: &impl serde::Serialize) {
+        // Writing a string or a number into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, value);
+    }
+
+    fn metric(&mut self, labels: &LabelSet) {
+        self.0.push(b'{');
+        for (idx, label) in labels.labels().iter().enumerate() {
+            if idx > 0 {
+                self.0.push(b',');
+            }
+            self.json(&label.name);
+            self.0.push(b':');
+            self.json(&label.value);
+        }
+        self.0.push(b'}');
+    }
+
+    fn point(&mut self, t: i64, f: f64) {
+        self.0.push(b'[');
+        self.json(&(t as f64 / 1000.0));
+        self.0.push(b',');
+        self.json(&format_float(f));
+        self.0.push(b']');
+    }
+
+    fn vector(samples: &[Sample], t: i64) -> Vec<u8> {
+        let mut out = ResultWriter(Vec::with_capacity(64 + samples.len() * 128));
+        out.0.push(b'[');
+        for (idx, sample) in samples.iter().enumerate() {
+            if idx > 0 {
+                out.0.push(b',');
+            }
+            out.0.extend_from_slice(br#"{"metric":"#);
+            out.metric(&sample.labels);
+            out.0.extend_from_slice(br#","value":"#);
+            out.point(t, sample.f);
+            out.0.push(b'}');
+        }
+        out.0.push(b']');
+        out.0
+    }
+
+    fn matrix(series: &[Series]) -> Vec<u8> {
+        let points: usize = series.iter().map(|s| s.points.len()).sum();
+        let mut out = ResultWriter(Vec::with_capacity(64 + series.len() * 128 + points * 32));
+        out.0.push(b'[');
+        for (idx, s) in series.iter().enumerate() {
+            if idx > 0 {
+                out.0.push(b',');
+            }
+            out.0.extend_from_slice(br#"{"metric":"#);
+            out.metric(&s.labels);
+            out.0.extend_from_slice(br#","values":["#);
+            for (idx, p) in s.points.iter().enumerate() {
+                if idx > 0 {
+                    out.0.push(b',');
+                }
+                out.point(p.t, p.f);
+            }
+            out.0.extend_from_slice(b"]}");
+        }
+        out.0.push(b']');
+        out.0
+    }
+}
+
+/// A success envelope around an already encoded `result`.
+fn success_encoded(result_type: &str, result: Vec<u8>, annotations: &Annotations) -> Response {
+    let mut body = ResultWriter(Vec::with_capacity(result.len() + 256));
+    body.0
+        .extend_from_slice(br#"{"status":"success","data":{"resultType":"#);
+    body.json(&result_type);
+    body.0.extend_from_slice(br#","result":"#);
+    body.0.extend_from_slice(&result);
+    body.0.push(b'}');
+    if !annotations.warnings.is_empty() {
+        body.0.extend_from_slice(br#","warnings":"#);
+        body.json(&annotations.warnings);
+    }
+    if !annotations.infos.is_empty() {
+        body.0.extend_from_slice(br#","infos":"#);
+        body.json(&annotations.infos);
+    }
+    body.0.push(b'}');
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(body.0),
+    )
+        .into_response()
 }
 
 fn success(result_type: &str, result: JsonValue, annotations: &Annotations) -> Response {
@@ -253,23 +351,11 @@ pub async fn query_handler(
     match value {
         Value::Scalar(f) => success("scalar", point(t, f), &notes),
         Value::String(s) => success("string", json!([t as f64 / 1000.0, s]), &notes),
-        Value::Vector(samples) => success(
-            "vector",
-            samples
-                .iter()
-                .map(|s| json!({"metric": metric(&s.labels), "value": point(t, s.f)}))
-                .collect(),
-            &notes,
-        ),
-        Value::Matrix(series) => success("matrix", matrix(&series), &notes),
+        Value::Vector(samples) => {
+            success_encoded("vector", ResultWriter::vector(&samples, t), &notes)
+        }
+        Value::Matrix(series) => success_encoded("matrix", ResultWriter::matrix(&series), &notes),
     }
-}
-
-fn matrix(series: &[Series]) -> JsonValue {
-    series
-        .iter()
-        .map(|s| json!({"metric": metric(&s.labels), "values": s.points.iter().map(|p| point(p.t, p.f)).collect::<Vec<_>>()}))
-        .collect()
 }
 
 pub async fn query_range_handler(
@@ -343,7 +429,7 @@ pub async fn query_range_handler(
     })
     .await
     {
-        Ok((series, notes)) => success("matrix", matrix(&series), &notes),
+        Ok((series, notes)) => success_encoded("matrix", ResultWriter::matrix(&series), &notes),
         Err(response) => response,
     }
 }
