@@ -806,12 +806,38 @@ impl Storage {
             .put(&series_file, PutPayload::from(series_bytes))
             .await?;
         sync_paths(&root, &[&series_file])?;
-        // The flush knows each series' rows: readers need not rebuild the index.
+        // The flush knows each series' rows: readers need not rebuild the index. And it
+        // holds the samples it just wrote, decoded: they go to the read cache, so a flush
+        // does not make the recent past slower to query (the cache's budget bounds this).
         let mut opened = self.opened.lock();
         for (path, index) in indexes {
             let local = root.join(path.as_ref());
+            let warm: Vec<(SeriesId, Chunk)> = new_files
+                .iter()
+                .find(|file| file.path == path)
+                .map(|file| {
+                    index
+                        .keys()
+                        .filter_map(|id| {
+                            let series = frozen.head.series.get(id)?;
+                            let from = series.timestamps.partition_point(|&t| t < file.block_start);
+                            let to = series.timestamps.partition_point(|&t| t < file.block_end);
+                            Some((
+                                *id,
+                                Chunk {
+                                    timestamps: series.timestamps[from..to].to_vec(),
+                                    values: series.values[from..to].to_vec(),
+                                },
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             match OpenedFile::open(&local, Some(index)) {
                 Ok(file) => {
+                    for (id, chunk) in warm {
+                        self.chunks.insert(file.number, id, Arc::new(chunk));
+                    }
                     opened.insert(path, Arc::new(file));
                 }
                 Err(err) => {
