@@ -1,6 +1,7 @@
 //! Criterion kernels: what one ingest step costs, isolated from the network and disk.
 //!
-//! - `ingest/remote_write_decode`: snappy + protobuf → `SampleBatch`, 1000 series × 10 samples.
+//! - `ingest/remote_write_decode`: snappy + protobuf → `SampleBatch`, 1000 series × 10 samples
+//!   (`_interned`: the series already known, as in the server after the first request).
 //! - `ingest/exposition_parse`: a node_exporter-sized text exposition (≈1000 lines).
 //! - `ingest/wal_codec_encode`: the WAL record of the same batch (version 2: series already
 //!   declared in the segment, so samples only: references, Δt, value planes, zstd).
@@ -51,6 +52,13 @@ fn ingest(c: &mut Criterion) {
     group.throughput(Throughput::Elements(input.samples.len() as u64));
     group.bench_function("remote_write_decode", |b| {
         b.iter(|| remote_write::decode(black_box(&body), &limits).expect("decode"))
+    });
+    // As the server decodes: the series are known from earlier requests.
+    let interner = remote_write::SeriesInterner::new(1 << 20);
+    group.bench_function("remote_write_decode_interned", |b| {
+        b.iter(|| {
+            remote_write::decode_with(black_box(&body), &limits, Some(&interner)).expect("decode")
+        })
     });
     group.bench_function("wal_codec_encode", |b| {
         let ids: Vec<SeriesId> = input.series.iter().map(LabelSet::series_id).collect();
