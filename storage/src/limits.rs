@@ -32,15 +32,21 @@ impl Default for Limits {
 impl Limits {
     /// Checks a batch against the limits and label validity, reporting the first violation.
     pub fn check(&self, batch: &SampleBatch) -> Result<()> {
+        self.check_request(batch)?;
+        for series in &batch.series {
+            self.check_series(series)?;
+        }
+        Ok(())
+    }
+
+    /// The per-request limits only (the series count).
+    pub fn check_request(&self, batch: &SampleBatch) -> Result<()> {
         if self.max_series_per_request > 0 && batch.series.len() > self.max_series_per_request {
             return Err(Error::LimitExceeded(format!(
                 "request has {} series, more than the limit of {}",
                 batch.series.len(),
                 self.max_series_per_request
             )));
-        }
-        for series in &batch.series {
-            self.check_series(series)?;
         }
         Ok(())
     }

@@ -516,8 +516,18 @@ impl Storage {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        self.config.limits.check(&batch)?;
+        self.config.limits.check_request(&batch)?;
         let ids: Vec<SeriesId> = batch.series.iter().map(LabelSet::series_id).collect();
+        {
+            // A series the catalog knows passed these checks when it was first written
+            // (limits are fixed for the process): only new series are validated.
+            let catalog = self.catalog.read();
+            for (series, id) in batch.series.iter().zip(&ids) {
+                if !catalog.series.contains_key(id) {
+                    self.config.limits.check_series(series)?;
+                }
+            }
+        }
         let _gate = self.gate.read().await;
         // Reserve timestamps and queue the WAL record under one lock, so the WAL holds
         // each series' samples in the order they were accepted.
