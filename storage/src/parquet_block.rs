@@ -2,7 +2,7 @@
 //!
 //! Sample files are sorted by (labels, timestamp) — each series one contiguous row range,
 //! a metric's series neighbours — and written with zstd, run-length dictionary ids, delta
-//! timestamps, dictionary or byte-stream-split values, small pages and a page index, so
+//! timestamps, byte-stream-split values, small pages and a page index, so
 //! a reader selecting a few series' rows reads only their pages
 //! ([`crate::block_reader`]).
 
@@ -44,9 +44,11 @@ fn sample_properties() -> Result<WriterProperties> {
             ColumnPath::from(schema::COL_TIMESTAMP),
             Encoding::DELTA_BINARY_PACKED,
         )
-        // Few distinct values (0/1 gauges, flat counters) stay dictionary-encoded; the
-        // rest fall back to byte-stream-split, which zstd compresses better than plain.
-        .set_column_dictionary_enabled(ColumnPath::from(schema::COL_VALUE), true)
+        // Byte-stream-split: zstd then sees each byte position of the doubles as its own
+        // stream (exponents and high mantissa bytes repeat within a series). A value
+        // dictionary costs more than it saves on counters, and runs of one value (0/1
+        // gauges, flat counters) compress to almost nothing either way.
+        .set_column_dictionary_enabled(ColumnPath::from(schema::COL_VALUE), false)
         .set_column_encoding(
             ColumnPath::from(schema::COL_VALUE),
             Encoding::BYTE_STREAM_SPLIT,
