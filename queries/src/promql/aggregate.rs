@@ -88,12 +88,45 @@ fn same_group(labels: &LabelSet, key: &LabelSet, modifier: Option<&LabelModifier
         .map(|label| (label.name.as_str(), label.value.as_str())))
 }
 
+/// Each input series' grouping labels and their hash, remembered across the steps of a
+/// range query (steps see the same shared label sets again): keyed by the input label
+/// set's identity, which the entry keeps alive.
+#[derive(Default)]
+pub(crate) struct GroupKeys {
+    known: HashMap<usize, (LabelSet, LabelSet, u64)>,
+}
+
+impl GroupKeys {
+    fn key(&mut self, labels: &LabelSet, modifier: Option<&LabelModifier>) -> (LabelSet, u64) {
+        if let Some((_, group, hash)) = self.known.get(&labels.identity()) {
+            return (group.clone(), *hash);
+        }
+        let group = grouping_labels(labels, modifier);
+        let hash = group_hash(labels, modifier);
+        self.known
+            .insert(labels.identity(), (labels.clone(), group.clone(), hash));
+        (group, hash)
+    }
+}
+
 pub fn aggregate(
     op: TokenType,
     samples: Vec<Sample>,
     param: Option<Value>,
     modifier: Option<&LabelModifier>,
     t: i64,
+) -> EvalResult<Vec<Sample>> {
+    aggregate_with(op, samples, param, modifier, t, None)
+}
+
+/// [`aggregate`], with grouping keys taken from (and added to) `keys`.
+pub(crate) fn aggregate_with(
+    op: TokenType,
+    samples: Vec<Sample>,
+    param: Option<Value>,
+    modifier: Option<&LabelModifier>,
+    t: i64,
+    mut keys: Option<&mut GroupKeys>,
 ) -> EvalResult<Vec<Sample>> {
     let id = op.id();
     if id == token::T_LIMIT_RATIO {
@@ -135,6 +168,27 @@ pub fn aggregate(
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     for sample in samples {
+        if let Some(keys) = keys.as_deref_mut() {
+            // Known series: the group labels are computed once per query.
+            let (group_labels, hash) = keys.key(&sample.labels, modifier);
+            let candidates = index.entry(hash).or_default();
+            let slot = match candidates
+                .iter()
+                .find(|slot| groups[**slot].labels == group_labels)
+            {
+                Some(slot) => *slot,
+                None => {
+                    candidates.push(groups.len());
+                    groups.push(Group {
+                        labels: group_labels,
+                        members: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            groups[slot].members.push(sample);
+            continue;
+        }
         let candidates = index
             .entry(group_hash(&sample.labels, modifier))
             .or_default();

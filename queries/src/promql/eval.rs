@@ -66,6 +66,8 @@ pub struct Evaluator<'a> {
     loaded_samples: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// A range query's selectors and range functions, evaluated for all steps at once.
     steps: Option<std::sync::Arc<StepTables>>,
+    /// Grouping keys per aggregation node (by address), kept across steps.
+    group_keys: std::sync::Mutex<HashMap<usize, aggregate::GroupKeys>>,
 }
 
 pub(crate) fn millis(duration: &Duration) -> i64 {
@@ -101,6 +103,7 @@ impl<'a> Evaluator<'a> {
             annotations: Default::default(),
             loaded_samples: Default::default(),
             steps: None,
+            group_keys: Default::default(),
         }
     }
 
@@ -118,6 +121,7 @@ impl<'a> Evaluator<'a> {
             annotations: self.annotations.clone(),
             loaded_samples: self.loaded_samples.clone(),
             steps: self.steps.clone(),
+            group_keys: Default::default(),
         }
     }
 
@@ -494,8 +498,22 @@ impl<'a> Evaluator<'a> {
         let Value::Vector(samples) = self.eval(&aggregate.expr, t)? else {
             return Err(EvalError::Execution("aggregation over a non-vector".into()));
         };
-        aggregate::aggregate(aggregate.op, samples, param, aggregate.modifier.as_ref(), t)
-            .map(Value::Vector)
+        let mut group_keys = self
+            .group_keys
+            .lock()
+            .map_err(|_| EvalError::Execution("grouping cache poisoned".into()))?;
+        let keys = group_keys
+            .entry(aggregate as *const AggregateExpr as usize)
+            .or_default();
+        aggregate::aggregate_with(
+            aggregate.op,
+            samples,
+            param,
+            aggregate.modifier.as_ref(),
+            t,
+            Some(keys),
+        )
+        .map(Value::Vector)
     }
 
     fn binary(&self, binary: &BinaryExpr, t: i64) -> EvalResult<Value> {

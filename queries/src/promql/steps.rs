@@ -320,6 +320,8 @@ mod tests {
             "increase(c_total[1h]) > 0",
             "g / on (a, i) (c_total or g)",
             "count_over_time(g[10m]) + deriv(g[4m])",
+            "sum without (i) (g) / on (a) group_left avg by (a) (c_total)",
+            "topk(2, max by (a, __name__) ({__name__=~\"g|c_total\"}))",
         ];
         let (start, end, step) = (300_000, 3_500_000, 15_000);
         for query in queries {
