@@ -1184,25 +1184,7 @@ mod tests {
     fn rows(storage: &Storage) -> usize {
         let (memory, files) = storage.snapshot(i64::MIN, i64::MAX);
         assert!(files.len() <= 1, "{files:?}");
-        let from_files: usize = files
-            .iter()
-            .map(|file| {
-                let bytes = std::fs::read(
-                    storage
-                        .config
-                        .data_dir
-                        .join("blocks")
-                        .join(file.path.as_ref()),
-                )
-                .unwrap();
-                parquet_block::decode(bytes.into())
-                    .unwrap()
-                    .iter()
-                    .map(RecordBatch::num_rows)
-                    .sum::<usize>()
-            })
-            .sum();
-        memory.iter().map(RecordBatch::num_rows).sum::<usize>() + from_files
+        memory.iter().map(RecordBatch::num_rows).sum::<usize>() + rows_in_files(storage)
     }
 
     #[tokio::test]

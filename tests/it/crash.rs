@@ -41,19 +41,7 @@ fn torn_wal_tail_recovers_the_intact_prefix() {
     }
     vigil.kill9();
     // Append half a record (a header promising more bytes than follow) to the last segment.
-    let wal = data.join("wal");
-    let mut segments: Vec<_> = std::fs::read_dir(&wal)
-        .expect("wal dir")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.len() == 8)
-        })
-        .collect();
-    segments.sort();
-    let last = segments.last().expect("a wal segment");
+    let last = &last_wal_segment(&data);
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(last)
@@ -80,4 +68,20 @@ fn torn_wal_tail_recovers_the_intact_prefix() {
         vigil.count("SELECT count(*) FROM metrics WHERE name = 'torn_metric'"),
         510
     );
+}
+
+/// The newest WAL segment of a data directory.
+pub fn last_wal_segment(data: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(data.join("wal"))
+        .expect("wal dir")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 8)
+        })
+        .collect();
+    segments.sort();
+    segments.pop().expect("a wal segment")
 }

@@ -87,18 +87,7 @@ fn a_flipped_byte_mid_wal_loses_only_the_damaged_record() {
         assert_eq!(status, 204, "{body}");
     }
     vigil.kill9();
-    let mut segments: Vec<_> = std::fs::read_dir(data.join("wal"))
-        .expect("wal dir")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.len() == 8)
-        })
-        .collect();
-    segments.sort();
-    let segment = segments.last().expect("a wal segment");
+    let segment = &crate::crash::last_wal_segment(&data);
     let mut bytes = std::fs::read(segment).expect("read segment");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;

@@ -107,15 +107,8 @@ fn range_function(
     let mut out = Vec::new();
     for s in series {
         if counter_function {
-            let name = s.labels.metric_name().unwrap_or("");
-            if !["_total", "_sum", "_count", "_bucket"]
-                .iter()
-                .any(|suffix| name.ends_with(suffix))
-            {
-                evaluator.info(format!(
-                    "metric might not be a counter, name does not end in \
-                     _total/_sum/_count/_bucket: {name:?}"
-                ));
+            if let Some(info) = not_a_counter(&s.labels) {
+                evaluator.info(info);
             }
         }
         if let Some(value) = op(&s.points, window) {
@@ -128,6 +121,21 @@ fn range_function(
         }
     }
     Ok(Value::Vector(out))
+}
+
+/// Prometheus' info for `rate`/`increase` over a series whose name does not look like a
+/// counter's.
+pub(crate) fn not_a_counter(labels: &vigil_storage::LabelSet) -> Option<String> {
+    let name = labels.metric_name().unwrap_or("");
+    (!["_total", "_sum", "_count", "_bucket"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix)))
+    .then(|| {
+        format!(
+            "metric might not be a counter, name does not end in \
+             _total/_sum/_count/_bucket: {name:?}"
+        )
+    })
 }
 
 /// A range function without parameters: its value from the window's samples.

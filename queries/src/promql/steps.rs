@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use promql_parser::parser::{Call, Expr, MatrixSelector, VectorSelector};
 use vigil_storage::record::is_stale_marker;
 
-use super::call::{range_kernel, RangeKernel};
+use super::call::{not_a_counter, range_kernel, RangeKernel};
 use super::error::EvalResult;
 use super::eval::{millis, offset_ms, Evaluator};
 use super::functions::{Point, Window};
@@ -249,15 +249,8 @@ fn range_table(
             }
         }
         if evaluated && counter_function {
-            let name = s.labels.metric_name().unwrap_or("");
-            if !["_total", "_sum", "_count", "_bucket"]
-                .iter()
-                .any(|suffix| name.ends_with(suffix))
-            {
-                evaluator.info(format!(
-                    "metric might not be a counter, name does not end in \
-                     _total/_sum/_count/_bucket: {name:?}"
-                ));
+            if let Some(info) = not_a_counter(&s.labels) {
+                evaluator.info(info);
             }
         }
     }
