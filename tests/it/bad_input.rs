@@ -126,3 +126,61 @@ fn sql_errors_follow_prometheus_envelope() {
     let (status, _) = vigil.sql_raw("SELECT 1", "xml");
     assert_eq!(status, 400);
 }
+
+/// `/api/v1/sql` runs queries only: statements that would change the shared catalog,
+/// read or write the host's files or change settings are refused with 400 `bad_data`
+/// naming the statement kind, and nothing they name happens.
+#[test]
+fn sql_refuses_everything_but_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = crate::util::Vigil::start(&dir.path().join("data"), None);
+    let (status, _) = vigil.write(&crate::util::batch(
+        "sql_guard",
+        1,
+        3,
+        crate::util::now_ms() - 10_000,
+    ));
+    assert_eq!(status, 204);
+    let copied = dir.path().join("copied.csv");
+    let statements = [
+        (
+            "CREATE EXTERNAL TABLE host (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'"
+                .to_string(),
+            "DDL",
+        ),
+        (format!("COPY (SELECT 1) TO '{}'", copied.display()), "DML"),
+        ("CREATE TABLE t AS SELECT 1 AS x".to_string(), "DDL"),
+        ("CREATE VIEW samples2 AS SELECT 1 AS x".to_string(), "DDL"),
+        ("DROP VIEW metrics".to_string(), "DDL"),
+        (
+            "INSERT INTO samples VALUES (1, now(), 1.0)".to_string(),
+            "DML",
+        ),
+        (
+            "SET datafusion.execution.batch_size = 1".to_string(),
+            "Statement",
+        ),
+    ];
+    for (statement, kind) in &statements {
+        let (status, body) = vigil.sql_raw(statement, "json");
+        assert_eq!(status, 400, "{statement}: {body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(error["errorType"], "bad_data", "{statement}: {body}");
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{kind} not supported")),
+            "{statement}: {message}"
+        );
+    }
+    assert!(!copied.exists(), "COPY wrote a file");
+    // Queries, EXPLAIN and SHOW still work, over the unchanged catalog.
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'sql_guard'"),
+        3
+    );
+    assert!(!vigil.sql("EXPLAIN SELECT 1").is_empty());
+    assert!(vigil
+        .sql("SHOW TABLES")
+        .iter()
+        .any(|row| row["table_name"] == "metrics"));
+}
