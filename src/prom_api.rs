@@ -118,43 +118,40 @@ impl ResultWriter {
         self.0.push(b']');
     }
 
+    /// `[item, item, …]`.
+    fn list<T>(&mut self, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
+        self.0.push(b'[');
+        for (idx, value) in items.iter().enumerate() {
+            if idx > 0 {
+                self.0.push(b',');
+            }
+            item(self, value);
+        }
+        self.0.push(b']');
+    }
+
     fn vector(samples: &[Sample], t: i64) -> Vec<u8> {
         let mut out = ResultWriter(Vec::with_capacity(64 + samples.len() * 128));
-        out.0.push(b'[');
-        for (idx, sample) in samples.iter().enumerate() {
-            if idx > 0 {
-                out.0.push(b',');
-            }
+        out.list(samples, |out, sample| {
             out.0.extend_from_slice(br#"{"metric":"#);
             out.metric(&sample.labels);
             out.0.extend_from_slice(br#","value":"#);
             out.point(t, sample.f);
             out.0.push(b'}');
-        }
-        out.0.push(b']');
+        });
         out.0
     }
 
     fn matrix(series: &[Series]) -> Vec<u8> {
         let points: usize = series.iter().map(|s| s.points.len()).sum();
         let mut out = ResultWriter(Vec::with_capacity(64 + series.len() * 128 + points * 32));
-        out.0.push(b'[');
-        for (idx, s) in series.iter().enumerate() {
-            if idx > 0 {
-                out.0.push(b',');
-            }
+        out.list(series, |out, s| {
             out.0.extend_from_slice(br#"{"metric":"#);
             out.metric(&s.labels);
-            out.0.extend_from_slice(br#","values":["#);
-            for (idx, p) in s.points.iter().enumerate() {
-                if idx > 0 {
-                    out.0.push(b',');
-                }
-                out.point(p.t, p.f);
-            }
-            out.0.extend_from_slice(b"]}");
-        }
-        out.0.push(b']');
+            out.0.extend_from_slice(br#","values":"#);
+            out.list(&s.points, |out, p| out.point(p.t, p.f));
+            out.0.push(b'}');
+        });
         out.0
     }
 }

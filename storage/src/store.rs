@@ -776,7 +776,8 @@ impl Storage {
     async fn write_frozen(&self, frozen: &FrozenHead) -> Result<Vec<SampleFile>> {
         let block_ms = self.config.block_period.as_millis().max(1) as i64;
         let mut new_files = Vec::new();
-        let mut indexes: Vec<(ObjectPath, SeriesIndex)> = Vec::new();
+        // Each new file's series index, parallel to `new_files`.
+        let mut indexes: Vec<SeriesIndex> = Vec::new();
         for (block_start, batch, index) in frozen.head.blocks(block_ms) {
             let block_end = block_start.saturating_add(block_ms);
             let bytes = parquet_block::encode(&batch)?;
@@ -786,7 +787,7 @@ impl Storage {
             self.stats
                 .parquet_bytes_written
                 .fetch_add(size, Ordering::Relaxed);
-            indexes.push((path.clone(), index));
+            indexes.push(index);
             new_files.push(SampleFile {
                 path,
                 size,
@@ -820,35 +821,29 @@ impl Storage {
         // holds the samples it just wrote, decoded: they go to the read cache, so a flush
         // does not make the recent past slower to query (the cache's budget bounds this).
         let mut opened = self.opened.lock();
-        for (path, index) in indexes {
-            let local = root.join(path.as_ref());
-            let warm: Vec<(SeriesId, Chunk)> = new_files
-                .iter()
-                .find(|file| file.path == path)
-                .map(|file| {
-                    index
-                        .keys()
-                        .filter_map(|id| {
-                            let series = frozen.head.series.get(id)?;
-                            let from = series.timestamps.partition_point(|&t| t < file.block_start);
-                            let to = series.timestamps.partition_point(|&t| t < file.block_end);
-                            Some((
-                                *id,
-                                Chunk {
-                                    timestamps: series.timestamps[from..to].to_vec(),
-                                    values: series.values[from..to].to_vec(),
-                                },
-                            ))
-                        })
-                        .collect()
+        for (file, index) in new_files.iter().zip(indexes) {
+            let local = root.join(file.path.as_ref());
+            let warm: Vec<(SeriesId, Chunk)> = index
+                .keys()
+                .filter_map(|id| {
+                    let series = frozen.head.series.get(id)?;
+                    let from = series.timestamps.partition_point(|&t| t < file.block_start);
+                    let to = series.timestamps.partition_point(|&t| t < file.block_end);
+                    Some((
+                        *id,
+                        Chunk {
+                            timestamps: series.timestamps[from..to].to_vec(),
+                            values: series.values[from..to].to_vec(),
+                        },
+                    ))
                 })
-                .unwrap_or_default();
+                .collect();
             match OpenedFile::open(&local, Some(index)) {
-                Ok(file) => {
+                Ok(opened_file) => {
                     for (id, chunk) in warm {
-                        self.chunks.insert(file.number, id, Arc::new(chunk));
+                        self.chunks.insert(opened_file.number, id, Arc::new(chunk));
                     }
-                    opened.insert(path, Arc::new(file));
+                    opened.insert(file.path.clone(), Arc::new(opened_file));
                 }
                 Err(err) => {
                     warn!(file = %local.display(), error = %err, "cannot reopen a written file")
