@@ -212,3 +212,122 @@ fn a_restarted_demo_continues_its_counters() {
             .join("\n")
     );
 }
+
+/// The same PromQL answers whether the samples are in the head, were just flushed to
+/// Parquet (read cache warm), or are read from Parquet after a restart (cache cold):
+/// Kubernetes-shaped counters and gauges with randomized increments, resets and gaps.
+#[test]
+fn queries_answer_the_same_from_head_fresh_parquet_and_parquet_after_a_restart() {
+    use crate::util::Rng;
+    use vigil_storage::SampleBatch;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut rng = Rng(0x5eed_1105);
+    let end = now_ms() - 60_000;
+    let start = end - 40 * 60_000;
+    let mut batch = SampleBatch::default();
+    for pod in 0..12 {
+        let pod_name = format!("api-{pod:02}-{:x}", rng.next_u64() >> 40);
+        for (metric, counter) in [
+            ("container_cpu_usage_seconds_total", true),
+            ("container_memory_working_set_bytes", false),
+        ] {
+            let labels = vigil_storage::LabelSet::from_pairs([
+                ("__name__", metric),
+                ("namespace", ["shop", "payments", "monitoring"][pod % 3]),
+                ("pod", &pod_name),
+                ("container", "app"),
+                (
+                    "id",
+                    &format!(
+                        "/kubepods/pod{pod}/{:016x}{:016x}",
+                        rng.next_u64(),
+                        rng.next_u64()
+                    ),
+                ),
+                ("image", "registry.k8s.io/shop/api:v1.2.3"),
+                ("job", "kubelet"),
+                ("node", &format!("node-{}", pod % 4)),
+            ])
+            .expect("labels");
+            let idx = batch.push_series(labels);
+            let mut value = rng.unit() * 100.0;
+            let mut t = start + rng.below(15_000) as i64;
+            while t < end {
+                if counter && rng.below(50) == 0 {
+                    value = 0.0;
+                } else if counter {
+                    value += rng.unit() * 3.0;
+                } else {
+                    value = 1e8 + rng.unit() * 1e7;
+                }
+                batch.push_sample(idx, t, value);
+                // Mostly 15s, sometimes a gap longer than the lookback.
+                t += if rng.below(40) == 0 { 420_000 } else { 15_000 };
+            }
+        }
+    }
+    let queries = [
+        "sum by (namespace) (rate(container_cpu_usage_seconds_total[5m]))",
+        "max_over_time(container_memory_working_set_bytes[10m])",
+        "container_memory_working_set_bytes / on (pod) group_left container_cpu_usage_seconds_total",
+    ];
+    let answers = |vigil: &Vigil| -> Vec<String> {
+        queries
+            .iter()
+            .map(|query| {
+                let url = format!(
+                    "{}/api/v1/query_range?{}",
+                    vigil.url,
+                    serde_urlencoded::to_string([
+                        ("query", query.to_string()),
+                        ("start", ((start + 300_000) / 1000).to_string()),
+                        ("end", (end / 1000).to_string()),
+                        ("step", "30".to_string()),
+                    ])
+                    .expect("encode")
+                );
+                let (status, body) = blocking_get(&url).expect("query_range");
+                assert_eq!(status, 200, "{query}: {body}");
+                let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+                assert!(
+                    !value["data"]["result"]
+                        .as_array()
+                        .expect("matrix")
+                        .is_empty(),
+                    "{query}: empty"
+                );
+                value["data"]["result"].to_string()
+            })
+            .collect()
+    };
+    // 1. Everything in the head (a window longer than the data).
+    let mut vigil = Vigil::start(
+        &data,
+        Some("storage:\n  block_period: 20s\n  head_window: 2h\n"),
+    );
+    let (status, body) = vigil.write(&batch);
+    assert_eq!(status, 204, "{body}");
+    let from_head = answers(&vigil);
+    assert_eq!(metric(&vigil, "vigil_head_flushes_total"), 0.0);
+    assert_eq!(vigil.terminate(), Some(0));
+    drop(vigil);
+    // 2. Restarted with a zero window: replayed from the WAL, then flushed to Parquet.
+    let flush_all = "storage:\n  block_period: 20s\n  head_window: 0s\n";
+    let vigil = Vigil::start(&data, Some(flush_all));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Flushed and committed (the flush counter moves after the files are published).
+    while metric(&vigil, "vigil_head_samples") > 0.0
+        || metric(&vigil, "vigil_head_flushes_total") < 1.0
+    {
+        assert!(Instant::now() < deadline, "head not flushed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(answers(&vigil), from_head, "just flushed");
+    // 3. Killed and restarted: only Parquet, nothing decoded yet.
+    let vigil = vigil.kill_and_restart();
+    assert_eq!(metric(&vigil, "vigil_head_samples"), 0.0);
+    assert_eq!(metric(&vigil, "vigil_read_cache_bytes"), 0.0);
+    assert_eq!(answers(&vigil), from_head, "from parquet after a restart");
+    assert!(metric(&vigil, "vigil_read_cache_bytes") > 0.0);
+}
