@@ -51,7 +51,7 @@ fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
     } else {
         format!("{{{text}}}")
     };
-    match promql_parser::parser::parse(&selector) {
+    match vigil_queries::promql::parse_bounded(&selector, Default::default()) {
         Ok(promql_parser::parser::Expr::VectorSelector(vs)) => Ok(vs.matchers.matchers),
         Ok(_) => Err(format!("{text:?} is not a label matcher list")),
         Err(err) => Err(err),
@@ -84,6 +84,29 @@ pub async fn stream_handler(
     upgrade.on_upgrade(move |socket| stream(socket, rules, matchers))
 }
 
+/// A client that does not take a message within this long is closed as a slow consumer
+/// (its TCP window is full: it stopped reading).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends one text message; false when the client is gone or stalled (then it has been
+/// sent a close frame, if that was possible).
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!("alert stream client stalled: closed as a slow consumer");
+            let close = Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: "slow consumer".into(),
+            }));
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(close)).await;
+            false
+        }
+    }
+}
+
 async fn stream(
     mut socket: WebSocket,
     rules: Arc<crate::rule_manager::RuleManager>,
@@ -100,11 +123,7 @@ async fn stream(
         }
         alert["seq"] = json!(snapshot_seq);
         alert["snapshot"] = json!(true);
-        if socket
-            .send(Message::Text(alert.to_string().into()))
-            .await
-            .is_err()
-        {
+        if !send(&mut socket, alert.to_string()).await {
             return;
         }
     }
@@ -117,27 +136,26 @@ async fn stream(
                     if event.seq <= snapshot_seq || !wanted(&event.labels) {
                         continue;
                     }
-                    if socket.send(Message::Text(event.json.to_string().into())).await.is_err() {
+                    if !send(&mut socket, event.json.to_string()).await {
                         return;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: "slow consumer".into(),
-                        })))
-                        .await;
+                    let close = Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: "slow consumer".into(),
+                    }));
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
                     return;
                 }
                 Err(RecvError::Closed) => {
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(None))).await;
                     return;
                 }
             },
             _ = heartbeat.tick() => {
                 let beat = json!({"type": "heartbeat", "seq": rules.last_seq()});
-                if socket.send(Message::Text(beat.to_string().into())).await.is_err() {
+                if !send(&mut socket, beat.to_string()).await {
                     return;
                 }
             }

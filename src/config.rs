@@ -116,6 +116,14 @@ pub struct QuerySection {
     #[serde(with = "serde_prom")]
     pub timeout: Duration,
     pub max_samples: usize,
+    /// Memory DataFusion may hold for one SQL query's joins, sorts and aggregations
+    /// (0: a quarter of the machine's memory).
+    pub sql_memory_bytes: usize,
+    /// Rows one SQL result may have (default 1,000,000); more is an error, not a
+    /// truncated answer.
+    pub sql_max_rows: usize,
+    /// Bytes one encoded SQL result may have (default 256 MiB).
+    pub sql_max_bytes: usize,
 }
 
 impl Default for QuerySection {
@@ -123,6 +131,22 @@ impl Default for QuerySection {
         QuerySection {
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
+            sql_memory_bytes: 0,
+            sql_max_rows: 1_000_000,
+            sql_max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl QuerySection {
+    /// The bounds of one SQL request.
+    pub fn sql_limits(&self) -> vigil_queries::SqlLimits {
+        vigil_queries::SqlLimits {
+            memory_bytes: self.sql_memory_bytes,
+            timeout: self.timeout,
+            max_rows: self.sql_max_rows,
+            max_bytes: self.sql_max_bytes,
+            ..Default::default()
         }
     }
 }
@@ -162,8 +186,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {path:?}"))?;
-        let mut config =
-            Self::parse(&text).with_context(|| format!("invalid config file {path:?}"))?;
+        let mut config = Self::parse_file(&text, Some(path))
+            .with_context(|| format!("invalid config file {path:?}"))?;
         // Rule file globs are relative to the config file, as in Prometheus.
         if let Some(dir) = path.parent() {
             for pattern in &mut config.rule_files {
@@ -175,9 +199,16 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates, reporting every problem found.
+    /// Parses and validates, reporting every problem found. A key no section knows is
+    /// an error (as in Prometheus), reported as `line:column: message`.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = serde_yaml::from_str(text)?;
+        Self::parse_file(text, None)
+    }
+
+    /// [`Config::parse`], naming `file` in YAML errors (`file:line:column: message`).
+    fn parse_file(text: &str, file: Option<&Path>) -> anyhow::Result<Config> {
+        let config: Config =
+            serde_yaml::from_str(text).map_err(|err| anyhow::anyhow!(yaml_error(&err, file)))?;
         let mut problems = Vec::new();
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &config.scrape_configs {
@@ -198,6 +229,25 @@ impl Config {
             bail!("{}", problems.join("; "));
         }
         Ok(config)
+    }
+}
+
+/// A YAML error as `file:line:column: message` (serde_yaml's own text ends with the
+/// position in words, which this moves to the front where editors look for it).
+fn yaml_error(err: &serde_yaml::Error, file: Option<&Path>) -> String {
+    let message = err.to_string();
+    let Some(at) = err.location() else {
+        return match file {
+            Some(file) => format!("{}: {message}", file.display()),
+            None => message,
+        };
+    };
+    let (line, column) = (at.line(), at.column());
+    let words = format!(" at line {line} column {column}");
+    let message = message.strip_suffix(&words).unwrap_or(&message);
+    match file {
+        Some(file) => format!("{}:{line}:{column}: {message}", file.display()),
+        None => format!("{line}:{column}: {message}"),
     }
 }
 
@@ -238,5 +288,89 @@ mod tests {
         assert!(text.contains("unsupported scheme"), "{text}");
         assert!(text.contains("relabel_configs"), "{text}");
         assert!(text.contains("multiple scrape configs"), "{text}");
+    }
+
+    /// Unknown keys are rejected in every section, as Prometheus rejects them, with the
+    /// key's line and column.
+    #[test]
+    fn config_unknown_keys_are_rejected_with_their_position() {
+        let cases = [
+            ("global:\n  scrape_intervall: 15s\n", "2:3:", "scrape_intervall"),
+            ("global: {resolve_timeout: 5m}\n", "1:10:", "resolve_timeout"),
+            ("global: {}\n\nscrape_interval: 15s\n", "3:1:", "scrape_interval"),
+            (
+                "scrape_configs:\n  - job_name: a\n    scrape_intervall: 5s\n",
+                "3:5:",
+                "scrape_intervall",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: []\n        lables: {}\n",
+                "5:9:",
+                "lables",
+            ),
+            ("storage:\n  retension: 1d\n", "2:3:", "retension"),
+            ("limits:\n  max_body_byte: 1\n", "2:3:", "max_body_byte"),
+            ("query:\n  max_sample: 1\n", "2:3:", "max_sample"),
+            (
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: []\n          labels: {}\n",
+                "5:11:",
+                "labels",
+            ),
+            ("alerting:\n  alert_relabel_configs: []\n", "2:3:", "alert_relabel_configs"),
+        ];
+        for (yaml, position, field) in cases {
+            let text = format!("{:#}", Config::parse(yaml).unwrap_err());
+            assert!(text.starts_with(position), "{yaml:?}: {text}");
+            assert!(
+                text.contains(&format!("unknown field `{field}`")),
+                "{yaml:?}: {text}"
+            );
+        }
+    }
+
+    /// Prometheus keys Vigil does not implement are reported together with the other
+    /// problems (not as a parse error), typos as unknown fields.
+    #[test]
+    fn config_prometheus_only_scrape_keys_are_reported_as_unsupported() {
+        let err = Config::parse(
+            "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs: []\n    basic_auth: {username: u}\n    scheme: ftp\n",
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("\"kubernetes_sd_configs\" is not supported"),
+            "{text}"
+        );
+        assert!(text.contains("\"basic_auth\" is not supported"), "{text}");
+        assert!(text.contains("unsupported scheme"), "{text}");
+        let err = Config::parse("scrape_configs:\n  - job_name: a\n    job_name: b\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("scrape_configs[0]: duplicate field `job_name`"),
+            "{err:#}"
+        );
+        let err = Config::parse("scrape_configs:\n  - scrape_interval: 5s\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("missing field `job_name`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn config_load_names_the_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.yaml");
+        std::fs::write(
+            &path,
+            "global:\n  scrape_interval: 15s\n  scrape_intervall: 15s\n",
+        )
+        .unwrap();
+        let text = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(
+            text.contains(&format!(
+                "{}:3:3: global: unknown field `scrape_intervall`",
+                path.display()
+            )),
+            "{text}"
+        );
     }
 }

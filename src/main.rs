@@ -29,32 +29,50 @@ enum Command {
         /// YAML config file (prometheus.yml sections plus `storage` and `limits`).
         #[arg(long, env = "VIGIL_CONFIG")]
         config: Option<PathBuf>,
+        /// Directory of the write-ahead log and Parquet files (created if missing; one
+        /// server per directory).
         #[arg(long, env = "VIGIL_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
+        /// Address (host:port) of the HTTP API.
         #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:9190")]
         listen: SocketAddr,
+        /// Prometheus' web config file: TLS, basic auth users, and Vigil's bearer tokens,
+        /// read-only users and allowed origins (see the README's Security section).
+        #[arg(long = "web.config.file", env = "VIGIL_WEB_CONFIG_FILE")]
+        web_config_file: Option<PathBuf>,
+        /// Close a connection whose request head has not arrived within this time.
+        #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_duration)]
+        read_header_timeout: std::time::Duration,
+        /// Connections served at once; further ones wait to be accepted.
+        #[arg(long = "web.max-connections", default_value_t = vigil::listener::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Run the server with an embedded simulated Kubernetes cluster feeding it.
     Demo {
         /// Where to keep data; a fresh temporary directory by default.
         #[arg(long, env = "VIGIL_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Address (host:port) of the HTTP API.
         #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:9190")]
         listen: SocketAddr,
     },
     /// Run a PromQL query against a running server (instant, or range with --start/--end).
     Query {
+        /// The PromQL expression, e.g. 'sum by (job) (rate(http_requests_total[5m]))'.
         expr: String,
         /// Evaluation time (Unix seconds or RFC 3339); now by default.
         #[arg(long)]
         time: Option<String>,
+        /// Start of a range query (Unix seconds or RFC 3339); needs --end and --step.
         #[arg(long, requires_all = ["end", "step"])]
         start: Option<String>,
+        /// End of a range query (Unix seconds or RFC 3339).
         #[arg(long)]
         end: Option<String>,
         /// Range step (seconds or a duration such as 30s).
         #[arg(long)]
         step: Option<String>,
+        /// Base URL of the Vigil server.
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
     },
@@ -70,7 +88,9 @@ enum Command {
     },
     /// Run a SQL query against a running server and print the result as a table.
     Sql {
+        /// The SQL query over the `samples`, `series` and `metrics` tables.
         query: String,
+        /// Base URL of the Vigil server.
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
         /// Output format: table, csv or json.
@@ -83,6 +103,7 @@ enum Command {
 enum AlertsCommand {
     /// Print every alert transition (and the current alerts first), one per line.
     Tail {
+        /// Base URL of the Vigil server.
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
         /// Label matchers, e.g. 'severity="critical"'.
@@ -92,6 +113,33 @@ enum AlertsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A Prometheus duration (`10s`, `1m30s`) for a flag.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    vigil_connectors::duration::parse(text).map_err(|err| err.to_string())
+}
+
+/// Why the server refused a request: the `error` of Prometheus' JSON envelope (with its
+/// `errorType`), else the text body, with the HTTP status.
+fn server_reason(status: u16, body: &[u8]) -> String {
+    let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|value| value.get(name))
+            .and_then(|value| value.as_str())
+            .map(str::to_string)
+    };
+    let head = match field("errorType") {
+        Some(kind) => format!("HTTP {status}, {kind}"),
+        None => format!("HTTP {status}"),
+    };
+    let reason = field("error").unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    if reason.is_empty() {
+        format!("({head})")
+    } else {
+        format!("({head}): {reason}")
+    }
 }
 
 /// `vigil alerts tail`: reads `/api/v1/alerts/stream` until the server closes it.
@@ -106,8 +154,18 @@ fn alerts_tail(url: &str, matchers: Option<&str>, raw: bool) -> anyhow::Result<(
         ws_url.push('?');
         ws_url.push_str(&serde_urlencoded::to_string([("match", matchers)])?);
     }
-    let (mut socket, _) =
-        tungstenite::connect(&ws_url).with_context(|| format!("cannot connect to {ws_url}"))?;
+    let (mut socket, _) = match tungstenite::connect(&ws_url) {
+        Ok(connected) => connected,
+        // The server refused the stream (a bad `--match`, no rules …): say why.
+        Err(tungstenite::Error::Http(response)) => bail!(
+            "cannot follow {ws_url}: {}",
+            server_reason(
+                response.status().as_u16(),
+                response.body().as_deref().unwrap_or_default()
+            )
+        ),
+        Err(err) => return Err(err).with_context(|| format!("cannot connect to {ws_url}")),
+    };
     loop {
         match socket.read() {
             Ok(tungstenite::Message::Text(text)) => {
@@ -256,9 +314,14 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?,
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: redirected logs stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Query parsing and evaluation recurse over expression trees whose depth the
+    // entry guards bound; their threads get room for that depth.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(vigil_queries::promql::EVAL_STACK_BYTES)
         .build()?;
     runtime.block_on(async move {
         match cli.command {
@@ -266,16 +329,19 @@ fn main() -> anyhow::Result<()> {
                 config,
                 data_dir,
                 listen,
+                web_config_file,
+                read_header_timeout,
+                max_connections,
             } => {
                 let config = match config {
                     Some(path) => Config::load(&path)?,
                     None => Config::default(),
                 };
                 serve(ServeOptions {
-                    config,
-                    data_dir,
-                    listen,
-                    demo: false,
+                    web_config: web_config_file,
+                    read_header_timeout,
+                    max_connections,
+                    ..ServeOptions::new(config, data_dir, listen, false)
                 })
                 .await
             }
@@ -287,12 +353,12 @@ fn main() -> anyhow::Result<()> {
                         (temp.path().to_path_buf(), Some(temp))
                     }
                 };
-                serve(ServeOptions {
-                    config: vigil::demo::config(),
+                serve(ServeOptions::new(
+                    vigil::demo::config(),
                     data_dir,
                     listen,
-                    demo: true,
-                })
+                    true,
+                ))
                 .await
             }
             Command::Rules { .. } | Command::Alerts { .. } => Ok(()),
@@ -324,16 +390,7 @@ async fn sql(url: &str, query: &str, format: &str) -> anyhow::Result<()> {
     let status = response.status();
     let body = response.bytes().await?;
     if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|value| {
-                value
-                    .get("error")
-                    .and_then(|e| e.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("query failed ({status}): {message}");
+        bail!("query failed {}", server_reason(status.as_u16(), &body));
     }
     if wire == "arrow" {
         let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
@@ -341,10 +398,15 @@ async fn sql(url: &str, query: &str, format: &str) -> anyhow::Result<()> {
             None,
         )?;
         let batches = reader.collect::<Result<Vec<_>, _>>()?;
-        println!(
-            "{}",
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
-        );
+        let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
+        if rows == 0 {
+            println!("(0 rows)");
+        } else {
+            println!(
+                "{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+            );
+        }
     } else {
         print!("{}", String::from_utf8_lossy(&body));
     }
@@ -378,14 +440,12 @@ async fn promql(
         .send()
         .await
         .with_context(|| format!("cannot reach vigil at {url}"))?;
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-    if body["status"] != "success" {
-        bail!(
-            "query failed ({}): {}",
-            body["errorType"].as_str().unwrap_or("?"),
-            body["error"].as_str().unwrap_or("?")
-        );
-    }
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    let body: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(body @ serde_json::Value::Object(_)) if body["status"] == "success" => body,
+        _ => bail!("query failed {}", server_reason(status.as_u16(), &bytes)),
+    };
     let format_metric = |metric: &serde_json::Value| {
         let Some(map) = metric.as_object() else {
             return String::from("{}");
@@ -399,6 +459,9 @@ async fn promql(
         format!("{name}{{{}}}", labels.join(", "))
     };
     let result = &body["data"]["result"];
+    if result.as_array().is_some_and(Vec::is_empty) {
+        println!("(no results)");
+    }
     match body["data"]["resultType"].as_str() {
         Some("vector") => {
             for sample in result.as_array().into_iter().flatten() {

@@ -1,6 +1,6 @@
-//! The Prometheus HTTP query API: `/api/v1/query` and `/api/v1/query_range`, with
-//! Prometheus' parameters, JSON shapes, error types and resolution limit
-//! (`web/api/v1/api.go`).
+//! The Prometheus HTTP API (`web/api/v1/api.go`): `/api/v1/query`, `query_range`, `series`,
+//! `labels`, `label/<name>/values`, `metadata`, `status/buildinfo`, `format_query` and
+//! `parse_query`, with Prometheus' parameters, JSON shapes, error types and limits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value as JsonValue};
 use vigil_queries::promql::{
-    Annotations, EvalError, Evaluator, PrefetchSource, Sample, Series, StorageSource, Value,
-    DEFAULT_LOOKBACK_MS,
+    time_in_range, Annotations, EvalError, Evaluator, PrefetchSource, QueryShape, Sample, Series,
+    StorageSource, Value, DEFAULT_LOOKBACK_MS, MAX_TIME_MS,
 };
 use vigil_storage::LabelSet;
 
@@ -43,27 +43,34 @@ fn params(
 }
 
 /// A time parameter: Unix seconds (float) or RFC 3339; milliseconds out.
+/// Times beyond ±2^52 ms (about 142,000 years) are refused, so no later time
+/// arithmetic can overflow.
 fn parse_time(text: &str) -> Option<i64> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return seconds
-            .is_finite()
-            .then(|| (seconds * 1000.0).round() as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|time| time.timestamp_millis())
+    let t = if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || (seconds * 1000.0).abs() > MAX_TIME_MS as f64 {
+            return None;
+        }
+        (seconds * 1000.0).round() as i64
+    } else {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()?
+            .timestamp_millis()
+    };
+    time_in_range(t).then_some(t)
 }
 
 /// A duration parameter: float seconds or a Prometheus duration; milliseconds out.
 fn parse_step(text: &str) -> Option<i64> {
     if let Ok(seconds) = text.parse::<f64>() {
-        return seconds
-            .is_finite()
-            .then(|| (seconds * 1000.0).round() as i64);
+        if !seconds.is_finite() || (seconds * 1000.0).abs() > MAX_TIME_MS as f64 {
+            return None;
+        }
+        return Some((seconds * 1000.0).round() as i64);
     }
     vigil_connectors::duration::parse(text)
         .ok()
-        .map(|d| d.as_millis() as i64)
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .filter(|ms| time_in_range(*ms))
 }
 
 fn now_ms() -> i64 {
@@ -217,22 +224,29 @@ fn eval_error(err: EvalError) -> Response {
     }
 }
 
-fn parse_query(params: &HashMap<String, String>) -> Result<promql_parser::parser::Expr, ApiError> {
-    let Some(text) = params.get("query") else {
+/// Parses the `query` parameter under the shape limits (length, nesting, operators:
+/// checked before the parser runs), on a blocking thread: a parse never occupies an
+/// async worker.
+async fn parse_query(
+    params: &HashMap<String, String>,
+) -> Result<promql_parser::parser::Expr, ApiError> {
+    let Some(text) = params.get("query").cloned() else {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
             "invalid parameter \"query\": query is empty".into(),
         ));
     };
-    promql_parser::parser::parse(text).map_err(|err| {
+    let parsed = tokio::task::spawn_blocking(move || {
+        vigil_queries::promql::parse_bounded(&text, QueryShape::default())
+    })
+    .await
+    .unwrap_or_else(|err| Err(format!("parse error: {err}")));
+    parsed.map_err(|message| {
         ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
-            format!(
-                "invalid parameter \"query\": {}",
-                vigil_queries::promql::prometheus_message(text, &err)
-            ),
+            format!("invalid parameter \"query\": {message}"),
         )
     })
 }
@@ -311,7 +325,7 @@ pub async fn query_handler(
     body: Bytes,
 ) -> Response {
     let params = params(query, &headers, &body);
-    let expr = match parse_query(&params) {
+    let expr = match parse_query(&params).await {
         Ok(expr) => expr,
         Err(err) => return err.into_response(),
     };
@@ -362,7 +376,7 @@ pub async fn query_range_handler(
     body: Bytes,
 ) -> Response {
     let params = params(query, &headers, &body);
-    let expr = match parse_query(&params) {
+    let expr = match parse_query(&params).await {
         Ok(expr) => expr,
         Err(err) => return err.into_response(),
     };
@@ -393,6 +407,7 @@ pub async fn query_range_handler(
     if step <= 0 {
         return api_error(StatusCode::BAD_REQUEST, "bad_data", "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into());
     }
+    // Both ends are within ±2^52 ms (`parse_time`), so the difference cannot overflow.
     if (end - start) / step > MAX_POINTS_PER_SERIES {
         return api_error(StatusCode::BAD_REQUEST, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
     }
@@ -440,7 +455,7 @@ fn match_selectors(
         if name != "match[]" {
             continue;
         }
-        match promql_parser::parser::parse(value) {
+        match vigil_queries::promql::parse_bounded(value, QueryShape::default()) {
             Ok(promql_parser::parser::Expr::VectorSelector(selector)) => {
                 let mut matchers = selector.matchers.matchers.clone();
                 if let Some(metric) = &selector.name {
@@ -694,7 +709,7 @@ pub async fn format_query_handler(
     body: Bytes,
 ) -> Response {
     let params = params(query, &headers, &body);
-    match parse_query(&params) {
+    match parse_query(&params).await {
         Ok(expr) => Json(json!({"status": "success", "data": expr.prettify()})).into_response(),
         Err(err) => err.into_response(),
     }
@@ -707,7 +722,7 @@ pub async fn parse_query_handler(
     body: Bytes,
 ) -> Response {
     let params = params(query, &headers, &body);
-    match parse_query(&params) {
+    match parse_query(&params).await {
         Ok(expr) => match serde_json::to_value(&expr) {
             Ok(tree) => Json(json!({"status": "success", "data": tree})).into_response(),
             Err(err) => api_error(

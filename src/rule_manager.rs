@@ -1,17 +1,21 @@
 //! The rule manager: evaluates the configured rule groups and publishes alerts.
 //!
-//! Two triggers, both instant-query semantics over storage:
-//! - **ticks** at multiples of each group's interval (wall clock), exactly as Prometheus
-//!   schedules them (respecting `query_offset`); only tick evaluations write recording
-//!   rule output and `ALERTS`/`ALERTS_FOR_STATE` back into storage, so those series have
-//!   Prometheus' timestamps;
+//! Three triggers, all with instant-query semantics:
+//! - **ticks** at multiples of each group's interval, exactly as Prometheus
+//!   schedules them (respecting `query_offset`), closed when the watermark passes them;
+//!   only tick evaluations write recording rule output and `ALERTS`/`ALERTS_FOR_STATE`
+//!   back into storage, so those series have Prometheus' timestamps;
 //! - **ingest**: after every durable append, the alerting rules are evaluated at the
 //!   ingest watermark (the latest event time acknowledged), so an alert turns pending
-//!   within milliseconds of the sample that makes its condition true, and `for` is
-//!   measured in event time (it fires at exactly `activeAt + for`, evaluated as the
-//!   watermark passes that deadline). The recording rules that alerting rules read are
-//!   computed at that instant too (not written), and those alerts read them over
-//!   storage (`OverlaySource`), as Prometheus' sequential group evaluation would.
+//!   within milliseconds of the sample that makes its condition true. The recording
+//!   rules that alerting rules read are computed at that instant too (not written), and
+//!   those alerts read them over storage (`OverlaySource`), as Prometheus' sequential
+//!   group evaluation would;
+//! - **alert deadlines**: `for` and `keep_firing_for` are measured in event time, and
+//!   the alerting rules are also evaluated at each deadline (`activeAt + for`, the end of
+//!   `keep_firing_for`) as soon as the watermark passes it — by ingest, or by the wall
+//!   clock once inputs are idle — so an alert fires (or resolves) at exactly that
+//!   instant, not at the next ingest or tick.
 //!
 //! Rule output goes stale as in Prometheus: a series a rule wrote at its previous tick
 //! and not at this one gets a staleness marker; a reload hands alerts and written series
@@ -75,6 +79,9 @@ struct Incremental {
 /// Per group, per rule: `None` if maintained incrementally, else why it is ad hoc.
 type Fallbacks = Vec<Vec<Option<String>>>;
 
+/// The loaded rule groups and their alert state: evaluated at group ticks (writing
+/// output), at every ingest and at each alert deadline (alerting rules only; see the
+/// module doc), with the transitions published to the stream and the Alertmanagers.
 pub struct RuleManager {
     groups: Mutex<Vec<GroupState>>,
     /// Locked before `groups` when both are needed.
@@ -1205,6 +1212,11 @@ pub fn load_rule_files(patterns: &[String]) -> anyhow::Result<Vec<Group>> {
         for path in paths {
             match vigil_engine::rules::load_file(&path) {
                 Ok(loaded) => groups.extend(loaded),
+                Err(err) if is_unit_test_file(&path) => problems.push(format!(
+                    "{}: {err} (this is a promtool unit-test file: run it with `vigil rules \
+                     test`; rule_files should match rule files only)",
+                    path.display()
+                )),
                 Err(err) => problems.push(format!("{}: {err}", path.display())),
             }
         }
@@ -1214,6 +1226,15 @@ pub fn load_rule_files(patterns: &[String]) -> anyhow::Result<Vec<Group>> {
     } else {
         anyhow::bail!("invalid rule files:\n{}", problems.join("\n"))
     }
+}
+
+/// Whether `path` is a `promtool test rules` file (a mapping with `tests`), which a
+/// broad `rule_files` glob may catch next to the rules it tests.
+fn is_unit_test_file(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .is_some_and(|value| value.get("tests").is_some())
 }
 
 /// How rules read each other, per group and rule: which recording rules alerting rules

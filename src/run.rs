@@ -14,7 +14,7 @@ use vigil_connectors::scrape::ScrapeManager;
 use vigil_storage::{Storage, StorageConfig};
 
 use crate::config::Config;
-use crate::server::{app, AppState};
+use crate::server::{app_with, AppState};
 
 pub struct ServeOptions {
     pub config: Config,
@@ -22,6 +22,27 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Run the simulated cluster against this server.
     pub demo: bool,
+    /// Prometheus' `--web.config.file`: TLS, credentials, allowed origins.
+    pub web_config: Option<PathBuf>,
+    /// A connection whose request head takes longer is closed.
+    pub read_header_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl ServeOptions {
+    /// Options with the HTTP defaults (no web config, the listener's default limits).
+    pub fn new(config: Config, data_dir: PathBuf, listen: SocketAddr, demo: bool) -> Self {
+        ServeOptions {
+            config,
+            data_dir,
+            listen,
+            demo,
+            web_config: None,
+            read_header_timeout: crate::listener::DEFAULT_READ_HEADER_TIMEOUT,
+            max_connections: crate::listener::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 pub fn storage_config(config: &Config, data_dir: PathBuf) -> StorageConfig {
@@ -57,6 +78,15 @@ async fn shutdown_signal() {
 }
 
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    // Broken rule files stop the start before anything is opened or bound (the
+    // config file was read by the caller); the rule manager loads them again later.
+    crate::rule_manager::load_rule_files(&options.config.rule_files)?;
+    let web_config = match &options.web_config {
+        Some(path) => Some(Arc::new(crate::web_config::WebConfig::load(path)?)),
+        None => None,
+    };
+    let tls = web_config.as_ref().and_then(|web| web.tls.clone());
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let storage = Storage::open(storage_config(&options.config, options.data_dir.clone()))
         .await
         .with_context(|| format!("cannot open data directory {:?}", options.data_dir))?;
@@ -65,7 +95,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr()?;
-    info!(address = %local, data_dir = %options.data_dir.display(), "vigil listening");
+    info!(
+        address = %local,
+        tls = tls.is_some(),
+        auth = web_config.as_ref().is_some_and(|web| web.requires_auth()),
+        data_dir = %options.data_dir.display(),
+        "vigil listening"
+    );
+    let access = Arc::new(crate::auth::Access::new(
+        web_config.clone(),
+        tls.is_some(),
+        local.ip().is_loopback(),
+    ));
 
     let scrapers = ScrapeManager::start(
         &options.config.global,
@@ -96,7 +137,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         options.config.global.evaluation_interval,
         options.config.global.external_labels.clone(),
         options.config.alerting.endpoints(),
-        format!("http://{local}"),
+        format!("{scheme}://{local}"),
         options.config.rule_workers,
         options.config.rules_lateness,
     )
@@ -118,11 +159,20 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         crate::demo::print_banner(local, &options.data_dir);
     }
 
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        info!("shutting down: no new requests");
-    });
-    server.await?;
+    crate::listener::serve(
+        listener,
+        app_with(state.clone(), access),
+        crate::listener::ListenOptions {
+            tls,
+            read_header_timeout: options.read_header_timeout,
+            max_connections: options.max_connections,
+        },
+        async move {
+            shutdown_signal().await;
+            info!("shutting down: no new requests");
+        },
+    )
+    .await;
     state
         .ready
         .store(false, std::sync::atomic::Ordering::Relaxed);

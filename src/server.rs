@@ -6,15 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 use parking_lot::RwLock;
-use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, warn};
 use vigil_connectors::remote_write::{self, MetricMetadata};
@@ -47,7 +44,7 @@ impl AppState {
         storage: Arc<Storage>,
         query: crate::config::QuerySection,
     ) -> anyhow::Result<Arc<AppState>> {
-        let sql = SqlEngine::new(storage.clone()).await?;
+        let sql = SqlEngine::with_limits(storage.clone(), query.sql_limits()).await?;
         Ok(Arc::new(AppState {
             storage,
             sql,
@@ -61,7 +58,14 @@ impl AppState {
     }
 }
 
+/// Every route, behind the Origin check only (no credentials); see [`app_with`].
 pub fn app(state: Arc<AppState>) -> Router {
+    app_with(state, Arc::new(crate::auth::Access::open()))
+}
+
+/// Every route behind `access` (Host and Origin checks, credentials and scopes:
+/// [`crate::auth`]).
+pub fn app_with(state: Arc<AppState>, access: Arc<crate::auth::Access>) -> Router {
     // The compressed body may not exceed the decompressed limit either.
     let body_limit = match state.storage.limits().max_body_bytes {
         0 => usize::MAX,
@@ -69,7 +73,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     };
     Router::new()
         .route("/api/v1/write", post(remote_write_handler))
-        .route("/api/v1/sql", get(sql_handler).post(sql_handler))
+        .route(
+            "/api/v1/sql",
+            get(crate::sql_api::sql_handler).post(crate::sql_api::sql_handler),
+        )
         .route(
             "/api/v1/query",
             get(crate::prom_api::query_handler).post(crate::prom_api::query_handler),
@@ -114,6 +121,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/-/ready", get(ready_handler))
         .route("/-/reload", post(reload_handler).put(reload_handler))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::auth::middleware,
+        ))
         .with_state(state)
 }
 
@@ -174,18 +185,16 @@ async fn remote_write_handler(State(state): State<Arc<AppState>>, body: Bytes) -
         .metrics
         .histograms_ignored
         .fetch_add(decoded.histograms as u64, Ordering::Relaxed);
-    if !decoded.metadata.is_empty() {
-        let mut metadata = state.metadata.write();
-        for meta in decoded.metadata {
-            metadata.insert(meta.metric.clone(), meta);
-        }
-    }
     match state
         .storage
         .append(decoded.batch, AppendMode::Strict)
         .await
     {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => {
+            // Metadata of a rejected request is not kept.
+            remember_metadata(&state, decoded.metadata);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(err) => {
             state.metrics.reject(err.reason());
             let status = match err.kind() {
@@ -201,10 +210,31 @@ async fn remote_write_handler(State(state): State<Arc<AppState>>, body: Bytes) -
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct SqlParams {
-    query: Option<String>,
-    format: Option<String>,
+/// Metric families whose metadata is kept (Prometheus keeps metadata per target; one
+/// entry per family here). New families beyond it are dropped and counted.
+pub const MAX_METADATA_ENTRIES: usize = 100_000;
+/// Longest `help` text kept (longer ones are cut at a character boundary).
+pub const MAX_METADATA_HELP_BYTES: usize = 4096;
+
+fn remember_metadata(state: &AppState, entries: Vec<MetricMetadata>) {
+    if entries.is_empty() {
+        return;
+    }
+    let mut metadata = state.metadata.write();
+    for mut meta in entries {
+        if meta.help.len() > MAX_METADATA_HELP_BYTES {
+            let mut cut = MAX_METADATA_HELP_BYTES;
+            while !meta.help.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            meta.help.truncate(cut);
+        }
+        if metadata.len() >= MAX_METADATA_ENTRIES && !metadata.contains_key(&meta.metric) {
+            state.metrics.reject("metadata_limit");
+            continue;
+        }
+        metadata.insert(meta.metric.clone(), meta);
+    }
 }
 
 /// Prometheus' error envelope: `{"status":"error","errorType":…,"error":…}`.
@@ -214,139 +244,6 @@ pub fn api_error(status: StatusCode, error_type: &str, message: String) -> Respo
         Json(json!({"status": "error", "errorType": error_type, "error": message})),
     )
         .into_response()
-}
-
-/// `GET|POST /api/v1/sql?query=…&format=json|csv|arrow`. The query may also be sent as a
-/// form field, a JSON body `{"query": …}`, or a plain-text body.
-async fn sql_handler(
-    State(state): State<Arc<AppState>>,
-    Query(mut params): Query<SqlParams>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    if !body.is_empty() {
-        let from_body: Result<SqlParams, String> = if content_type.starts_with("application/json") {
-            serde_json::from_slice(&body).map_err(|err| err.to_string())
-        } else if content_type.starts_with("application/x-www-form-urlencoded") {
-            serde_urlencoded::from_bytes(&body).map_err(|err| err.to_string())
-        } else {
-            Ok(SqlParams {
-                query: Some(String::from_utf8_lossy(&body).into_owned()),
-                format: None,
-            })
-        };
-        match from_body {
-            Ok(from_body) => {
-                params.query = from_body.query.or(params.query);
-                params.format = from_body.format.or(params.format);
-            }
-            Err(err) => {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_data",
-                    format!("invalid request body: {err}"),
-                )
-            }
-        }
-    }
-    let Some(query) = params.query.filter(|query| !query.trim().is_empty()) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            "missing parameter \"query\"".into(),
-        );
-    };
-    let format = params.format.unwrap_or_else(|| "json".into());
-    if !matches!(format.as_str(), "json" | "csv" | "arrow") {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            format!("unknown format {format:?}: use json, csv or arrow"),
-        );
-    }
-    state.metrics.sql_queries.fetch_add(1, Ordering::Relaxed);
-    let (schema, batches) = match state.sql.query(&query).await {
-        Ok(result) => result,
-        Err(vigil_queries::Error::Plan(message)) => {
-            return api_error(StatusCode::BAD_REQUEST, "bad_data", message)
-        }
-        Err(err) => {
-            return api_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "execution",
-                err.to_string(),
-            )
-        }
-    };
-    match encode_result(&format, schema, &batches) {
-        Ok(response) => response,
-        Err(err) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        ),
-    }
-}
-
-fn encode_result(
-    format: &str,
-    schema: SchemaRef,
-    batches: &[RecordBatch],
-) -> anyhow::Result<Response> {
-    use datafusion::arrow::{csv, ipc, json as arrow_json};
-    Ok(match format {
-        "csv" => {
-            let mut out = Vec::new();
-            {
-                let mut writer = csv::WriterBuilder::new().with_header(true).build(&mut out);
-                for batch in batches {
-                    writer.write(batch)?;
-                }
-            }
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response()
-        }
-        "arrow" => {
-            let mut out = Vec::new();
-            {
-                let mut writer = ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
-                for batch in batches {
-                    writer.write(batch)?;
-                }
-                writer.finish()?;
-            }
-            (
-                [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
-                out,
-            )
-                .into_response()
-        }
-        _ => {
-            let mut out = Vec::new();
-            {
-                let mut writer = arrow_json::ArrayWriter::new(&mut out);
-                for batch in batches {
-                    writer.write(batch)?;
-                }
-                writer.finish()?;
-            }
-            let rows: serde_json::Value = if out.is_empty() {
-                json!([])
-            } else {
-                serde_json::from_slice(&out)?
-            };
-            let columns: Vec<_> = schema
-                .fields()
-                .iter()
-                .map(|field| json!({"name": field.name(), "type": field.data_type().to_string()}))
-                .collect();
-            Json(json!({"status": "success", "data": {"columns": columns, "rows": rows}}))
-                .into_response()
-        }
-    })
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {

@@ -5,16 +5,17 @@
 //! - [`template`]: the Go-template subset alert labels and annotations use.
 //! - [`alerting`]: recording and alerting rule evaluation with Prometheus' state machine
 //!   (pending, firing, `for`, `keep_firing_for`, resolved retention, `ALERTS`).
-//! - [`unittest`]: `promtool test rules` files run with promtool's semantics.
+//! - [`unittest`]: `promtool test rules` files run with promtool's semantics (compiled
+//!   rules answered by the incremental engine, as in the server).
+//! - [`incremental`]: rules compiled into one timely/differential dataflow and
+//!   maintained as samples arrive: selectors, range functions, per-element functions,
+//!   aggregations, vector matching and set operators, `absent`, `histogram_quantile`
+//!   (`incremental/compile.rs` lists what compiles); checked against the ad hoc
+//!   evaluator by a property test.
 //!
-//! - [`incremental`]: the first slice of the differential dataflow: selectors,
-//!   comparison filters and `sum`/`count`/`min`/`max`/`group` aggregations maintained
-//!   as samples arrive, checked against the ad hoc evaluator at every tick by a
-//!   property test.
-//!
-//! The server's rule manager still evaluates every rule with the ad hoc PromQL
-//! evaluator (at ticks and at the event time of ingested data); wiring the incremental
-//! plans into it is the next step.
+//! The server's rule manager (`src/rule_manager.rs`) answers every rule that compiles
+//! from the dataflow and evaluates the rest (and any instant where a maintained vector is
+//! in error) with the ad hoc PromQL evaluator.
 
 pub mod alerting;
 pub mod incremental;

@@ -234,7 +234,10 @@ fn validate_rule(rule: &RuleSpec) -> Result<Rule, Vec<String>> {
         match promql_parser::parser::parse(&expr_text) {
             Ok(expr) => Some(expr),
             Err(err) => {
-                errors.push(format!("could not parse expression: {err}"));
+                errors.push(format!(
+                    "could not parse expression: {}",
+                    vigil_queries::promql::prometheus_message(&expr_text, &err)
+                ));
                 None
             }
         }

@@ -374,13 +374,20 @@ fn run_file_inner(
     Ok(failures)
 }
 
-/// Expands `*` in the last path component (rule_files may be globs).
+/// Expands `*` in the last path component (rule_files may be globs). As in Prometheus,
+/// a pattern that matches nothing (even in a directory that does not exist) is no
+/// error, and `*` is allowed only in the file name.
 pub fn glob_paths(pattern: &Path) -> Result<Vec<PathBuf>, String> {
     let text = pattern.display().to_string();
     if !text.contains('*') {
         return Ok(vec![pattern.to_path_buf()]);
     }
     let dir = pattern.parent().unwrap_or(Path::new("."));
+    if dir.display().to_string().contains('*') {
+        return Err(format!(
+            "{text}: invalid rule file path: `*` is allowed only in the file name"
+        ));
+    }
     let file_pattern = pattern
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
@@ -390,8 +397,12 @@ pub fn glob_paths(pattern: &Path) -> Result<Vec<PathBuf>, String> {
         regex::escape(&file_pattern).replace("\\*", ".*")
     ))
     .map_err(|e| e.to_string())?;
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(format!("{}: {err}", dir.display())),
+    };
+    let mut paths: Vec<PathBuf> = entries
         .flatten()
         .map(|entry| entry.path())
         .filter(|p| {
@@ -598,7 +609,10 @@ fn run_group(
         let expr = match promql_parser::parser::parse(&expr_test.expr) {
             Ok(expr) => expr,
             Err(err) => {
-                errors.push(failed(err.to_string()));
+                errors.push(failed(vigil_queries::promql::prometheus_message(
+                    &expr_test.expr,
+                    &err,
+                )));
                 continue;
             }
         };
@@ -708,6 +722,23 @@ fn describe_samples(samples: &[(LabelSet, f64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_paths_matching_nothing_are_no_error() {
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+        assert!(glob_paths(&rules.join("*.nothing"))
+            .expect("glob")
+            .is_empty());
+        assert!(glob_paths(&rules.join("missing/*.yml"))
+            .expect("glob")
+            .is_empty());
+        let found = glob_paths(&rules.join("*.yml")).expect("glob");
+        assert!(
+            found.iter().any(|p| p.ends_with("kubernetes.yml")),
+            "{found:?}"
+        );
+        assert!(glob_paths(&rules.join("*/kubernetes.yml")).is_err());
+    }
 
     #[test]
     fn expands_load_notation() {

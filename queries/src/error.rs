@@ -10,6 +10,12 @@ pub enum Error {
     Execution(String),
     #[error("{0}")]
     Storage(#[from] vigil_storage::Error),
+    /// The query or its result ran into a configured bound (rows, bytes, memory).
+    #[error("{0}")]
+    Limit(String),
+    /// The query ran longer than the configured timeout.
+    #[error("query timed out after {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl From<datafusion::error::DataFusionError> for Error {
@@ -17,6 +23,7 @@ impl From<datafusion::error::DataFusionError> for Error {
         use datafusion::error::DataFusionError as E;
         let message = err.strip_backtrace();
         match err.find_root() {
+            E::ResourcesExhausted(_) => Error::Limit(message),
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
                 Error::Plan(message)
             }

@@ -1,4 +1,5 @@
-//! Vigil queries: SQL (and, next, PromQL) over head ∪ Parquet with DataFusion.
+//! Vigil queries over head ∪ Parquet: SQL with DataFusion, and PromQL ([`promql`]: the
+//! parser's messages in Prometheus' words and the ad hoc evaluator with its sources).
 //!
 //! ```text
 //!   SqlEngine ── SessionContext
@@ -14,4 +15,4 @@ pub mod tables;
 pub mod time_range;
 
 pub use error::{Error, Result};
-pub use sql::SqlEngine;
+pub use sql::{Collect, ResultSink, SqlEngine, SqlLimits};

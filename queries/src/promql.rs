@@ -23,6 +23,7 @@ mod call;
 mod error;
 mod eval;
 mod functions;
+mod guard;
 mod labels;
 mod memory;
 mod parse_error;
@@ -33,7 +34,9 @@ mod value;
 
 // Evaluation: the evaluator, where its selectors read, its result and its error.
 pub use error::EvalError;
-pub use eval::{finalize, Annotations, Evaluator, SeriesSource, DEFAULT_LOOKBACK_MS};
+pub use eval::{
+    finalize, Annotations, Evaluator, SeriesSource, DEFAULT_LOOKBACK_MS, EVAL_STACK_BYTES,
+};
 pub use value::{Sample, Series, Value};
 
 // Series sources: in memory, over storage, and the per-query prefetching wrapper.
@@ -54,5 +57,7 @@ pub use functions::{
     Bucket, BucketFixes, Point, Window,
 };
 
-// Parser errors in Prometheus' words.
+// The entry guard (limits before parsing, bounded times) and parser errors in
+// Prometheus' words.
+pub use guard::{check_shape, check_times, parse_bounded, time_in_range, QueryShape, MAX_TIME_MS};
 pub use parse_error::prometheus_message;

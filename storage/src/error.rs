@@ -33,6 +33,14 @@ pub enum Error {
     DuplicateTimestamp { series: String, timestamp: i64 },
     #[error("sample timestamp {timestamp} is outside the retention window")]
     OutOfBounds { timestamp: i64 },
+    #[error("sample timestamp {timestamp} for series {series} is too far in the future: more than {skew_ms} ms after the server's clock (limits.max_future_skew)")]
+    TooFarInFuture {
+        series: String,
+        timestamp: i64,
+        skew_ms: i64,
+    },
+    #[error("series limit exceeded: {0}")]
+    SeriesLimit(String),
     #[error("storage is shutting down")]
     ShuttingDown,
     #[error("data directory {dir} is in use by another vigil process (pid {pid}); stop it first or use another --data-dir")]
@@ -61,7 +69,9 @@ impl Error {
             | Error::LimitExceeded(_)
             | Error::OutOfOrder { .. }
             | Error::DuplicateTimestamp { .. }
-            | Error::OutOfBounds { .. } => ErrorKind::BadData,
+            | Error::OutOfBounds { .. }
+            | Error::TooFarInFuture { .. }
+            | Error::SeriesLimit(_) => ErrorKind::BadData,
             Error::ShuttingDown => ErrorKind::Unavailable,
             Error::Wal(_)
             | Error::Locked { .. }
@@ -83,6 +93,8 @@ impl Error {
             Error::OutOfOrder { .. } => "out_of_order",
             Error::DuplicateTimestamp { .. } => "duplicate_timestamp",
             Error::OutOfBounds { .. } => "out_of_bounds",
+            Error::TooFarInFuture { .. } => "too_far_in_future",
+            Error::SeriesLimit(_) => "series_limit",
             Error::ShuttingDown => "shutting_down",
             _ => "internal",
         }

@@ -67,6 +67,15 @@ impl Head {
         }
     }
 
+    /// Whether the series holds exactly this sample (same timestamp, same value bits).
+    pub fn contains(&self, id: SeriesId, timestamp: i64, value: f64) -> bool {
+        self.series.get(&id).is_some_and(|series| {
+            let at = series.timestamps.partition_point(|&ts| ts < timestamp);
+            series.timestamps.get(at) == Some(&timestamp)
+                && series.values.get(at).map(|v| v.to_bits()) == Some(value.to_bits())
+        })
+    }
+
     /// Moves every sample older than `cutoff` into a new head, which is returned; this
     /// head keeps the rest (series left without samples are dropped).
     pub fn split_before(&mut self, cutoff: i64) -> Head {

@@ -29,4 +29,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use labels::{Label, LabelSet, SeriesId};
 pub use limits::Limits;
 pub use record::{Appended, BatchSample, SampleBatch, STALE_NAN_BITS};
-pub use store::{AppendMode, AppendOutcome, Storage, StorageConfig, StorageStats};
+pub use store::{
+    AppendMode, AppendOutcome, Storage, StorageConfig, StorageStats, MAX_TIMESTAMP_MS,
+};

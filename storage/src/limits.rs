@@ -15,6 +15,15 @@ pub struct Limits {
     pub max_label_name_length: usize,
     pub max_label_value_length: usize,
     pub max_series_per_request: usize,
+    /// Samples later than the server's clock plus this are refused (default 10m).
+    /// Timestamps are also bounded to ±2^52 ms whatever this says.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_future_skew: std::time::Duration,
+    /// Series the catalog may hold in total (default 5,000,000). Vigil's catalog keeps
+    /// every series it has stored, so this bounds the memory of label sets and postings.
+    pub max_series: usize,
+    /// Series one metric name may have (default 1,000,000).
+    pub max_series_per_metric: usize,
 }
 
 impl Default for Limits {
@@ -25,6 +34,9 @@ impl Default for Limits {
             max_label_name_length: 1024,
             max_label_value_length: 4096,
             max_series_per_request: 100_000,
+            max_future_skew: std::time::Duration::from_secs(600),
+            max_series: 5_000_000,
+            max_series_per_metric: 1_000_000,
         }
     }
 }
@@ -88,5 +100,68 @@ impl Limits {
             }
         }
         Ok(())
+    }
+}
+
+/// Prometheus' duration syntax (`10m`, `1h30m`, `500ms`) for the one duration limit
+/// (storage does not depend on the connectors' parser).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("not a valid duration string: {text:?}"))
+        })
+    }
+
+    pub fn parse(text: &str) -> Option<Duration> {
+        if text == "0" {
+            return Some(Duration::ZERO);
+        }
+        let mut rest = text;
+        let mut total: u64 = 0;
+        if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+            if digits == 0 {
+                return None;
+            }
+            let number: u64 = rest[..digits].parse().ok()?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit_ms: u64 = match &rest[..unit_len] {
+                "ms" => 1,
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "w" => 604_800_000,
+                "y" => 31_536_000_000,
+                _ => return None,
+            };
+            rest = &rest[unit_len..];
+            total = total.checked_add(number.checked_mul(unit_ms)?)?;
+        }
+        Some(Duration::from_millis(total))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn parses_prometheus_durations() {
+            assert_eq!(super::parse("10m").map(|d| d.as_secs()), Some(600));
+            assert_eq!(super::parse("1h30m").map(|d| d.as_secs()), Some(5400));
+            assert_eq!(super::parse("250ms").map(|d| d.as_millis()), Some(250));
+            assert!(super::parse("10").is_none());
+            assert!(super::parse("m").is_none());
+            assert!(super::parse("99999999999999999999y").is_none());
+        }
     }
 }

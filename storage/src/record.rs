@@ -1,4 +1,4 @@
-//! Record types shared by every crate: metric samples, and log and span records.
+//! Record types shared by every crate: metric samples and the batches that carry them.
 
 use crate::labels::{LabelSet, SeriesId};
 
@@ -56,33 +56,4 @@ pub struct Appended {
     pub ids: Vec<SeriesId>,
     pub series: Vec<LabelSet>,
     pub samples: Vec<BatchSample>,
-}
-
-/// A log record (ingested by a later connector; the schema is fixed here).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct LogRecord {
-    pub timestamp_ms: i64,
-    pub observed_timestamp_ms: i64,
-    pub stream: LabelSet,
-    pub severity: String,
-    pub body: String,
-    pub attributes: Vec<(String, String)>,
-    pub trace_id: Option<String>,
-    pub span_id: Option<String>,
-}
-
-/// A span record (ingested by a later connector; the schema is fixed here).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SpanRecord {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
-    pub service: String,
-    pub name: String,
-    pub kind: String,
-    pub start_unix_nano: i64,
-    pub end_unix_nano: i64,
-    pub status: String,
-    pub attributes: Vec<(String, String)>,
-    pub resource_attributes: Vec<(String, String)>,
 }

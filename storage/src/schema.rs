@@ -57,36 +57,3 @@ pub static SERIES_FILE: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.push(Field::new("last_value", DataType::Float64, false));
     Arc::new(Schema::new(fields))
 });
-
-/// `logs`: the log record schema (filled by the log connectors).
-pub static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new(COL_TIMESTAMP, timestamp_type(), false),
-        Field::new("observed_timestamp", timestamp_type(), true),
-        Field::new("stream", labels_type(), false),
-        Field::new("severity", DataType::Utf8, true),
-        Field::new("body", DataType::Utf8, false),
-        Field::new("attributes", labels_type(), true),
-        Field::new("trace_id", DataType::Utf8, true),
-        Field::new("span_id", DataType::Utf8, true),
-    ]))
-});
-
-/// `spans`: the span record schema (filled by the trace connectors).
-pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let nanos = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("trace_id", DataType::Utf8, false),
-        Field::new("span_id", DataType::Utf8, false),
-        Field::new("parent_span_id", DataType::Utf8, true),
-        Field::new("service", DataType::Utf8, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("start", nanos.clone(), false),
-        Field::new("end", nanos, false),
-        Field::new("duration", DataType::Duration(TimeUnit::Nanosecond), false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("attributes", labels_type(), true),
-        Field::new("resource_attributes", labels_type(), true),
-    ]))
-});

@@ -72,12 +72,16 @@ pub struct AppendOutcome {
     pub out_of_order: usize,
     pub duplicates: usize,
     pub out_of_bounds: usize,
+    /// Samples later than the clock plus `limits.max_future_skew`.
+    pub too_far_in_future: usize,
 }
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]
 pub struct StorageStats {
     pub samples_appended: AtomicU64,
+    /// Batches refused because they would pass a series limit.
+    pub series_limit_rejections: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_duration_micros: AtomicU64,
     pub parquet_bytes_written: AtomicU64,
@@ -127,6 +131,20 @@ struct Catalog {
     latest: IdMap<(i64, f64)>,
 }
 
+/// What the order check decided about a batch.
+enum Checked {
+    /// The samples to append (in order, duplicates of stored ones removed), the
+    /// outcome, and the timestamp reservations made.
+    Ready(SampleBatch, AppendOutcome, Vec<Reservation>),
+    /// Some samples are behind their series and not stored while other appends are on
+    /// their way to the head: nothing was reserved; check again once they are there.
+    Unsettled(SampleBatch),
+}
+
+/// The largest timestamp magnitude a sample may have (2^52 ms, about 142,000 years):
+/// far beyond any clock, and small enough that time arithmetic on it cannot overflow.
+pub const MAX_TIMESTAMP_MS: i64 = 1 << 52;
+
 pub struct Storage {
     config: StorageConfig,
     /// Held for the storage's lifetime: one process per data directory.
@@ -160,6 +178,8 @@ pub struct Storage {
     flushed: Mutex<Checkpoint>,
     flush_lock: tokio::sync::Mutex<()>,
     closed: std::sync::atomic::AtomicBool,
+    /// Appends whose timestamps are reserved and whose samples are not yet in the head.
+    unapplied: std::sync::atomic::AtomicUsize,
     pub stats: StorageStats,
 }
 
@@ -491,6 +511,7 @@ impl Storage {
             flushed: Mutex::new(checkpoint),
             flush_lock: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            unapplied: std::sync::atomic::AtomicUsize::new(0),
             stats,
         }))
     }
@@ -512,7 +533,25 @@ impl Storage {
     ///
     /// Callers that may be cancelled (an HTTP handler whose client goes away) should run
     /// this in its own task: a cancelled append is durable but not yet in the head.
-    pub async fn append(&self, batch: SampleBatch, mode: AppendMode) -> Result<AppendOutcome> {
+    /// Appends a batch whole or not at all and answers once it is durable.
+    ///
+    /// The append runs as its own task: if the caller goes away (a client that
+    /// disconnects after sending its body), the append still completes — the WAL record,
+    /// the head and the catalog never disagree — and the client's retry of the same
+    /// samples is then a no-op that succeeds (equal timestamp and value are duplicates
+    /// Prometheus accepts).
+    pub async fn append(
+        self: &Arc<Self>,
+        batch: SampleBatch,
+        mode: AppendMode,
+    ) -> Result<AppendOutcome> {
+        let storage = self.clone();
+        tokio::spawn(async move { storage.append_whole(batch, mode).await })
+            .await
+            .unwrap_or_else(|err| Err(Error::Wal(format!("append task failed: {err}"))))
+    }
+
+    async fn append_whole(&self, batch: SampleBatch, mode: AppendMode) -> Result<AppendOutcome> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -522,28 +561,59 @@ impl Storage {
             // A series the catalog knows passed these checks when it was first written
             // (limits are fixed for the process): only new series are validated.
             let catalog = self.catalog.read();
+            let mut new_series = 0usize;
+            let mut new_per_name: HashMap<&str, usize> = HashMap::new();
             for (series, id) in batch.series.iter().zip(&ids) {
                 if !catalog.series.contains_key(id) {
                     self.config.limits.check_series(series)?;
+                    new_series += 1;
+                    *new_per_name
+                        .entry(series.metric_name().unwrap_or(""))
+                        .or_default() += 1;
                 }
             }
+            self.check_series_limits(&catalog, new_series, &new_per_name)?;
         }
-        let _gate = self.gate.read().await;
-        // Reserve timestamps and queue the WAL record under one lock, so the WAL holds
-        // each series' samples in the order they were accepted.
-        let (appended, outcome, reservations, receiver) = {
-            let _order = self.order.lock();
-            let (batch, outcome, reservations) = self.check_order(batch, &ids, mode)?;
-            if batch.samples.is_empty() {
+        let mut batch = batch;
+        let mut attempts = 0;
+        let (_gate, appended, outcome, reservations, receiver) = loop {
+            if mode == AppendMode::Strict {
+                self.settle_resends(&batch, &ids).await;
+            }
+            let gate = self.gate.read().await;
+            // Reserve timestamps and queue the WAL record under one lock, so the WAL
+            // holds each series' samples in the order they were accepted.
+            let order = self.order.lock();
+            let (checked, outcome, reservations) = match self.check_order(batch, &ids, mode)? {
+                Checked::Ready(checked, outcome, reservations) => (checked, outcome, reservations),
+                Checked::Unsettled(returned) => {
+                    // A resend racing the append it repeats: check again once that one
+                    // is in the head (bounded; then it is out of order after all).
+                    drop(order);
+                    drop(gate);
+                    attempts += 1;
+                    if attempts > 100 {
+                        return Err(self.first_out_of_order(&returned, &ids));
+                    }
+                    batch = returned;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if checked.samples.is_empty() {
                 return Ok(outcome);
             }
             let appended = Arc::new(Appended {
                 ids,
-                series: batch.series,
-                samples: batch.samples,
+                series: checked.series,
+                samples: checked.samples,
             });
             match self.wal.submit(appended.clone()) {
-                Ok(receiver) => (appended, outcome, reservations, receiver),
+                Ok(receiver) => {
+                    self.unapplied.fetch_add(1, Ordering::AcqRel);
+                    drop(order);
+                    break (gate, appended, outcome, reservations, receiver);
+                }
                 Err(err) => {
                     self.release(&reservations);
                     return Err(err);
@@ -552,6 +622,7 @@ impl Storage {
         };
         if let Err(err) = Wal::wait(receiver).await {
             self.release(&reservations);
+            self.unapplied.fetch_sub(1, Ordering::AcqRel);
             return Err(err);
         }
         let labels = {
@@ -561,6 +632,7 @@ impl Storage {
         self.head
             .write()
             .apply(&appended.samples, &appended.ids, &labels);
+        self.unapplied.fetch_sub(1, Ordering::AcqRel);
         self.stats
             .samples_appended
             .fetch_add(appended.samples.len() as u64, Ordering::Relaxed);
@@ -576,6 +648,98 @@ impl Storage {
             });
         }
         Ok(outcome)
+    }
+
+    /// The out-of-order error for the first sample of `batch` that is behind its
+    /// series' latest and not stored.
+    fn first_out_of_order(&self, batch: &SampleBatch, ids: &[SeriesId]) -> Error {
+        let catalog = self.catalog.read();
+        let head = self.head.read();
+        for sample in &batch.samples {
+            let id = ids[sample.series_idx as usize];
+            if let Some((latest, _)) = catalog.latest.get(&id) {
+                if sample.timestamp_ms < *latest
+                    && !head.contains(id, sample.timestamp_ms, sample.value)
+                {
+                    return Error::OutOfOrder {
+                        series: batch.series[sample.series_idx as usize].to_string(),
+                        timestamp: sample.timestamp_ms,
+                        latest: *latest,
+                    };
+                }
+            }
+        }
+        Error::Wal("a resent batch did not settle".into())
+    }
+
+    /// A batch that resends samples an earlier append has reserved but not yet put in
+    /// the head (a client retrying at once after hanging up) waits for that append, so
+    /// the resend is recognised as stored rather than refused as out of order. Bounded:
+    /// at most a second, and only while samples are behind and appends are in flight.
+    async fn settle_resends(&self, batch: &SampleBatch, ids: &[SeriesId]) {
+        for _ in 0..100 {
+            if self.unapplied.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let unsettled = {
+                let catalog = self.catalog.read();
+                let head = self.head.read();
+                batch.samples.iter().any(|sample| {
+                    let id = ids[sample.series_idx as usize];
+                    catalog
+                        .latest
+                        .get(&id)
+                        .is_some_and(|(latest, _)| sample.timestamp_ms < *latest)
+                        && !head.contains(id, sample.timestamp_ms, sample.value)
+                })
+            };
+            if !unsettled {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The catalog's series bounds: new series beyond `limits.max_series` in total or
+    /// `limits.max_series_per_metric` for one name refuse the whole batch. Concurrent
+    /// appends check against the same snapshot, so the bound may be passed by at most
+    /// one batch per concurrent writer.
+    fn check_series_limits(
+        &self,
+        catalog: &Catalog,
+        new_series: usize,
+        new_per_name: &HashMap<&str, usize>,
+    ) -> Result<()> {
+        let limits = &self.config.limits;
+        if new_series == 0 {
+            return Ok(());
+        }
+        if limits.max_series > 0 && catalog.series.len() + new_series > limits.max_series {
+            self.stats
+                .series_limit_rejections
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Error::SeriesLimit(format!(
+                "the request adds {new_series} series to {} known, more than the limit of {} (limits.max_series)",
+                catalog.series.len(),
+                limits.max_series
+            )));
+        }
+        if limits.max_series_per_metric > 0 {
+            for (name, added) in new_per_name {
+                let known = catalog.by_name.get(*name).map_or(0, Vec::len);
+                if known + added > limits.max_series_per_metric {
+                    self.stats
+                        .series_limit_rejections
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::SeriesLimit(format!(
+                        "metric {name:?} would have {} series, more than the limit of {} (limits.max_series_per_metric)",
+                        known + added,
+                        limits.max_series_per_metric
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every durable append's samples from now on, as they reach the head. Concurrent
@@ -616,12 +780,16 @@ impl Storage {
         batch: SampleBatch,
         ids: &[SeriesId],
         mode: AppendMode,
-    ) -> Result<(SampleBatch, AppendOutcome, Vec<Reservation>)> {
-        let min_valid = now_ms() - self.config.retention.as_millis() as i64;
+    ) -> Result<Checked> {
+        let now = now_ms();
+        let min_valid = (now - self.config.retention.as_millis() as i64).max(-MAX_TIMESTAMP_MS);
+        let skew_ms = self.config.limits.max_future_skew.as_millis() as i64;
+        let max_valid = now.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS);
         let catalog = self.catalog.read();
         let mut reserved: IdMap<(i64, f64)> = IdMap::default();
         let mut outcome = AppendOutcome::default();
         let mut keep = Vec::with_capacity(batch.samples.len());
+        let mut behind = Vec::new();
         for sample in &batch.samples {
             let id = ids[sample.series_idx as usize];
             let latest = reserved
@@ -629,7 +797,14 @@ impl Storage {
                 .or_else(|| catalog.latest.get(&id))
                 .copied();
             let series = || batch.series[sample.series_idx as usize].to_string();
-            let verdict = if sample.timestamp_ms < min_valid {
+            let verdict = if sample.timestamp_ms > max_valid {
+                outcome.too_far_in_future += 1;
+                Some(Error::TooFarInFuture {
+                    series: series(),
+                    timestamp: sample.timestamp_ms,
+                    skew_ms,
+                })
+            } else if sample.timestamp_ms < min_valid {
                 outcome.out_of_bounds += 1;
                 Some(Error::OutOfBounds {
                     timestamp: sample.timestamp_ms,
@@ -637,12 +812,10 @@ impl Storage {
             } else {
                 match latest {
                     Some((ts, _)) if sample.timestamp_ms < ts => {
-                        outcome.out_of_order += 1;
-                        Some(Error::OutOfOrder {
-                            series: series(),
-                            timestamp: sample.timestamp_ms,
-                            latest: ts,
-                        })
+                        // Decided below, against the head: a resend of a sample
+                        // already stored is a no-op, anything else is out of order.
+                        behind.push((id, sample.series_idx, sample.timestamp_ms, sample.value, ts));
+                        continue;
                     }
                     Some((ts, value))
                         if sample.timestamp_ms == ts
@@ -670,6 +843,32 @@ impl Storage {
             }
         }
         drop(catalog);
+        if !behind.is_empty() {
+            // A client that retries a request it never saw answered (it disconnected, or
+            // the answer was lost) resends samples that are already stored: they are
+            // accepted without being stored again, so the retry succeeds and nothing is
+            // doubled. Samples older than the series' latest that are not stored are
+            // out of order, as in Prometheus.
+            let head = self.head.read();
+            for (id, series_idx, timestamp, value, latest) in behind {
+                if head.contains(id, timestamp, value) {
+                    continue;
+                }
+                if mode == AppendMode::Strict && self.unapplied.load(Ordering::Acquire) > 0 {
+                    // Perhaps a resend of an append still on its way to the head.
+                    drop(head);
+                    return Ok(Checked::Unsettled(batch));
+                }
+                outcome.out_of_order += 1;
+                if mode == AppendMode::Strict {
+                    return Err(Error::OutOfOrder {
+                        series: batch.series[series_idx as usize].to_string(),
+                        timestamp,
+                        latest,
+                    });
+                }
+            }
+        }
         let mut catalog = self.catalog.write();
         let mut reservations = Vec::with_capacity(reserved.len());
         for (id, latest) in reserved {
@@ -681,7 +880,7 @@ impl Storage {
             });
         }
         outcome.accepted = keep.len();
-        Ok((
+        Ok(Checked::Ready(
             SampleBatch {
                 series: batch.series,
                 samples: keep,
@@ -1250,7 +1449,7 @@ mod tests {
     }
 
     /// Appends one sample per series per minute over `[from, to)`, in time order.
-    async fn fill(storage: &Storage, n: usize, from: i64, to: i64) -> usize {
+    async fn fill(storage: &Arc<Storage>, n: usize, from: i64, to: i64) -> usize {
         let mut count = 0;
         let mut ts = from;
         while ts < to {

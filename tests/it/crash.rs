@@ -24,9 +24,18 @@ fn every_acked_sample_survives_kill_9() {
     let vigil = vigil.kill_and_restart();
     let n = vigil.count("SELECT count(*) FROM metrics WHERE name LIKE 'crash_metric_%'");
     assert_eq!(n, acked);
-    // The restarted server still knows the latest timestamps: old samples are out of order.
-    let (status, _) = vigil.write(&batch("crash_metric_0", 1, 1, start));
+    // The restarted server still knows the latest timestamps: old samples are out of
+    // order (an exact resend of a stored sample is accepted as a no-op instead).
+    let mut old = batch("crash_metric_0", 1, 1, start);
+    old.samples[0].value += 0.5;
+    let (status, _) = vigil.write(&old);
     assert_eq!(status, 400);
+    let (status, _) = vigil.write(&batch("crash_metric_0", 1, 1, start));
+    assert_eq!(status, 204);
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name LIKE 'crash_metric_%'"),
+        acked
+    );
 }
 
 #[test]

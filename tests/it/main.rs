@@ -5,9 +5,12 @@
 //! removes its processes and temporary directories.
 
 mod alerts;
+mod auth;
 mod bad_input;
 mod crash;
 mod demo;
+mod hostile;
+mod newcomer;
 mod node_exporter;
 mod parquet;
 mod prom_client;

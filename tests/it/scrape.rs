@@ -123,3 +123,48 @@ fn openmetrics_targets_use_seconds_timestamps() {
     assert_eq!(rows[0]["ts"], seconds * 1000 + 250);
     assert_eq!(rows[0]["value"], 3.5);
 }
+
+/// prometheus.yml's `body_size_limit`, `sample_limit` and `label_limit`: a target past
+/// one fails its scrape (`up` 0) without storing any of its samples, and recovers when it
+/// is back under.
+#[test]
+fn scrape_limits_fail_the_scrape_as_prometheus_does() {
+    let many: String = (0..50).map(|n| format!("many{{n=\"{n}\"}} 1\n")).collect();
+    let target = Target::start("text/plain; version=0.0.4", &many);
+    let wide = Target::start(
+        "text/plain; version=0.0.4",
+        "wide{a=\"1\",b=\"2\",c=\"3\",d=\"4\"} 1\n",
+    );
+    let big = Target::start("text/plain; version=0.0.4", &"# filler\n".repeat(200_000));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n\
+         \x20 - job_name: many\n    sample_limit: 20\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
+         \x20 - job_name: wide\n    label_limit: 3\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
+         \x20 - job_name: big\n    body_size_limit: 1MB\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        target.port, wide.port, big.port
+    );
+    let vigil = Vigil::start(&dir.path().join("data"), Some(&config));
+    for job in ["many", "wide", "big"] {
+        vigil.wait_for_rows(
+            &format!("SELECT value FROM metrics WHERE name = 'up' AND labels['job'] = '{job}'"),
+            Duration::from_secs(20),
+            |rows| !rows.is_empty(),
+        );
+    }
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name = 'up' AND value <> 0"),
+        0
+    );
+    assert_eq!(
+        vigil.count("SELECT count(*) FROM metrics WHERE name IN ('many', 'wide')"),
+        0
+    );
+    // Under the limit again: scraped.
+    target.set("many{n=\"0\"} 1\n");
+    vigil.wait_for_rows(
+        "SELECT value FROM metrics WHERE name = 'many'",
+        Duration::from_secs(20),
+        |rows| !rows.is_empty(),
+    );
+}

@@ -70,6 +70,49 @@ impl Vigil {
         vigil
     }
 
+    /// Starts `vigil serve` on a free port with extra command-line arguments; `url` uses
+    /// `scheme` (`https` when the web config has TLS). Waits until `ready` holds (the
+    /// plain-HTTP readiness probe cannot pass TLS or credentials).
+    pub fn start_args(
+        data_dir: &Path,
+        args: &[String],
+        scheme: &str,
+        ready: impl Fn(&Vigil) -> bool,
+    ) -> Vigil {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("VIGIL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn vigil");
+        let mut vigil = Vigil {
+            child,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            config: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready(&vigil) {
+            if let Ok(Some(status)) = vigil.child.try_wait() {
+                panic!("vigil exited with {status} before it was ready");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vigil at {} did not become ready",
+                vigil.url
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        vigil
+    }
+
     /// Kills the process (SIGKILL, no flush) and starts it again on the same data.
     pub fn kill_and_restart(mut self) -> Vigil {
         self.kill9();
@@ -251,6 +294,17 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// A plain-HTTP request with extra header lines (each ending in `\r\n`).
+pub fn http_request(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    content_type: &str,
+    extra_headers: &str,
+) -> std::io::Result<(u16, String)> {
+    http(method, url, body, content_type, extra_headers)
 }
 
 pub fn blocking_get(url: &str) -> std::io::Result<(u16, String)> {

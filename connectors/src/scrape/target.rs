@@ -39,6 +39,9 @@ struct Target {
     timeout: Duration,
     honor_labels: bool,
     honor_timestamps: bool,
+    body_size_limit: u64,
+    sample_limit: usize,
+    label_limit: usize,
     slot: usize,
 }
 
@@ -87,6 +90,12 @@ impl ScrapeManager {
                         timeout: config.timeout(global),
                         honor_labels: config.honor_labels,
                         honor_timestamps: config.honor_timestamps,
+                        body_size_limit: match config.body_size_limit {
+                            0 => storage.limits().max_body_bytes as u64,
+                            limit => limit,
+                        },
+                        sample_limit: config.sample_limit,
+                        label_limit: config.label_limit,
                         slot: targets.len(),
                     });
                 }
@@ -275,12 +284,54 @@ impl ScrapeLoop {
                 .and_then(|value| value.to_str().ok())
                 .unwrap_or("text/plain"),
         );
-        let body = response
-            .text()
+        // Read at most `body_size_limit` bytes (Prometheus' message when it is passed).
+        let limit = self.target.body_size_limit;
+        if limit > 0 && response.content_length().is_some_and(|len| len > limit) {
+            return Err(Error::Scrape(format!(
+                "body size limit exceeded ({limit} bytes)"
+            )));
+        }
+        let mut response = response;
+        let mut raw = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|err| Error::Scrape(err.to_string()))?;
+            .map_err(|err| Error::Scrape(err.to_string()))?
+        {
+            if limit > 0 && (raw.len() + chunk.len()) as u64 > limit {
+                return Err(Error::Scrape(format!(
+                    "body size limit exceeded ({limit} bytes)"
+                )));
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&raw);
         let parsed = exposition::parse(&body, format)?;
+        drop(raw);
         let scraped = parsed.len();
+        if self.target.sample_limit > 0 && scraped > self.target.sample_limit {
+            return Err(Error::Scrape(format!(
+                "sample limit exceeded: {scraped} samples, the limit is {}",
+                self.target.sample_limit
+            )));
+        }
+        if self.target.label_limit > 0 {
+            if let Some(sample) = parsed
+                .iter()
+                .find(|sample| sample.labels.len() > self.target.label_limit)
+            {
+                return Err(Error::Scrape(format!(
+                    "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+                    sample
+                        .labels
+                        .iter()
+                        .find(|(name, _)| name == "__name__")
+                        .map_or("", |(_, value)| value.as_str()),
+                    sample.labels.len(),
+                    self.target.label_limit
+                )));
+            }
+        }
         let mut batch = SampleBatch::default();
         let mut current: HashMap<SeriesId, LabelSet> = HashMap::with_capacity(self.previous.len());
         for sample in parsed {

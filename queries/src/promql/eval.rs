@@ -46,6 +46,9 @@ pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
 const MAX_QUERY_THREADS: usize = 4;
 /// A thread gets at least this many steps of a range query.
 const MIN_STEPS_PER_THREAD: i64 = 8;
+/// The stack of a range query's evaluation threads: the evaluator recurses over the
+/// expression tree, whose depth the entry guard (`guard.rs`) bounds.
+pub const EVAL_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// The default subquery step when none is given (`evaluation_interval`).
 pub(crate) const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
 
@@ -234,23 +237,29 @@ impl<'a> Evaluator<'a> {
                     let mut ranged = self.derive();
                     ranged.query_step_ms = step;
                     ranged.loaded_samples = Default::default();
-                    scope.spawn(move || {
-                        // This chunk's selectors and range functions, in one pass each.
-                        let tables =
-                            StepTables::build(&ranged, expr, chunk_start, chunk_end, step)?;
-                        if !tables.is_empty() {
-                            ranged.steps = Some(std::sync::Arc::new(tables));
-                        }
-                        ranged.eval_steps(expr, chunk_start, chunk_end, step, true)
-                    })
+                    std::thread::Builder::new()
+                        .name("promql-range".into())
+                        .stack_size(EVAL_STACK_BYTES)
+                        .spawn_scoped(scope, move || {
+                            // This chunk's selectors and range functions, in one pass each.
+                            let tables =
+                                StepTables::build(&ranged, expr, chunk_start, chunk_end, step)?;
+                            if !tables.is_empty() {
+                                ranged.steps = Some(std::sync::Arc::new(tables));
+                            }
+                            ranged.eval_steps(expr, chunk_start, chunk_end, step, true)
+                        })
                 })
                 .collect();
             handles
                 .into_iter()
-                .map(|handle| {
-                    handle.join().unwrap_or_else(|_| {
+                .map(|handle| match handle {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| {
                         Err(EvalError::Execution("query evaluation panicked".into()))
-                    })
+                    }),
+                    Err(err) => Err(EvalError::Execution(format!(
+                        "cannot start a query thread: {err}"
+                    ))),
                 })
                 .collect()
         });
@@ -295,11 +304,18 @@ impl<'a> Evaluator<'a> {
             }
             match self.eval(expr, t)? {
                 Value::Scalar(f) => {
+                    if !finalize_steps {
+                        self.count_samples(1)?;
+                    }
                     let idx = gather.resolve(&LabelSet::default(), false, false);
                     gather.series[idx].1.push(Point { t, f });
                 }
                 Value::Vector(samples) => {
                     output_points += samples.len();
+                    if !finalize_steps {
+                        // A subquery's points are held until its function runs.
+                        self.count_samples(samples.len())?;
+                    }
                     for sample in samples {
                         let idx = gather.resolve(&sample.labels, sample.drop_name, finalize_steps);
                         let series = &mut gather.series[idx];
@@ -451,6 +467,12 @@ impl<'a> Evaluator<'a> {
         let mut start = step * (window_start / step);
         if start <= window_start {
             start += step;
+        }
+        // Every step is an evaluation that holds at least a point per output series:
+        // more steps than the sample limit can never succeed, so refuse before looping.
+        let steps = (reference - start) / step + 1;
+        if self.max_samples > 0 && steps > self.max_samples as i64 {
+            return Err(EvalError::TooManySamples);
         }
         let inner = self.derive();
         let mut series = inner.eval_steps(&subquery.expr, start, reference, step, false)?;
