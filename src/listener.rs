@@ -59,6 +59,38 @@ impl Default for ListenOptions {
     }
 }
 
+/// File descriptors kept free of connections: WAL segments, Parquet files being read or
+/// written, the scrape clients' sockets, Alertmanager connections.
+const RESERVED_FDS: usize = 128;
+
+/// The connection cap, lowered when the process' open-file limit could not hold it (a
+/// cap above the limit would let idle clients take every descriptor, and appends and
+/// flushes would fail with "too many open files").
+pub fn fit_to_fd_limit(max_connections: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<usize>().ok())
+        });
+    match soft {
+        Some(soft) if max_connections + RESERVED_FDS > soft => {
+            let fitted = soft.saturating_sub(RESERVED_FDS).max(16);
+            warn!(
+                max_connections,
+                open_file_limit = soft,
+                fitted,
+                "--web.max-connections lowered to fit the open-file limit (raise it with ulimit -n)"
+            );
+            fitted
+        }
+        _ => max_connections,
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module doc).
 pub async fn serve(
     listener: TcpListener,

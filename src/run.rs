@@ -165,7 +165,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         crate::listener::ListenOptions {
             tls,
             read_header_timeout: options.read_header_timeout,
-            max_connections: options.max_connections,
+            max_connections: crate::listener::fit_to_fd_limit(options.max_connections),
         },
         async move {
             shutdown_signal().await;

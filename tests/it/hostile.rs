@@ -404,3 +404,56 @@ fn hostile_half_open_connections_do_not_block_writes() {
     println!("half-sent header closed after {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(25));
 }
+
+/// A process with few file descriptors (`ulimit -n 256`) and 400 clients that send half
+/// a request each: the connection cap is fitted below the limit, idle clients are
+/// dropped at the header-read timeout, and a remote_write gets through and is durable.
+#[test]
+fn hostile_idle_clients_cannot_take_every_descriptor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = crate::util::free_port();
+    let command = format!(
+        "ulimit -n 256 && exec {} serve --data-dir {} --listen 127.0.0.1:{port} --web.read-header-timeout 2s",
+        env!("CARGO_BIN_EXE_vigil"),
+        data.display()
+    );
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let vigil = crate::util::Peer(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while blocking_get(&format!("{url}/-/ready")).map_or(true, |(status, _)| status != 200) {
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        if let Ok(mut stream) = TcpStream::connect(format!("127.0.0.1:{port}")) {
+            let _ = stream.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n");
+            idle.push(stream);
+        }
+    }
+    let started = Instant::now();
+    let body =
+        vigil_connectors::remote_write::encode(&batch("fd_pressure", 10, 10, now_ms() - 60_000));
+    let (status, text) =
+        crate::util::post_remote_write(&format!("{url}/api/v1/write"), &body).expect("write");
+    assert_eq!(status, 204, "{text}");
+    println!(
+        "write behind 400 idle clients answered after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (status, text) =
+        blocking_get(&format!("{url}/api/v1/query?query=count(fd_pressure)")).expect("query");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"10\""), "{text}");
+    drop(idle);
+    drop(vigil);
+}
