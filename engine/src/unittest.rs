@@ -220,7 +220,7 @@ fn parse_metric(text: &str) -> Result<LabelSet, String> {
     if text.trim().is_empty() || text.trim() == "{}" {
         return Ok(LabelSet::default());
     }
-    match promql_parser::parser::parse(text) {
+    match vigil_queries::promql::parse_bounded(text, Default::default()) {
         Ok(promql_parser::parser::Expr::VectorSelector(vs)) => {
             let mut labels = LabelSet::default();
             if let Some(name) = &vs.name {
@@ -606,13 +606,10 @@ fn run_group(
                 (t - mint) as f64 / 1000.0
             )
         };
-        let expr = match promql_parser::parser::parse(&expr_test.expr) {
+        let expr = match vigil_queries::promql::parse_bounded(&expr_test.expr, Default::default()) {
             Ok(expr) => expr,
-            Err(err) => {
-                errors.push(failed(vigil_queries::promql::prometheus_message(
-                    &expr_test.expr,
-                    &err,
-                )));
+            Err(message) => {
+                errors.push(failed(message));
                 continue;
             }
         };
