@@ -44,7 +44,7 @@ enum Command {
         #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_duration)]
         read_header_timeout: std::time::Duration,
         /// Connections served at once; further ones wait to be accepted.
-        #[arg(long = "web.max-connections", default_value_t = vigil::listener::DEFAULT_MAX_CONNECTIONS)]
+        #[arg(long = "web.max-connections", default_value_t = vigil::http::listener::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
     },
     /// Run the server with an embedded simulated Kubernetes cluster feeding it.

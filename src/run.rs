@@ -14,7 +14,7 @@ use vigil_connectors::scrape::ScrapeManager;
 use vigil_storage::{Storage, StorageConfig};
 
 use crate::config::Config;
-use crate::server::{app_with, AppState};
+use crate::http::{app_with, AppState};
 
 pub struct ServeOptions {
     pub config: Config,
@@ -39,8 +39,8 @@ impl ServeOptions {
             listen,
             demo,
             web_config: None,
-            read_header_timeout: crate::listener::DEFAULT_READ_HEADER_TIMEOUT,
-            max_connections: crate::listener::DEFAULT_MAX_CONNECTIONS,
+            read_header_timeout: crate::http::listener::DEFAULT_READ_HEADER_TIMEOUT,
+            max_connections: crate::http::listener::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -82,7 +82,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // config file was read by the caller); the rule manager loads them again later.
     crate::rule_manager::load_rule_files(&options.config.rule_files)?;
     let web_config = match &options.web_config {
-        Some(path) => Some(Arc::new(crate::web_config::WebConfig::load(path)?)),
+        Some(path) => Some(Arc::new(crate::http::web_config::WebConfig::load(path)?)),
         None => None,
     };
     let tls = web_config.as_ref().and_then(|web| web.tls.clone());
@@ -102,7 +102,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         data_dir = %options.data_dir.display(),
         "vigil listening"
     );
-    let access = Arc::new(crate::auth::Access::new(
+    let access = Arc::new(crate::http::auth::Access::new(
         web_config.clone(),
         tls.is_some(),
         local.ip().is_loopback(),
@@ -159,13 +159,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         crate::demo::print_banner(local, &options.data_dir);
     }
 
-    crate::listener::serve(
+    crate::http::listener::serve(
         listener,
         app_with(state.clone(), access),
-        crate::listener::ListenOptions {
+        crate::http::listener::ListenOptions {
             tls,
             read_header_timeout: options.read_header_timeout,
-            max_connections: crate::listener::fit_to_fd_limit(options.max_connections),
+            max_connections: crate::http::listener::fit_to_fd_limit(options.max_connections),
         },
         async move {
             shutdown_signal().await;

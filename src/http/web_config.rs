@@ -34,7 +34,7 @@
 //!
 //! Scopes: every user in `basic_auth_users` has the write scope unless listed in
 //! `read_only_users`; tokens have the scope they are given. Write includes read; which
-//! requests need write is [`crate::auth::required_scope`]. When neither users nor tokens
+//! requests need write is [`crate::http::auth::required_scope`]. When neither users nor tokens
 //! are configured, no credentials are asked for (as in Prometheus).
 //!
 //! `client_auth_type` `RequestClientCert` and `RequireAnyClientCert` (certificates asked

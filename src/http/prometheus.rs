@@ -9,7 +9,8 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{json, Map, Value as JsonValue};
 use vigil_queries::promql::{
     time_in_range, Annotations, EvalError, Evaluator, PrefetchSource, QueryShape, Sample, Series,
@@ -17,15 +18,29 @@ use vigil_queries::promql::{
 };
 use vigil_storage::LabelSet;
 
-use crate::server::{api_error, AppState};
+use super::error::{api_error, ApiError};
+use super::AppState;
 
-/// An API error ready to be sent: status, Prometheus `errorType`, message.
-pub struct ApiError(StatusCode, &'static str, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        api_error(self.0, self.1, self.2)
-    }
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/query", get(query_handler).post(query_handler))
+        .route(
+            "/api/v1/query_range",
+            get(query_range_handler).post(query_range_handler),
+        )
+        .route("/api/v1/series", get(series_handler).post(series_handler))
+        .route("/api/v1/labels", get(labels_handler).post(labels_handler))
+        .route("/api/v1/label/{name}/values", get(label_values_handler))
+        .route("/api/v1/metadata", get(metadata_handler))
+        .route("/api/v1/status/buildinfo", get(buildinfo_handler))
+        .route(
+            "/api/v1/format_query",
+            get(format_query_handler).post(format_query_handler),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(parse_query_handler).post(parse_query_handler),
+        )
 }
 
 /// Prometheus refuses range queries with more points than this per series.
@@ -200,30 +215,6 @@ fn success(result_type: &str, result: JsonValue, annotations: &Annotations) -> R
     Json(body).into_response()
 }
 
-fn eval_error(err: EvalError) -> Response {
-    match err {
-        EvalError::Unsupported(what) => api_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "execution",
-            format!("not supported by vigil yet: {what}"),
-        ),
-        EvalError::Execution(message) => {
-            api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", message)
-        }
-        err @ EvalError::TooManySamples => api_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "execution",
-            err.to_string(),
-        ),
-        err @ EvalError::Timeout(_) => {
-            api_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", err.to_string())
-        }
-        EvalError::Storage(message) => {
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-        }
-    }
-}
-
 /// Parses the `query` parameter under the shape limits (length, nesting, operators:
 /// checked before the parser runs), on a blocking thread: a parse never occupies an
 /// async worker.
@@ -268,11 +259,11 @@ async fn evaluate<T: Send + 'static>(
     run: impl FnOnce(&Evaluator<'_>, &promql_parser::parser::Expr) -> Result<T, EvalError>
         + Send
         + 'static,
-) -> Result<(T, Annotations), Response> {
+) -> Result<(T, Annotations), ApiError> {
     let timeout = query
         .timeout
         .map_or(state.query.timeout, |t| t.min(state.query.timeout));
-    let joined = tokio::task::spawn_blocking(move || {
+    let evaluated = tokio::task::spawn_blocking(move || {
         let source = StorageSource {
             storage: &state.storage,
         };
@@ -287,21 +278,13 @@ async fn evaluate<T: Send + 'static>(
         evaluator.max_samples = state.query.max_samples;
         evaluator.deadline = Some(std::time::Instant::now() + timeout);
         let value = run(&evaluator, &query.expr)?;
-        Ok((value, evaluator.annotations()))
+        Ok::<_, EvalError>((value, evaluator.annotations()))
     })
-    .await;
-    match joined {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(eval_error(err)),
-        Err(err) => Err(api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        )),
-    }
+    .await?;
+    Ok(evaluated?)
 }
 
-/// The optional `timeout` parameter; `Err` is a ready 400 response.
+/// The optional `timeout` parameter.
 fn timeout_param(
     params: &HashMap<String, String>,
 ) -> Result<Option<std::time::Duration>, ApiError> {
@@ -309,11 +292,9 @@ fn timeout_param(
         None => Ok(None),
         Some(text) => match parse_step(text) {
             Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms as u64))),
-            _ => Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "bad_data",
-                format!("invalid parameter \"timeout\": cannot parse {text:?} to a valid duration"),
-            )),
+            _ => Err(ApiError::bad_data(format!(
+                "invalid parameter \"timeout\": cannot parse {text:?} to a valid duration"
+            ))),
         },
     }
 }
@@ -323,50 +304,32 @@ pub async fn query_handler(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let params = params(query, &headers, &body);
-    let expr = match parse_query(&params).await {
-        Ok(expr) => expr,
-        Err(err) => return err.into_response(),
-    };
+    let expr = parse_query(&params).await?;
     let t = match params.get("time") {
-        Some(text) => match parse_time(text) {
-            Some(t) => t,
-            None => {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_data",
-                    format!(
-                        "invalid parameter \"time\": cannot parse {text:?} to a valid timestamp"
-                    ),
-                )
-            }
-        },
+        Some(text) => parse_time(text).ok_or_else(|| {
+            ApiError::bad_data(format!(
+                "invalid parameter \"time\": cannot parse {text:?} to a valid timestamp"
+            ))
+        })?,
         None => now_ms(),
-    };
-    let timeout = match timeout_param(&params) {
-        Ok(timeout) => timeout,
-        Err(err) => return err.into_response(),
     };
     let run = QueryRun {
         expr,
         start: t,
         end: t,
-        timeout,
+        timeout: timeout_param(&params)?,
     };
-    let (value, notes) = match evaluate(state, run, move |ev, expr| ev.instant_query(expr, t)).await
-    {
-        Ok(value) => value,
-        Err(response) => return response,
-    };
-    match value {
+    let (value, notes) = evaluate(state, run, move |ev, expr| ev.instant_query(expr, t)).await?;
+    Ok(match value {
         Value::Scalar(f) => success("scalar", point(t, f), &notes),
         Value::String(s) => success("string", json!([t as f64 / 1000.0, s]), &notes),
         Value::Vector(samples) => {
             success_encoded("vector", ResultWriter::vector(&samples, t), &notes)
         }
         Value::Matrix(series) => success_encoded("matrix", ResultWriter::matrix(&series), &notes),
-    }
+    })
 }
 
 pub async fn query_range_handler(
@@ -374,42 +337,30 @@ pub async fn query_range_handler(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let params = params(query, &headers, &body);
-    let expr = match parse_query(&params).await {
-        Ok(expr) => expr,
-        Err(err) => return err.into_response(),
-    };
-    let bad = |name: &str, text: &str| {
-        api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            format!("invalid parameter \"{name}\": cannot parse {text:?}"),
-        )
-    };
+    let expr = parse_query(&params).await?;
     let get = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
-    let Some(start) = parse_time(get("start")) else {
-        return bad("start", get("start"));
+    let bad = |name: &str| {
+        ApiError::bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse {:?}",
+            get(name)
+        ))
     };
-    let Some(end) = parse_time(get("end")) else {
-        return bad("end", get("end"));
-    };
-    let Some(step) = parse_step(get("step")) else {
-        return bad("step", get("step"));
-    };
+    let start = parse_time(get("start")).ok_or_else(|| bad("start"))?;
+    let end = parse_time(get("end")).ok_or_else(|| bad("end"))?;
+    let step = parse_step(get("step")).ok_or_else(|| bad("step"))?;
     if end < start {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            "invalid parameter \"end\": end timestamp must not be before start time".into(),
-        );
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
     }
     if step <= 0 {
-        return api_error(StatusCode::BAD_REQUEST, "bad_data", "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into());
+        return Err(ApiError::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
     }
     // Both ends are within ±2^52 ms (`parse_time`), so the difference cannot overflow.
     if (end - start) / step > MAX_POINTS_PER_SERIES {
-        return api_error(StatusCode::BAD_REQUEST, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
+        return Err(ApiError::bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
     }
     // As Prometheus' engine refuses it when the query is created (2.42's text: no
     // `invalid parameter` prefix).
@@ -420,30 +371,25 @@ pub async fn query_range_handler(
         promql_parser::parser::value::ValueType::String => Some("string"),
     };
     if let Some(documented) = documented {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            format!("invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"),
-        );
+        return Err(ApiError::bad_data(format!(
+            "invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"
+        )));
     }
-    let timeout = match timeout_param(&params) {
-        Ok(timeout) => timeout,
-        Err(err) => return err.into_response(),
-    };
     let run = QueryRun {
         expr,
         start,
         end,
-        timeout,
+        timeout: timeout_param(&params)?,
     };
-    match evaluate(state, run, move |ev, expr| {
+    let (series, notes) = evaluate(state, run, move |ev, expr| {
         ev.range_query(expr, start, end, step)
     })
-    .await
-    {
-        Ok((series, notes)) => success_encoded("matrix", ResultWriter::matrix(&series), &notes),
-        Err(response) => response,
-    }
+    .await?;
+    Ok(success_encoded(
+        "matrix",
+        ResultWriter::matrix(&series),
+        &notes,
+    ))
 }
 
 /// The selectors of repeated `match[]` parameters; `Err` is a ready 400 response.
@@ -576,23 +522,14 @@ pub async fn series_handler(
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let pairs = form_pairs(query, &headers, &body);
-    let selectors = match match_selectors(&pairs) {
-        Ok(selectors) if !selectors.is_empty() => selectors,
-        Ok(_) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_data",
-                "no match[] parameter provided".into(),
-            )
-        }
-        Err(err) => return err.into_response(),
-    };
-    match matching_series(&state, &selectors, &pairs).await {
-        Ok(series) => data(series.iter().map(metric).collect()),
-        Err(err) => err.into_response(),
+    let selectors = match_selectors(&pairs)?;
+    if selectors.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
     }
+    let series = matching_series(&state, &selectors, &pairs).await?;
+    Ok(data(series.iter().map(metric).collect()))
 }
 
 pub async fn labels_handler(
@@ -600,52 +537,34 @@ pub async fn labels_handler(
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let pairs = form_pairs(query, &headers, &body);
-    let selectors = match match_selectors(&pairs) {
-        Ok(selectors) => selectors,
-        Err(err) => return err.into_response(),
-    };
-    let all = match matching_series(&state, &selectors, &pairs).await {
-        Ok(series) => series,
-        Err(err) => return err.into_response(),
-    };
+    let selectors = match_selectors(&pairs)?;
     let mut names = std::collections::BTreeSet::new();
-    for series in all {
+    for series in matching_series(&state, &selectors, &pairs).await? {
         for label in series.labels() {
             names.insert(label.name.clone());
         }
     }
-    data(names.into_iter().collect())
+    Ok(data(names.into_iter().collect()))
 }
 
 pub async fn label_values_handler(
     State(state): State<Arc<AppState>>,
     axum::extract::Path(name): axum::extract::Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-) -> Response {
-    let selectors = match match_selectors(&query) {
-        Ok(selectors) => selectors,
-        Err(err) => return err.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let selectors = match_selectors(&query)?;
     if !vigil_storage::labels::is_valid_label_name(&name) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            format!("invalid label name: {name:?}"),
-        );
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
-    let all = match matching_series(&state, &selectors, &query).await {
-        Ok(series) => series,
-        Err(err) => return err.into_response(),
-    };
     let mut values = std::collections::BTreeSet::new();
-    for series in all {
+    for series in matching_series(&state, &selectors, &query).await? {
         if let Some(value) = series.get(&name) {
             values.insert(value.to_string());
         }
     }
-    data(values.into_iter().collect())
+    Ok(data(values.into_iter().collect()))
 }
 
 pub async fn buildinfo_handler() -> Response {
@@ -665,7 +584,7 @@ pub async fn buildinfo_handler() -> Response {
 pub async fn metadata_handler(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let limit = |name: &str| -> Result<Option<usize>, ApiError> {
         match query.get(name).map(String::as_str) {
             None | Some("") => Ok(None),
@@ -680,10 +599,8 @@ pub async fn metadata_handler(
             },
         }
     };
-    let (limit, _per_metric) = match (limit("limit"), limit("limit_per_metric")) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(err), _) | (_, Err(err)) => return err.into_response(),
-    };
+    let limit_count = limit("limit")?;
+    limit("limit_per_metric")?;
     let metadata = state.metadata.read();
     let mut data = Map::new();
     // One entry per metric is kept, so `limit_per_metric` never cuts anything.
@@ -691,7 +608,7 @@ pub async fn metadata_handler(
         if query.get("metric").is_some_and(|wanted| wanted != name) {
             continue;
         }
-        if limit.is_some_and(|limit| data.len() >= limit) {
+        if limit_count.is_some_and(|limit| data.len() >= limit) {
             break;
         }
         data.insert(
@@ -699,7 +616,7 @@ pub async fn metadata_handler(
             json!([{"type": meta.kind, "help": meta.help, "unit": meta.unit}]),
         );
     }
-    Json(json!({"status": "success", "data": data})).into_response()
+    Ok(Json(json!({"status": "success", "data": data})).into_response())
 }
 
 /// `/api/v1/format_query`: the query pretty-printed as Prometheus formats it.
@@ -707,12 +624,9 @@ pub async fn format_query_handler(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let params = params(query, &headers, &body);
-    match parse_query(&params).await {
-        Ok(expr) => Json(json!({"status": "success", "data": expr.prettify()})).into_response(),
-        Err(err) => err.into_response(),
-    }
+) -> Result<Response, ApiError> {
+    let expr = parse_query(&params(query, &headers, &body)).await?;
+    Ok(Json(json!({"status": "success", "data": expr.prettify()})).into_response())
 }
 
 /// `/api/v1/parse_query`: the syntax tree as JSON, in the shape Prometheus' UI reads.
@@ -720,17 +634,8 @@ pub async fn parse_query_handler(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let params = params(query, &headers, &body);
-    match parse_query(&params).await {
-        Ok(expr) => match serde_json::to_value(&expr) {
-            Ok(tree) => Json(json!({"status": "success", "data": tree})).into_response(),
-            Err(err) => api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                err.to_string(),
-            ),
-        },
-        Err(err) => err.into_response(),
-    }
+) -> Result<Response, ApiError> {
+    let expr = parse_query(&params(query, &headers, &body)).await?;
+    let tree = serde_json::to_value(&expr).map_err(|err| ApiError::internal(err.to_string()))?;
+    Ok(Json(json!({"status": "success", "data": tree})).into_response())
 }

@@ -38,8 +38,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use tokio::sync::Semaphore;
 
-use crate::server::api_error;
-use crate::web_config::{split_authority, Origin, Scope, WebConfig};
+use crate::http::api_error;
+use crate::http::web_config::{split_authority, Origin, Scope, WebConfig};
 
 /// The access policy of one listener.
 pub struct Access {

@@ -16,14 +16,23 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use promql_parser::label::Matcher;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::server::{api_error, AppState};
+use super::error::api_error;
+use super::AppState;
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/rules", get(rules_handler))
+        .route("/api/v1/alerts", get(alerts_handler))
+        .route("/api/v1/alerts/stream", get(stream_handler))
+}
 
 pub async fn rules_handler(
     State(state): State<Arc<AppState>>,

@@ -9,18 +9,25 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use datafusion::arrow::array::{Array, ArrayRef, MapArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Deserialize;
 use vigil_queries::{Result as QueryResult, ResultSink};
 
-use crate::server::{api_error, AppState};
+use super::error::ApiError;
+use super::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SqlParams {
     query: Option<String>,
     format: Option<String>,
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/sql", get(sql_handler).post(sql_handler))
 }
 
 /// `GET|POST /api/v1/sql?query=…&format=json|csv|arrow`. The query may also be sent as a
@@ -30,13 +37,13 @@ pub async fn sql_handler(
     Query(mut params): Query<SqlParams>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     if !body.is_empty() {
-        let from_body: Result<SqlParams, String> = if content_type.starts_with("application/json") {
+        let from_body: SqlParams = if content_type.starts_with("application/json") {
             serde_json::from_slice(&body).map_err(|err| err.to_string())
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
             serde_urlencoded::from_bytes(&body).map_err(|err| err.to_string())
@@ -45,80 +52,31 @@ pub async fn sql_handler(
                 query: Some(String::from_utf8_lossy(&body).into_owned()),
                 format: None,
             })
-        };
-        match from_body {
-            Ok(from_body) => {
-                params.query = from_body.query.or(params.query);
-                params.format = from_body.format.or(params.format);
-            }
-            Err(err) => {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_data",
-                    format!("invalid request body: {err}"),
-                )
-            }
         }
+        .map_err(|err| ApiError::bad_data(format!("invalid request body: {err}")))?;
+        params.query = from_body.query.or(params.query);
+        params.format = from_body.format.or(params.format);
     }
-    let Some(query) = params.query.filter(|query| !query.trim().is_empty()) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "bad_data",
-            "missing parameter \"query\"".into(),
-        );
-    };
+    let query = params
+        .query
+        .filter(|query| !query.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_data("missing parameter \"query\""))?;
     let format = params.format.unwrap_or_else(|| "json".into());
     state.metrics.sql_queries.fetch_add(1, Ordering::Relaxed);
-    let result = match format.as_str() {
-        "json" => state
-            .sql
-            .run(&query, JsonSink::default())
-            .await
-            .map(|sink| sink.finish()),
-        "csv" => state
-            .sql
-            .run(&query, CsvSink::default())
-            .await
-            .map(|sink| sink.finish()),
+    Ok(match format.as_str() {
+        "json" => state.sql.run(&query, JsonSink::default()).await?.finish(),
+        "csv" => state.sql.run(&query, CsvSink::default()).await?.finish(),
         "arrow" => state
             .sql
             .run(&query, ArrowSink::default())
-            .await
-            .and_then(|sink| sink.finish()),
+            .await?
+            .finish()?,
         _ => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_data",
-                format!("unknown format {format:?}: use json, csv or arrow"),
-            )
+            return Err(ApiError::bad_data(format!(
+                "unknown format {format:?}: use json, csv or arrow"
+            )))
         }
-    };
-    match result {
-        Ok(response) => response,
-        Err(err) => sql_error(err),
-    }
-}
-
-/// Errors in Prometheus' envelope: 400 `bad_data` for statements that can never run,
-/// 422 `execution` for failures and exceeded bounds, 503 `timeout`.
-fn sql_error(err: vigil_queries::Error) -> Response {
-    use vigil_queries::Error;
-    match err {
-        Error::Plan(message) => api_error(StatusCode::BAD_REQUEST, "bad_data", message),
-        err @ Error::Timeout(_) => {
-            api_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", err.to_string())
-        }
-        err @ (Error::Limit(_) | Error::Execution(_)) => api_error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "execution",
-            err.to_string(),
-        ),
-        err @ Error::Storage(_) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        ),
-    }
+    })
 }
 
 fn execution(err: impl std::fmt::Display) -> vigil_queries::Error {
