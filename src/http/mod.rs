@@ -29,7 +29,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use parking_lot::RwLock;
-use vigil_connectors::remote_write::{self, MetricMetadata};
+use vigil_connectors::remote_write::{MetricMetadata, SeriesInterner};
 use vigil_queries::SqlEngine;
 use vigil_storage::Storage;
 
@@ -47,7 +47,7 @@ pub struct AppState {
     /// The rule manager, once rules are loaded (set by `run::serve`).
     pub rules: std::sync::OnceLock<Arc<crate::rule_manager::RuleManager>>,
     /// remote_write label sets already seen (decoding a known series allocates nothing).
-    pub interner: remote_write::SeriesInterner,
+    pub interner: SeriesInterner,
 }
 
 impl AppState {
@@ -68,7 +68,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             query,
             rules: std::sync::OnceLock::new(),
-            interner: remote_write::SeriesInterner::new(1 << 20),
+            interner: SeriesInterner::new(1 << 20),
         }))
     }
 }

@@ -18,7 +18,7 @@ use vigil_queries::promql::{
 };
 use vigil_storage::LabelSet;
 
-use super::error::{api_error, ApiError};
+use super::error::ApiError;
 use super::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
