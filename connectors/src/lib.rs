@@ -9,7 +9,9 @@
 //! HTTP as a server: the root crate owns the HTTP routes and maps [`Error`] to statuses.
 
 pub mod duration;
+pub mod elastic;
 pub mod error;
+pub mod loki;
 pub mod remote_write;
 pub mod scrape;
 

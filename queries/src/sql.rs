@@ -181,6 +181,22 @@ fn check_shape(sql: &str, max_operators: usize) -> Result<()> {
     Ok(())
 }
 
+/// `logs`: the Parquet files of `blocks/logs/` (one per accepted batch), listed at each
+/// query, so a write is visible as soon as it is acknowledged.
+fn logs_table() -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let url = ListingTableUrl::parse(format!("{STORE_URL}{}/", vigil_storage::logs::LOGS_DIR))?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(vigil_storage::logs::LOGS.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
 /// Aborts the query task when the request goes away (client disconnect, timeout).
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -203,7 +219,12 @@ impl SqlEngine {
             0 => default_memory_bytes(),
             bytes => bytes,
         };
+        // No file-list cache: DataFusion's default keeps a directory's listing forever,
+        // and the `logs` table gains a file with every acknowledged batch.
+        let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+            .with_list_files_cache_limit(0);
         let runtime_env = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
             .with_object_store_registry(Arc::new(OwnStores::default()))
             .with_memory_limit(memory, 1.0)
             .build_arc()?;
@@ -213,6 +234,7 @@ impl SqlEngine {
             .register_object_store(url.as_ref(), storage.object_store());
         ctx.register_table("samples", Arc::new(SamplesTable::new(storage.clone())))?;
         ctx.register_table("series", Arc::new(SeriesTable::new(storage)))?;
+        ctx.register_table("logs", logs_table()?)?;
         ctx.register_udf(create_udf(
             "is_stale_marker",
             vec![DataType::Float64],

@@ -8,15 +8,19 @@
 //! | `remote_write.rs` | `POST /api/v1/write` |
 //! | `sql.rs` | `/api/v1/sql` |
 //! | `alerts.rs` | `/api/v1/rules`, `/api/v1/alerts`, the websocket `/api/v1/alerts/stream` |
+//! | `loki.rs` | `POST /loki/api/v1/push` (logs) |
+//! | `elastic.rs` | Elasticsearch `_bulk` and the handshake log shippers make (logs) |
 //! | `lifecycle.rs` | `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload` |
 //! | `auth.rs`, `web_config.rs` | the Origin/Host checks, credentials and scopes in front of every route |
 //! | `listener.rs` | the accept loop (TLS, header timeout, connection cap) |
 
 pub mod alerts;
 pub mod auth;
+pub mod elastic;
 pub mod error;
 pub mod lifecycle;
 pub mod listener;
+pub mod loki;
 pub mod prometheus;
 pub mod remote_write;
 pub mod sql;
@@ -92,6 +96,8 @@ pub fn app_with(state: Arc<AppState>, access: Arc<auth::Access>) -> Router {
         .merge(sql::routes())
         .merge(alerts::routes())
         .merge(lifecycle::routes())
+        .merge(loki::routes())
+        .merge(elastic::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             access,
@@ -101,3 +107,10 @@ pub fn app_with(state: Arc<AppState>, access: Arc<auth::Access>) -> Router {
 }
 
 pub use error::api_error;
+
+/// Milliseconds since the epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

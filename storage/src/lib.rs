@@ -19,6 +19,7 @@ pub mod head;
 pub mod labels;
 pub mod limits;
 pub mod lock;
+pub mod logs;
 pub mod parquet_block;
 pub mod record;
 pub mod schema;
@@ -28,6 +29,7 @@ pub mod wal;
 pub use error::{Error, ErrorKind, Result};
 pub use labels::{Label, LabelSet, SeriesId};
 pub use limits::Limits;
+pub use logs::LogRecord;
 pub use record::{Appended, BatchSample, SampleBatch, STALE_NAN_BITS};
 pub use store::{
     AppendMode, AppendOutcome, Storage, StorageConfig, StorageStats, MAX_TIMESTAMP_MS,

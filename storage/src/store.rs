@@ -21,6 +21,7 @@ use crate::head::{Head, SeriesIndex};
 use crate::labels::{IdMap, LabelSet, SeriesId};
 use crate::limits::Limits;
 use crate::lock::DirLock;
+use crate::logs::{LogRecord, LogStore};
 use crate::parquet_block::{self, SeriesRow};
 use crate::record::{Appended, SampleBatch};
 use crate::wal::{Checkpoint, ReplayItem, Wal};
@@ -178,6 +179,8 @@ pub struct Storage {
     flushed: Mutex<Checkpoint>,
     flush_lock: tokio::sync::Mutex<()>,
     closed: std::sync::atomic::AtomicBool,
+    /// Log records: one durable Parquet file per accepted batch.
+    logs: Arc<LogStore>,
     /// Appends whose timestamps are reserved and whose samples are not yet in the head.
     unapplied: std::sync::atomic::AtomicUsize,
     pub stats: StorageStats,
@@ -492,7 +495,12 @@ impl Storage {
             "storage opened"
         );
         let cache_bytes = config.cache_bytes;
+        let logs = Arc::new(LogStore::open(
+            &config.data_dir.join("blocks"),
+            config.block_period.as_millis().max(1) as i64,
+        )?);
         Ok(Arc::new(Storage {
+            logs,
             config,
             _lock: lock,
             store,
@@ -648,6 +656,46 @@ impl Storage {
             });
         }
         Ok(outcome)
+    }
+
+    /// Appends log records whole or not at all and answers once they are durable. Times
+    /// are bounded as samples' are: later than the clock plus `limits.max_future_skew`,
+    /// older than retention, or beyond ±2^52 ms refuses the batch.
+    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<usize> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        for record in &records {
+            self.check_log_time(record.timestamp_ms)?;
+        }
+        self.logs.append(records).await
+    }
+
+    /// A log record's time: not later than the clock plus `limits.max_future_skew`, not
+    /// older than retention, within ±2^52 ms.
+    pub fn check_log_time(&self, timestamp_ms: i64) -> Result<()> {
+        let now = now_ms();
+        let min_valid = (now - self.config.retention.as_millis() as i64).max(-MAX_TIMESTAMP_MS);
+        let skew_ms = self.config.limits.max_future_skew.as_millis() as i64;
+        let max_valid = now.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS);
+        if timestamp_ms > max_valid {
+            return Err(Error::TooFarInFuture {
+                series: "a log record".into(),
+                timestamp: timestamp_ms,
+                skew_ms,
+            });
+        }
+        if timestamp_ms < min_valid {
+            return Err(Error::OutOfBounds {
+                timestamp: timestamp_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The log store (its counters).
+    pub fn logs(&self) -> &LogStore {
+        &self.logs
     }
 
     /// The out-of-order error for the first sample of `batch` that is behind its

@@ -10,6 +10,7 @@ mod bad_input;
 mod crash;
 mod demo;
 mod hostile;
+mod logs;
 mod newcomer;
 mod node_exporter;
 mod parquet;
