@@ -12,6 +12,7 @@ pub mod duration;
 pub mod elastic;
 pub mod error;
 pub mod loki;
+pub mod otlp;
 pub mod remote_write;
 pub mod scrape;
 

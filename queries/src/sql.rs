@@ -181,19 +181,22 @@ fn check_shape(sql: &str, max_operators: usize) -> Result<()> {
     Ok(())
 }
 
-/// `logs`: the Parquet files of `blocks/logs/` (one per accepted batch), listed at each
-/// query, so a write is visible as soon as it is acknowledged.
-fn logs_table() -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+/// `logs` and `spans`: the Parquet files of `blocks/<dir>/` (one per accepted batch),
+/// listed at each query, so a write is visible as soon as it is acknowledged.
+fn batch_files_table(
+    dir: &str,
+    schema: SchemaRef,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
-    let url = ListingTableUrl::parse(format!("{STORE_URL}{}/", vigil_storage::logs::LOGS_DIR))?;
+    let url = ListingTableUrl::parse(format!("{STORE_URL}{dir}/"))?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
-        .with_schema(vigil_storage::logs::LOGS.clone());
+        .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
@@ -234,7 +237,20 @@ impl SqlEngine {
             .register_object_store(url.as_ref(), storage.object_store());
         ctx.register_table("samples", Arc::new(SamplesTable::new(storage.clone())))?;
         ctx.register_table("series", Arc::new(SeriesTable::new(storage)))?;
-        ctx.register_table("logs", logs_table()?)?;
+        ctx.register_table(
+            "logs",
+            batch_files_table(
+                vigil_storage::logs::LOGS_DIR,
+                vigil_storage::logs::LOGS.clone(),
+            )?,
+        )?;
+        ctx.register_table(
+            "spans",
+            batch_files_table(
+                vigil_storage::spans::SPANS_DIR,
+                vigil_storage::spans::SPANS.clone(),
+            )?,
+        )?;
         ctx.register_udf(create_udf(
             "is_stale_marker",
             vec![DataType::Float64],

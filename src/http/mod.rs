@@ -10,6 +10,8 @@
 //! | `alerts.rs` | `/api/v1/rules`, `/api/v1/alerts`, the websocket `/api/v1/alerts/stream` |
 //! | `loki.rs` | `POST /loki/api/v1/push` (logs) |
 //! | `elastic.rs` | Elasticsearch `_bulk` and the handshake log shippers make (logs) |
+//! | `otlp.rs` | OTLP/HTTP `POST /v1/traces`, `/v1/logs` |
+//! | `jaeger.rs` | the Jaeger query API (`/api/services`, `/api/traces` …) over `spans` |
 //! | `lifecycle.rs` | `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload` |
 //! | `auth.rs`, `web_config.rs` | the Origin/Host checks, credentials and scopes in front of every route |
 //! | `listener.rs` | the accept loop (TLS, header timeout, connection cap) |
@@ -18,9 +20,11 @@ pub mod alerts;
 pub mod auth;
 pub mod elastic;
 pub mod error;
+pub mod jaeger;
 pub mod lifecycle;
 pub mod listener;
 pub mod loki;
+pub mod otlp;
 pub mod prometheus;
 pub mod remote_write;
 pub mod sql;
@@ -98,6 +102,8 @@ pub fn app_with(state: Arc<AppState>, access: Arc<auth::Access>) -> Router {
         .merge(lifecycle::routes())
         .merge(loki::routes())
         .merge(elastic::routes())
+        .merge(otlp::routes())
+        .merge(jaeger::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             access,

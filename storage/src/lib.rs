@@ -23,6 +23,7 @@ pub mod logs;
 pub mod parquet_block;
 pub mod record;
 pub mod schema;
+pub mod spans;
 pub mod store;
 pub mod wal;
 
@@ -31,6 +32,7 @@ pub use labels::{Label, LabelSet, SeriesId};
 pub use limits::Limits;
 pub use logs::LogRecord;
 pub use record::{Appended, BatchSample, SampleBatch, STALE_NAN_BITS};
+pub use spans::SpanRecord;
 pub use store::{
     AppendMode, AppendOutcome, Storage, StorageConfig, StorageStats, MAX_TIMESTAMP_MS,
 };

@@ -1,4 +1,5 @@
-//! Log records and their store: each accepted batch becomes one Parquet file, written to
+//! Log records and the batch-file store (logs and spans): each accepted batch becomes one
+//! Parquet file, written to
 //! a temporary name, fsynced, renamed into `blocks/logs/block=<start>_<end>/` and the
 //! directory fsynced before the write is acknowledged — durable and whole-or-nothing
 //! (a crash leaves either the whole file or a `.tmp` that the next start deletes), and
@@ -57,20 +58,26 @@ pub static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// The `blocks/`-relative directory of log files (the `logs` table's URL path).
 pub const LOGS_DIR: &str = "logs";
 
-pub struct LogStore {
+/// A directory of Parquet files, one per acknowledged batch, in time partitions: the
+/// store of logs and of spans.
+pub struct BatchFiles {
     dir: PathBuf,
+    schema: SchemaRef,
     block_ms: i64,
     /// Makes file names unique within this process; the start time makes them unique
     /// across restarts.
     seq: AtomicU64,
     started_ns: u128,
-    pub records_appended: AtomicU64,
+    pub rows_appended: AtomicU64,
 }
 
-impl LogStore {
-    /// Opens `blocks/logs/`, deleting temporary files a crash left behind.
-    pub fn open(blocks_dir: &Path, block_ms: i64) -> Result<LogStore> {
-        let dir = blocks_dir.join(LOGS_DIR);
+/// The log store.
+pub type LogStore = BatchFiles;
+
+impl BatchFiles {
+    /// Opens `blocks/<name>/`, deleting temporary files a crash left behind.
+    pub fn open(blocks_dir: &Path, name: &str, schema: SchemaRef, block_ms: i64) -> Result<Self> {
+        let dir = blocks_dir.join(name);
         std::fs::create_dir_all(&dir)?;
         for partition in std::fs::read_dir(&dir)? {
             let partition = partition?.path();
@@ -84,33 +91,47 @@ impl LogStore {
                 }
             }
         }
-        Ok(LogStore {
+        Ok(BatchFiles {
             dir,
+            schema,
             block_ms: block_ms.max(1),
             seq: AtomicU64::new(0),
             started_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
-            records_appended: AtomicU64::new(0),
+            rows_appended: AtomicU64::new(0),
         })
     }
 
-    /// Writes `records` as one file and returns once it is durable. The caller has
-    /// validated them (times within bounds).
+    /// The log store: `blocks/logs/`.
+    pub fn open_logs(blocks_dir: &Path, block_ms: i64) -> Result<Self> {
+        Self::open(blocks_dir, LOGS_DIR, LOGS.clone(), block_ms)
+    }
+
+    /// Writes log records as one file and returns once it is durable.
     pub async fn append(self: &Arc<Self>, records: Vec<LogRecord>) -> Result<usize> {
         if records.is_empty() {
             return Ok(0);
         }
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write_file(&records))
-            .await
-            .map_err(|err| Error::Wal(format!("log write task failed: {err}")))?
+        let min = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+        let batch = to_batch(&records)?;
+        self.append_batch(batch, min).await
     }
 
-    fn write_file(&self, records: &[LogRecord]) -> Result<usize> {
-        let batch = to_batch(records)?;
-        let min = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
-        let start = min.div_euclid(self.block_ms) * self.block_ms;
+    /// Writes `batch` (rows of this store's schema; `min_ms` its earliest time, which
+    /// picks the partition) as one file and returns once it is durable.
+    pub async fn append_batch(self: &Arc<Self>, batch: RecordBatch, min_ms: i64) -> Result<usize> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_file(&batch, min_ms))
+            .await
+            .map_err(|err| Error::Wal(format!("write task failed: {err}")))?
+    }
+
+    fn write_file(&self, batch: &RecordBatch, min_ms: i64) -> Result<usize> {
+        let start = min_ms.div_euclid(self.block_ms) * self.block_ms;
         let partition = self
             .dir
             .join(format!("block={start}_{}", start + self.block_ms));
@@ -126,17 +147,17 @@ impl LogStore {
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
         let file = std::fs::File::create(&tmp)?;
-        let mut writer = ArrowWriter::try_new(file, LOGS.clone(), Some(props))?;
-        writer.write(&batch)?;
+        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props))?;
+        writer.write(batch)?;
         let file = writer.into_inner()?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&partition)?.sync_all()?;
         std::fs::File::open(&self.dir)?.sync_all()?;
-        self.records_appended
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        Ok(records.len())
+        self.rows_appended
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        Ok(batch.num_rows())
     }
 }
 
@@ -187,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_one_durable_file_and_leftovers_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(LogStore::open(dir.path(), 7_200_000).unwrap());
+        let store = Arc::new(LogStore::open_logs(dir.path(), 7_200_000).unwrap());
         let record = LogRecord {
             timestamp_ms: 1_000,
             observed_ms: 2_000,
@@ -201,7 +222,7 @@ mod tests {
         assert_eq!(files.len(), 1);
         std::fs::write(partition.join("torn.tmp"), b"half").unwrap();
         drop(store);
-        LogStore::open(dir.path(), 7_200_000).unwrap();
+        LogStore::open_logs(dir.path(), 7_200_000).unwrap();
         assert_eq!(std::fs::read_dir(&partition).unwrap().count(), 1);
     }
 }

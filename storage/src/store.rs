@@ -21,7 +21,7 @@ use crate::head::{Head, SeriesIndex};
 use crate::labels::{IdMap, LabelSet, SeriesId};
 use crate::limits::Limits;
 use crate::lock::DirLock;
-use crate::logs::{LogRecord, LogStore};
+use crate::logs::{BatchFiles, LogRecord, LogStore};
 use crate::parquet_block::{self, SeriesRow};
 use crate::record::{Appended, SampleBatch};
 use crate::wal::{Checkpoint, ReplayItem, Wal};
@@ -181,6 +181,8 @@ pub struct Storage {
     closed: std::sync::atomic::AtomicBool,
     /// Log records: one durable Parquet file per accepted batch.
     logs: Arc<LogStore>,
+    /// Spans: one durable Parquet file per accepted batch.
+    spans: Arc<BatchFiles>,
     /// Appends whose timestamps are reserved and whose samples are not yet in the head.
     unapplied: std::sync::atomic::AtomicUsize,
     pub stats: StorageStats,
@@ -495,12 +497,20 @@ impl Storage {
             "storage opened"
         );
         let cache_bytes = config.cache_bytes;
-        let logs = Arc::new(LogStore::open(
+        let block_ms = config.block_period.as_millis().max(1) as i64;
+        let logs = Arc::new(LogStore::open_logs(
             &config.data_dir.join("blocks"),
-            config.block_period.as_millis().max(1) as i64,
+            block_ms,
+        )?);
+        let spans = Arc::new(BatchFiles::open(
+            &config.data_dir.join("blocks"),
+            crate::spans::SPANS_DIR,
+            crate::spans::SPANS.clone(),
+            block_ms,
         )?);
         Ok(Arc::new(Storage {
             logs,
+            spans,
             config,
             _lock: lock,
             store,
@@ -691,6 +701,25 @@ impl Storage {
             });
         }
         Ok(())
+    }
+
+    /// Appends spans whole or not at all and answers once they are durable; start times
+    /// are bounded as log records' are.
+    pub async fn append_spans(&self, spans: Vec<crate::spans::SpanRecord>) -> Result<usize> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        if spans.is_empty() {
+            return Ok(0);
+        }
+        for span in &spans {
+            self.check_log_time(span.start_ns.div_euclid(1_000_000))?;
+        }
+        let min = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        let batch = crate::spans::to_batch(&spans)?;
+        self.spans
+            .append_batch(batch, min.div_euclid(1_000_000))
+            .await
     }
 
     /// The log store (its counters).

@@ -25,4 +25,5 @@ mod rules_differential;
 mod rules_live;
 mod scrape;
 mod storage_safety;
+mod traces;
 mod util;
