@@ -8,6 +8,7 @@ use crate::mutate::Mutator;
 
 mod config;
 mod exposition;
+mod log_protocols;
 mod promql;
 mod remote_write;
 mod rule_file;
@@ -40,6 +41,7 @@ pub const TARGETS: &[Target] = &[
     rule_file::TARGET,
     config::TARGET,
     sql::TARGET,
+    log_protocols::TARGET,
 ];
 
 pub fn find(name: &str) -> Option<&'static Target> {
