@@ -57,43 +57,40 @@ fn params(
         .collect()
 }
 
+/// Float seconds as milliseconds, `None` for non-numbers; `Some(None)` when the value is
+/// not finite or beyond ±2^52 ms (about 142,000 years), so no later time arithmetic can
+/// overflow.
+fn float_seconds_ms(text: &str) -> Option<Option<i64>> {
+    let seconds = text.parse::<f64>().ok()?;
+    let ms = seconds * 1000.0;
+    Some((ms.is_finite() && ms.abs() <= MAX_TIME_MS as f64).then(|| ms.round() as i64))
+}
+
 /// A time parameter: Unix seconds (float) or RFC 3339; milliseconds out.
-/// Times beyond ±2^52 ms (about 142,000 years) are refused, so no later time
-/// arithmetic can overflow.
 fn parse_time(text: &str) -> Option<i64> {
-    let t = if let Ok(seconds) = text.parse::<f64>() {
-        if !seconds.is_finite() || (seconds * 1000.0).abs() > MAX_TIME_MS as f64 {
-            return None;
-        }
-        (seconds * 1000.0).round() as i64
-    } else {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .ok()?
-            .timestamp_millis()
-    };
-    time_in_range(t).then_some(t)
+    match float_seconds_ms(text) {
+        Some(ms) => ms,
+        None => Some(
+            chrono::DateTime::parse_from_rfc3339(text)
+                .ok()?
+                .timestamp_millis(),
+        ),
+    }
+    .filter(|t| time_in_range(*t))
 }
 
 /// A duration parameter: float seconds or a Prometheus duration; milliseconds out.
 fn parse_step(text: &str) -> Option<i64> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        if !seconds.is_finite() || (seconds * 1000.0).abs() > MAX_TIME_MS as f64 {
-            return None;
-        }
-        return Some((seconds * 1000.0).round() as i64);
+    match float_seconds_ms(text) {
+        Some(ms) => ms,
+        None => vigil_connectors::duration::parse(text)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .filter(|ms| time_in_range(*ms)),
     }
-    vigil_connectors::duration::parse(text)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .filter(|ms| time_in_range(*ms))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
+use super::now_ms;
 use vigil_queries::promql::format_value as format_float;
 
 fn metric(labels: &LabelSet) -> JsonValue {

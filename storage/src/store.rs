@@ -132,6 +132,32 @@ struct Catalog {
     latest: IdMap<(i64, f64)>,
 }
 
+/// The accepted time range of a write (`Storage::time_window`).
+struct TimeWindow {
+    min_valid: i64,
+    max_valid: i64,
+    skew_ms: i64,
+}
+
+impl TimeWindow {
+    /// A log record's or span's time.
+    fn check(&self, timestamp_ms: i64) -> Result<()> {
+        if timestamp_ms > self.max_valid {
+            return Err(Error::TooFarInFuture {
+                series: "a log record".into(),
+                timestamp: timestamp_ms,
+                skew_ms: self.skew_ms,
+            });
+        }
+        if timestamp_ms < self.min_valid {
+            return Err(Error::OutOfBounds {
+                timestamp: timestamp_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What the order check decided about a batch.
 enum Checked {
     /// The samples to append (in order, duplicates of stored ones removed), the
@@ -595,9 +621,6 @@ impl Storage {
         let mut batch = batch;
         let mut attempts = 0;
         let (_gate, appended, outcome, reservations, receiver) = loop {
-            if mode == AppendMode::Strict {
-                self.settle_resends(&batch, &ids).await;
-            }
             let gate = self.gate.read().await;
             // Reserve timestamps and queue the WAL record under one lock, so the WAL
             // holds each series' samples in the order they were accepted.
@@ -675,8 +698,9 @@ impl Storage {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
+        let window = self.time_window();
         for record in &records {
-            self.check_log_time(record.timestamp_ms)?;
+            window.check(record.timestamp_ms)?;
         }
         self.logs.append(records).await
     }
@@ -684,23 +708,19 @@ impl Storage {
     /// A log record's time: not later than the clock plus `limits.max_future_skew`, not
     /// older than retention, within ±2^52 ms.
     pub fn check_log_time(&self, timestamp_ms: i64) -> Result<()> {
+        self.time_window().check(timestamp_ms)
+    }
+
+    /// The times a write may carry now: not older than retention, not later than the
+    /// clock plus `limits.max_future_skew`, within ±2^52 ms.
+    fn time_window(&self) -> TimeWindow {
         let now = now_ms();
-        let min_valid = (now - self.config.retention.as_millis() as i64).max(-MAX_TIMESTAMP_MS);
         let skew_ms = self.config.limits.max_future_skew.as_millis() as i64;
-        let max_valid = now.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS);
-        if timestamp_ms > max_valid {
-            return Err(Error::TooFarInFuture {
-                series: "a log record".into(),
-                timestamp: timestamp_ms,
-                skew_ms,
-            });
+        TimeWindow {
+            min_valid: (now - self.config.retention.as_millis() as i64).max(-MAX_TIMESTAMP_MS),
+            max_valid: now.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS),
+            skew_ms,
         }
-        if timestamp_ms < min_valid {
-            return Err(Error::OutOfBounds {
-                timestamp: timestamp_ms,
-            });
-        }
-        Ok(())
     }
 
     /// Appends spans whole or not at all and answers once they are durable; start times
@@ -712,8 +732,9 @@ impl Storage {
         if spans.is_empty() {
             return Ok(0);
         }
+        let window = self.time_window();
         for span in &spans {
-            self.check_log_time(span.start_ns.div_euclid(1_000_000))?;
+            window.check(span.start_ns.div_euclid(1_000_000))?;
         }
         let min = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         let batch = crate::spans::to_batch(&spans)?;
@@ -747,34 +768,6 @@ impl Storage {
             }
         }
         Error::Wal("a resent batch did not settle".into())
-    }
-
-    /// A batch that resends samples an earlier append has reserved but not yet put in
-    /// the head (a client retrying at once after hanging up) waits for that append, so
-    /// the resend is recognised as stored rather than refused as out of order. Bounded:
-    /// at most a second, and only while samples are behind and appends are in flight.
-    async fn settle_resends(&self, batch: &SampleBatch, ids: &[SeriesId]) {
-        for _ in 0..100 {
-            if self.unapplied.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            let unsettled = {
-                let catalog = self.catalog.read();
-                let head = self.head.read();
-                batch.samples.iter().any(|sample| {
-                    let id = ids[sample.series_idx as usize];
-                    catalog
-                        .latest
-                        .get(&id)
-                        .is_some_and(|(latest, _)| sample.timestamp_ms < *latest)
-                        && !head.contains(id, sample.timestamp_ms, sample.value)
-                })
-            };
-            if !unsettled {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
     }
 
     /// The catalog's series bounds: new series beyond `limits.max_series` in total or
@@ -858,10 +851,11 @@ impl Storage {
         ids: &[SeriesId],
         mode: AppendMode,
     ) -> Result<Checked> {
-        let now = now_ms();
-        let min_valid = (now - self.config.retention.as_millis() as i64).max(-MAX_TIMESTAMP_MS);
-        let skew_ms = self.config.limits.max_future_skew.as_millis() as i64;
-        let max_valid = now.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS);
+        let TimeWindow {
+            min_valid,
+            max_valid,
+            skew_ms,
+        } = self.time_window();
         let catalog = self.catalog.read();
         let mut reserved: IdMap<(i64, f64)> = IdMap::default();
         let mut outcome = AppendOutcome::default();
