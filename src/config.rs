@@ -146,6 +146,7 @@ impl QuerySection {
             timeout: self.timeout,
             max_rows: self.sql_max_rows,
             max_bytes: self.sql_max_bytes,
+            promql_max_samples: self.max_samples,
             ..Default::default()
         }
     }

@@ -1,5 +1,6 @@
 //! `vigil demo`: a simulated Kubernetes cluster that feeds the server over its own
-//! remote_write endpoint — the same path as real data.
+//! remote_write endpoint — the same path as real data — and ships its pods' logs over
+//! Elasticsearch `_bulk` and its services' traces over OTLP/HTTP (`demo_telemetry.rs`).
 //!
 //! Three namespaces, five deployments, ten pods. `payments/worker` is crash-looping,
 //! `shop/cart` runs close to its memory limit, and the PVC of `monitoring/prometheus-0`
@@ -21,6 +22,8 @@ use crate::config::Config;
 const STEP_MS: i64 = 5_000;
 const LIVE_INTERVAL: Duration = Duration::from_secs(5);
 const BACKFILL_MS: i64 = 3600 * 1000;
+/// Logs and traces of the backfill are shipped in windows of this length (a few MB each).
+const TELEMETRY_BACKFILL_MS: i64 = 5 * 60 * 1000;
 
 /// The demo's config: defaults, with 15-minute blocks so Parquet files appear soon.
 pub fn config() -> Config {
@@ -46,6 +49,8 @@ pub fn print_banner(address: SocketAddr, data_dir: &Path) {
          Try:\n  \
          cargo run --release -- sql --url http://{address} \"SELECT name, count(*) AS samples FROM metrics GROUP BY name ORDER BY name\"\n  \
          curl -s http://{address}/api/v1/sql --data-urlencode \"query=SELECT labels['pod'] AS pod, max(value) AS restarts FROM metrics WHERE name = 'kube_pod_container_status_restarts_total' GROUP BY 1 ORDER BY 2 DESC\"\n  \
+         cargo run --release -- sql --url http://{address} \"SELECT s.service, s.name, s.duration_ns / 1e6 AS ms, l.body FROM spans s JOIN logs l ON l.trace_id = s.trace_id WHERE s.status = 'error' LIMIT 5\"\n  \
+         curl -s 'http://{address}/api/traces?service=frontend&limit=5'   # the Jaeger API (Grafana's Jaeger data source)\n  \
          curl -s http://{address}/metrics\n\nPress Ctrl-C to stop.\n",
         data_dir.display()
     );
@@ -400,6 +405,10 @@ pub async fn run(
             "demo resumes its simulated cluster"
         );
     }
+    // Logs and traces from the same moment on, through `_bulk` and OTLP/HTTP.
+    let base = format!("http://{address}");
+    let mut telemetry = crate::demo_telemetry::Telemetry::new(start as u64);
+    let mut telemetry_from = ts;
     let mut batch = SampleBatch::default();
     let mut sent = 0;
     while ts < now {
@@ -412,7 +421,21 @@ pub async fn run(
     }
     sent += batch.samples.len();
     send(&client, &url, &std::mem::take(&mut batch)).await;
-    info!(samples = sent, "demo backfilled up to now");
+    let (mut records, mut spans) = (0, 0);
+    while telemetry_from < ts {
+        let to = (telemetry_from + TELEMETRY_BACKFILL_MS).min(ts);
+        let shipped = telemetry.between(telemetry_from, to);
+        records += shipped.log_records;
+        spans += shipped.spans;
+        crate::demo_telemetry::ship(&client, &base, &shipped).await;
+        telemetry_from = to;
+    }
+    info!(
+        samples = sent,
+        log_records = records,
+        spans,
+        "demo backfilled up to now"
+    );
     let mut ticker = tokio::time::interval(LIVE_INTERVAL);
     loop {
         tokio::select! {
@@ -426,6 +449,11 @@ pub async fn run(
         }
         if !batch.samples.is_empty() {
             send(&client, &url, &batch).await;
+        }
+        if telemetry_from < ts {
+            let shipped = telemetry.between(telemetry_from, ts);
+            crate::demo_telemetry::ship(&client, &base, &shipped).await;
+            telemetry_from = ts;
         }
     }
 }

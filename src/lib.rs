@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod demo_telemetry;
 pub mod http;
 pub mod rule_manager;
 pub mod run;

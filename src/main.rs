@@ -46,6 +46,9 @@ enum Command {
         /// Connections served at once; further ones wait to be accepted.
         #[arg(long = "web.max-connections", default_value_t = vigil::http::listener::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Address (host:port) of OTLP/gRPC (traces, logs, metrics); `off` disables it.
+        #[arg(long = "otlp.grpc-listen", env = "VIGIL_OTLP_GRPC_LISTEN", default_value = "127.0.0.1:4317", value_parser = parse_optional_address)]
+        otlp_grpc_listen: OptionalAddress,
     },
     /// Run the server with an embedded simulated Kubernetes cluster feeding it.
     Demo {
@@ -55,6 +58,9 @@ enum Command {
         /// Address (host:port) of the HTTP API.
         #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:9190")]
         listen: SocketAddr,
+        /// Address (host:port) of OTLP/gRPC; `off` disables it.
+        #[arg(long = "otlp.grpc-listen", env = "VIGIL_OTLP_GRPC_LISTEN", default_value = "127.0.0.1:4317", value_parser = parse_optional_address)]
+        otlp_grpc_listen: OptionalAddress,
     },
     /// Run a PromQL query against a running server (instant, or range with --start/--end).
     Query {
@@ -118,6 +124,20 @@ enum AlertsCommand {
 /// A Prometheus duration (`10s`, `1m30s`) for a flag.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     vigil_connectors::duration::parse(text).map_err(|err| err.to_string())
+}
+
+/// A listen address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct OptionalAddress(Option<SocketAddr>);
+
+fn parse_optional_address(text: &str) -> Result<OptionalAddress, String> {
+    match text.trim() {
+        "" | "off" | "none" => Ok(OptionalAddress(None)),
+        address => address
+            .parse()
+            .map(|address| OptionalAddress(Some(address)))
+            .map_err(|err| format!("{address:?} is not host:port or `off`: {err}")),
+    }
 }
 
 /// Why the server refused a request: the `error` of Prometheus' JSON envelope (with its
@@ -332,6 +352,7 @@ fn main() -> anyhow::Result<()> {
                 web_config_file,
                 read_header_timeout,
                 max_connections,
+                otlp_grpc_listen,
             } => {
                 let config = match config {
                     Some(path) => Config::load(&path)?,
@@ -341,11 +362,16 @@ fn main() -> anyhow::Result<()> {
                     web_config: web_config_file,
                     read_header_timeout,
                     max_connections,
+                    otlp_grpc: otlp_grpc_listen.0,
                     ..ServeOptions::new(config, data_dir, listen, false)
                 })
                 .await
             }
-            Command::Demo { data_dir, listen } => {
+            Command::Demo {
+                data_dir,
+                listen,
+                otlp_grpc_listen,
+            } => {
                 let (data_dir, _temp) = match data_dir {
                     Some(dir) => (dir, None),
                     None => {
@@ -353,12 +379,10 @@ fn main() -> anyhow::Result<()> {
                         (temp.path().to_path_buf(), Some(temp))
                     }
                 };
-                serve(ServeOptions::new(
-                    vigil::demo::config(),
-                    data_dir,
-                    listen,
-                    true,
-                ))
+                serve(ServeOptions {
+                    otlp_grpc: otlp_grpc_listen.0,
+                    ..ServeOptions::new(vigil::demo::config(), data_dir, listen, true)
+                })
                 .await
             }
             Command::Rules { .. } | Command::Alerts { .. } => Ok(()),

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub read_header_timeout: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Where OTLP/gRPC listens (`None`: not served).
+    pub otlp_grpc: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -41,6 +43,7 @@ impl ServeOptions {
             web_config: None,
             read_header_timeout: crate::http::listener::DEFAULT_READ_HEADER_TIMEOUT,
             max_connections: crate::http::listener::DEFAULT_MAX_CONNECTIONS,
+            otlp_grpc: None,
         }
     }
 }
@@ -107,6 +110,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tls.is_some(),
         local.ip().is_loopback(),
     ));
+    let grpc_listener = match options.otlp_grpc {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for OTLP/gRPC on {address}"))?;
+            info!(address = %listener.local_addr()?, "OTLP/gRPC listening");
+            Some((listener, address))
+        }
+        None => None,
+    };
 
     let scrapers = ScrapeManager::start(
         &options.config.global,
@@ -158,6 +171,31 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     if options.demo {
         crate::demo::print_banner(local, &options.data_dir);
     }
+    let grpc = grpc_listener.map(|(listener, address)| {
+        let access = Arc::new(crate::http::auth::Access::new(
+            web_config.clone(),
+            tls.is_some(),
+            address.ip().is_loopback(),
+        ));
+        let app = crate::http::otlp_grpc::router(state.clone()).layer(
+            axum::middleware::from_fn_with_state(access, crate::http::auth::middleware),
+        );
+        let options = crate::http::listener::ListenOptions {
+            tls: tls.clone(),
+            read_header_timeout: options.read_header_timeout,
+            max_connections: crate::http::listener::fit_to_fd_limit(options.max_connections),
+            http2: true,
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::http::listener::serve(
+            listener,
+            app,
+            options,
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
 
     crate::http::listener::serve(
         listener,
@@ -166,6 +204,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             tls,
             read_header_timeout: options.read_header_timeout,
             max_connections: crate::http::listener::fit_to_fd_limit(options.max_connections),
+            http2: false,
         },
         async move {
             shutdown_signal().await;
@@ -177,6 +216,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
+    if let Some(grpc) = grpc {
+        let _ = grpc.await;
+    }
     if let Some(demo) = demo {
         let _ = demo.await;
     }
@@ -228,6 +270,9 @@ async fn maintenance_loop(storage: Arc<Storage>, mut stop: watch::Receiver<bool>
         }
         if let Err(err) = storage.apply_retention().await {
             error!(error = %err, "retention failed");
+        }
+        if let Err(err) = storage.compact_records().await {
+            error!(error = %err, "merging log and span files failed; the batch files stay");
         }
     }
 }

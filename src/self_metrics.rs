@@ -100,6 +100,21 @@ impl SelfMetrics {
             "SQL queries run.",
             load(&self.sql_queries),
         );
+        counter(
+            "vigil_log_records_ingested_total",
+            "Log records made durable (every log protocol).",
+            load(&storage.logs().rows_appended),
+        );
+        counter(
+            "vigil_spans_ingested_total",
+            "Spans made durable.",
+            load(&storage.spans().rows_appended),
+        );
+        counter(
+            "vigil_record_attributes_trimmed_total",
+            "Log and span attributes dropped or cut, and bodies cut, by the attribute limits.",
+            load(&storage.logs().attributes_trimmed) + load(&storage.spans().attributes_trimmed),
+        );
         let _ = writeln!(
             out,
             "# HELP vigil_rejected_writes_total Writes rejected, by reason.\n# TYPE vigil_rejected_writes_total counter"

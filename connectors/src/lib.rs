@@ -13,6 +13,7 @@ pub mod elastic;
 pub mod error;
 pub mod loki;
 pub mod otlp;
+pub mod otlp_metrics;
 pub mod remote_write;
 pub mod scrape;
 

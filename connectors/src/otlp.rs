@@ -38,7 +38,8 @@ impl Encoding {
     }
 }
 
-fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+/// Decodes an OTLP message in `encoding`.
+pub fn decode<T: Message + Default + serde::de::DeserializeOwned>(
     body: &[u8],
     encoding: Encoding,
 ) -> Result<T, OtlpError> {
@@ -118,7 +119,12 @@ pub fn decode_traces(
     body: &[u8],
     encoding: Encoding,
 ) -> Result<(Vec<SpanRecord>, i64, String), OtlpError> {
-    let request: ExportTraceServiceRequest = decode(body, encoding)?;
+    Ok(spans_of(decode(body, encoding)?))
+}
+
+/// A decoded `ExportTraceServiceRequest` (from OTLP/HTTP or gRPC) → spans, the number
+/// rejected and the first reason.
+pub fn spans_of(request: ExportTraceServiceRequest) -> (Vec<SpanRecord>, i64, String) {
     let mut spans = Vec::new();
     let mut rejected = 0;
     let mut reason = String::new();
@@ -183,7 +189,7 @@ pub fn decode_traces(
             }
         }
     }
-    Ok((spans, rejected, reason))
+    (spans, rejected, reason)
 }
 
 /// `ExportLogsServiceRequest` → log records (time: the record's, else its observed
@@ -193,7 +199,11 @@ pub fn decode_logs(
     encoding: Encoding,
     observed_ms: i64,
 ) -> Result<Vec<LogRecord>, OtlpError> {
-    let request: ExportLogsServiceRequest = decode(body, encoding)?;
+    Ok(logs_of(decode(body, encoding)?, observed_ms))
+}
+
+/// A decoded `ExportLogsServiceRequest` → log records.
+pub fn logs_of(request: ExportLogsServiceRequest, observed_ms: i64) -> Vec<LogRecord> {
     let mut records = Vec::new();
     for resource_logs in request.resource_logs {
         let mut stream = resource_logs
@@ -232,7 +242,7 @@ pub fn decode_logs(
             }
         }
     }
-    Ok(records)
+    records
 }
 
 /// OTLP severity numbers (1–24) by their ranges.

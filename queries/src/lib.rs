@@ -5,11 +5,15 @@
 //!   SqlEngine ── SessionContext
 //!                 ├─ samples  = SamplesTable: head batches ∪ Parquet files, pruned by time
 //!                 ├─ series   = SeriesTable: the series catalog
-//!                 └─ metrics  = view: samples ⋈ series, staleness markers removed
+//!                 ├─ metrics  = view: samples ⋈ series, staleness markers removed
+//!                 ├─ logs, spans = the batch files of blocks/logs, blocks/spans
+//!                 └─ promql(expr, start, end, step), promql_instant(expr [, time])
+//!                    = table functions over the PromQL evaluator (promql_table.rs)
 //! ```
 
 pub mod error;
 pub mod promql;
+pub mod promql_table;
 pub mod sql;
 pub mod tables;
 pub mod time_range;

@@ -19,7 +19,8 @@ use vigil_storage::record::is_stale_marker;
 use vigil_storage::Storage;
 
 use crate::error::{Error, Result};
-use crate::tables::{SamplesTable, SeriesTable, STORE_URL};
+use crate::promql_table::{PromqlFunction, PromqlLimits};
+use crate::tables::{Records, RecordsTable, SamplesTable, SeriesTable, STORE_URL};
 
 /// The `metrics` view: one row per sample with its series' name and labels. Prometheus
 /// staleness markers are internal and left out (they remain visible in `samples`).
@@ -41,6 +42,8 @@ pub struct SqlLimits {
     pub max_bytes: usize,
     /// Operators and parentheses in the statement text, counted before parsing.
     pub max_operators: usize,
+    /// Samples one `promql(…)` table function may load (the PromQL API's limit).
+    pub promql_max_samples: usize,
 }
 
 impl Default for SqlLimits {
@@ -51,6 +54,7 @@ impl Default for SqlLimits {
             max_rows: 1_000_000,
             max_bytes: 256 << 20,
             max_operators: 4096,
+            promql_max_samples: 50_000_000,
         }
     }
 }
@@ -181,25 +185,6 @@ fn check_shape(sql: &str, max_operators: usize) -> Result<()> {
     Ok(())
 }
 
-/// `logs` and `spans`: the Parquet files of `blocks/<dir>/` (one per accepted batch),
-/// listed at each query, so a write is visible as soon as it is acknowledged.
-fn batch_files_table(
-    dir: &str,
-    schema: SchemaRef,
-) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
-    use datafusion::datasource::file_format::parquet::ParquetFormat;
-    use datafusion::datasource::listing::{
-        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-    };
-    let url = ListingTableUrl::parse(format!("{STORE_URL}{dir}/"))?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
-}
-
 /// Aborts the query task when the request goes away (client disconnect, timeout).
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -222,8 +207,8 @@ impl SqlEngine {
             0 => default_memory_bytes(),
             bytes => bytes,
         };
-        // No file-list cache: DataFusion's default keeps a directory's listing forever,
-        // and the `logs` table gains a file with every acknowledged batch.
+        // No file-list cache (no table lists directories; kept off so none ever serves a
+        // stale listing).
         let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
             .with_list_files_cache_limit(0);
         let runtime_env = RuntimeEnvBuilder::new()
@@ -236,20 +221,30 @@ impl SqlEngine {
         ctx.runtime_env()
             .register_object_store(url.as_ref(), storage.object_store());
         ctx.register_table("samples", Arc::new(SamplesTable::new(storage.clone())))?;
-        ctx.register_table("series", Arc::new(SeriesTable::new(storage)))?;
+        ctx.register_table("series", Arc::new(SeriesTable::new(storage.clone())))?;
+        let promql_limits = PromqlLimits {
+            max_samples: limits.promql_max_samples,
+            timeout: limits.timeout,
+            max_steps: 11_000,
+        };
+        ctx.register_udtf(
+            "promql",
+            Arc::new(PromqlFunction::range(
+                storage.clone(),
+                promql_limits.clone(),
+            )),
+        );
+        ctx.register_udtf(
+            "promql_instant",
+            Arc::new(PromqlFunction::instant(storage.clone(), promql_limits)),
+        );
         ctx.register_table(
             "logs",
-            batch_files_table(
-                vigil_storage::logs::LOGS_DIR,
-                vigil_storage::logs::LOGS.clone(),
-            )?,
+            Arc::new(RecordsTable::new(storage.clone(), Records::Logs)),
         )?;
         ctx.register_table(
             "spans",
-            batch_files_table(
-                vigil_storage::spans::SPANS_DIR,
-                vigil_storage::spans::SPANS.clone(),
-            )?,
+            Arc::new(RecordsTable::new(storage.clone(), Records::Spans)),
         )?;
         ctx.register_udf(create_udf(
             "is_stale_marker",
@@ -258,6 +253,11 @@ impl SqlEngine {
             Volatility::Immutable,
             Arc::new(stale_marker_udf),
         ));
+        // `matches(text, regex)`: Loki's `|~` line filter, for bodies and attributes.
+        let regexp_like = ctx.state().scalar_functions().get("regexp_like").cloned();
+        if let Some(regexp_like) = regexp_like {
+            ctx.register_udf(regexp_like.as_ref().clone().with_aliases(["matches"]));
+        }
         ctx.sql(METRICS_VIEW).await?.collect().await?;
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let runtime = tokio::runtime::Builder::new_multi_thread()

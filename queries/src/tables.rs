@@ -13,6 +13,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use vigil_storage::{schema, Storage};
@@ -69,26 +70,42 @@ impl TableProvider for SamplesTable {
             projection.cloned(),
         )?];
         if !files.is_empty() {
-            let mut source = ParquetSource::new(table_schema.clone());
-            if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
-            let group = FileGroup::new(
-                files
-                    .iter()
-                    .map(|file| PartitionedFile::new(file.path.to_string(), file.size))
-                    .collect(),
-            );
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
-                    .with_file_groups(split_groups(group, state.config().target_partitions()))
-                    .with_projection_indices(projection.cloned())?
-                    .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            let files = files
+                .iter()
+                .map(|file| PartitionedFile::new(file.path.to_string(), file.size))
+                .collect();
+            inputs.push(parquet_scan(
+                state,
+                &table_schema,
+                files,
+                filters,
+                projection,
+            )?);
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// A scan of Parquet files of Vigil's store with the filters pushed down (row-group and
+/// page pruning; DataFusion re-applies them), spread over the session's partitions.
+fn parquet_scan(
+    state: &dyn Session,
+    table_schema: &SchemaRef,
+    files: Vec<PartitionedFile>,
+    filters: &[Expr],
+    projection: Option<&Vec<usize>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(table_schema.clone());
+    if let Some(predicate) = conjunction(filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let groups = split_groups(FileGroup::new(files), state.config().target_partitions());
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection.cloned())?
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// Spreads files over up to `n` groups so DataFusion reads them in parallel.
@@ -103,6 +120,85 @@ fn split_groups(group: FileGroup, n: usize) -> Vec<FileGroup> {
         .filter(|files| !files.is_empty())
         .map(FileGroup::new)
         .collect()
+}
+
+/// Which record store a [`RecordsTable`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Records {
+    Logs,
+    Spans,
+}
+
+/// `logs` and `spans`: the store's files (its manifest, so an acknowledged batch is
+/// visible at once) in the partitions the time filter (`timestamp` for logs, `start` for
+/// spans) overlaps, read by DataFusion's Parquet reader with the filters pushed down for
+/// row-group and page pruning (merged files are sorted, see `batch_files.rs`).
+#[derive(Debug)]
+pub struct RecordsTable {
+    storage: Arc<Storage>,
+    records: Records,
+}
+
+impl RecordsTable {
+    pub fn new(storage: Arc<Storage>, records: Records) -> Self {
+        RecordsTable { storage, records }
+    }
+
+    fn store(&self) -> &vigil_storage::logs::BatchFiles {
+        match self.records {
+            Records::Logs => self.storage.logs(),
+            Records::Spans => self.storage.spans(),
+        }
+    }
+
+    fn time_column(&self) -> &'static str {
+        match self.records {
+            Records::Logs => "timestamp",
+            Records::Spans => "start",
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for RecordsTable {
+    fn schema(&self) -> SchemaRef {
+        self.store().schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let table_schema = self.schema();
+        let range = TimeRange::from_filters(self.time_column(), filters);
+        let files = self.store().files(range.start, range.end);
+        if files.is_empty() {
+            let projected = match projection {
+                Some(indices) => Arc::new(table_schema.project(indices)?),
+                None => table_schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let files = files
+            .iter()
+            .map(|file| PartitionedFile::new(file.path.clone(), file.size))
+            .collect();
+        parquet_scan(state, &table_schema, files, filters, projection)
+    }
 }
 
 /// `series`: every known series, from the in-memory catalog.

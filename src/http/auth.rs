@@ -190,13 +190,14 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
                 .is_some_and(|rest| rest.starts_with('/'))
     };
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    // Ingestion: remote_write, OTLP, Loki push, Elasticsearch `_bulk` (any index) and
+    // Ingestion: remote_write, OTLP (HTTP paths and gRPC methods), Loki push, Elasticsearch `_bulk` (any index) and
     // index template changes.
     let elastic_write = path.ends_with("/_bulk")
         || ((path.starts_with("/_index_template") || path.starts_with("/_template")) && !safe);
     if under("/api/v1/write")
         || under("/api/v1/otlp")
         || under("/v1")
+        || path.starts_with("/opentelemetry.proto.collector.")
         || under("/loki/api/v1/push")
         || elastic_write
         || under("/-/reload")

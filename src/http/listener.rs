@@ -1,4 +1,4 @@
-//! The accept loop: HTTP/1.1 connections (hyper) over TCP, optionally TLS (rustls), with
+//! The accept loop: HTTP/1.1 (or, for gRPC, HTTP/2) connections (hyper) over TCP, optionally TLS (rustls), with
 //! the limits a server facing hostile clients needs.
 //!
 //! - **Header-read timeout** (`--web.read-header-timeout`, default 10s): a connection
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,6 +47,8 @@ pub struct ListenOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub read_header_timeout: Duration,
     pub max_connections: usize,
+    /// Speak HTTP/2 only (gRPC) instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Default for ListenOptions {
@@ -55,6 +57,7 @@ impl Default for ListenOptions {
             tls: None,
             read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            http2: false,
         }
     }
 }
@@ -99,7 +102,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let tls = options.tls.map(TlsAcceptor::from);
+    let http2 = options.http2;
+    let tls = options.tls.map(|config| {
+        if http2 {
+            // gRPC clients insist on ALPN `h2`.
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            TlsAcceptor::from(Arc::new(config))
+        } else {
+            TlsAcceptor::from(config)
+        }
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut at_cap_logged = false;
@@ -145,7 +158,10 @@ pub async fn serve(
             permit,
             app.clone(),
             tls.clone(),
-            options.read_header_timeout,
+            Timing {
+                header_timeout: options.read_header_timeout,
+                http2,
+            },
             stop_rx.clone(),
             peer,
         ));
@@ -179,15 +195,23 @@ fn is_connection_error(err: &io::Error) -> bool {
     )
 }
 
+/// How one connection is served: the header-read (and handshake) timeout and protocol.
+#[derive(Clone, Copy)]
+struct Timing {
+    header_timeout: Duration,
+    http2: bool,
+}
+
 async fn connection(
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
     app: Router,
     tls: Option<TlsAcceptor>,
-    header_timeout: Duration,
+    timing: Timing,
     stop: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) {
+    let header_timeout = timing.header_timeout;
     match tls {
         None => {
             http(
@@ -196,7 +220,7 @@ async fn connection(
                     _permit: permit,
                 },
                 app,
-                header_timeout,
+                timing,
                 stop,
             )
             .await
@@ -240,7 +264,7 @@ async fn connection(
                             _permit: permit,
                         },
                         app,
-                        header_timeout,
+                        timing,
                         stop,
                     )
                     .await
@@ -252,20 +276,50 @@ async fn connection(
     }
 }
 
-/// Serves HTTP/1.1 (with upgrades, for websockets) on one connection until it closes or
-/// `stop` asks for a graceful close.
-async fn http<IO>(io: IO, app: Router, header_timeout: Duration, mut stop: watch::Receiver<bool>)
+/// Serves HTTP/1.1 (with upgrades, for websockets) or HTTP/2 on one connection until it
+/// closes or `stop` asks for a graceful close.
+async fn http<IO>(io: IO, app: Router, timing: Timing, mut stop: watch::Receiver<bool>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if timing.http2 {
+        return http2(io, app, timing, stop).await;
+    }
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(timing.header_timeout)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
         .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        debug!(error = %err, "connection closed with an error");
+    }
+}
+
+/// HTTP/2 (gRPC): streams per connection are bounded, and an idle connection is pinged
+/// and closed when the peer stops answering.
+async fn http2<IO>(io: IO, app: Router, timing: Timing, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(timing.header_timeout)
+        .max_header_list_size(64 << 10);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -10,7 +10,8 @@
 //! | `alerts.rs` | `/api/v1/rules`, `/api/v1/alerts`, the websocket `/api/v1/alerts/stream` |
 //! | `loki.rs` | `POST /loki/api/v1/push` (logs) |
 //! | `elastic.rs` | Elasticsearch `_bulk` and the handshake log shippers make (logs) |
-//! | `otlp.rs` | OTLP/HTTP `POST /v1/traces`, `/v1/logs` |
+//! | `otlp.rs` | OTLP/HTTP `POST /v1/traces`, `/v1/logs`, `/v1/metrics` (and the `export_*` shared with gRPC) |
+//! | `otlp_grpc.rs` | OTLP/gRPC (tonic services) on `--otlp.grpc-listen`, HTTP/2 |
 //! | `jaeger.rs` | the Jaeger query API (`/api/services`, `/api/traces` …) over `spans` |
 //! | `lifecycle.rs` | `/metrics`, `/-/healthy`, `/-/ready`, `/-/reload` |
 //! | `auth.rs`, `web_config.rs` | the Origin/Host checks, credentials and scopes in front of every route |
@@ -25,6 +26,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod loki;
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod prometheus;
 pub mod remote_write;
 pub mod sql;

@@ -12,6 +12,7 @@
 //! [`Storage`] ties the pieces together; record types and their Arrow schemas live in
 //! [`record`] and [`schema`] so every other crate can share them.
 
+pub mod batch_files;
 pub mod block_reader;
 pub mod codec;
 pub mod error;

@@ -24,6 +24,15 @@ pub struct Limits {
     pub max_series: usize,
     /// Series one metric name may have (default 1,000,000).
     pub max_series_per_metric: usize,
+    /// Attributes (and stream labels) one log record or span keeps (default 128, the
+    /// OpenTelemetry SDKs' attribute count limit); the rest are dropped and counted.
+    pub max_attributes_per_record: usize,
+    /// Bytes of one attribute value, and of a span's events (default 16 KiB); longer
+    /// values are cut at a character boundary and counted.
+    pub max_attribute_value_bytes: usize,
+    /// Bytes of one log body (default 256 KiB, Loki's `max_line_size`); longer bodies are
+    /// cut and counted.
+    pub max_log_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -37,8 +46,24 @@ impl Default for Limits {
             max_future_skew: std::time::Duration::from_secs(600),
             max_series: 5_000_000,
             max_series_per_metric: 1_000_000,
+            max_attributes_per_record: 128,
+            max_attribute_value_bytes: 16 << 10,
+            max_log_body_bytes: 256 << 10,
         }
     }
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary; whether it cut.
+pub fn truncate_text(text: &mut String, max: usize) -> bool {
+    if max == 0 || text.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    true
 }
 
 impl Limits {
@@ -49,6 +74,37 @@ impl Limits {
             self.check_series(series)?;
         }
         Ok(())
+    }
+
+    /// Fits an attribute map to the attribute limits (OpenTelemetry's attribute limits:
+    /// drop what is beyond the count, cut what is too long); returns how many attributes
+    /// were dropped or cut.
+    pub fn fit_attributes(
+        &self,
+        attributes: &mut std::collections::BTreeMap<String, String>,
+    ) -> u64 {
+        let mut trimmed = 0u64;
+        if self.max_attributes_per_record > 0 && attributes.len() > self.max_attributes_per_record {
+            let excess = attributes.len() - self.max_attributes_per_record;
+            let drop: Vec<String> = attributes.keys().rev().take(excess).cloned().collect();
+            for key in drop {
+                attributes.remove(&key);
+            }
+            trimmed += excess as u64;
+        }
+        let max = self.max_attribute_value_bytes;
+        let too_long_key = attributes.keys().any(|key| max > 0 && key.len() > max);
+        if too_long_key {
+            let before = attributes.len();
+            attributes.retain(|key, _| key.len() <= max);
+            trimmed += (before - attributes.len()) as u64;
+        }
+        for value in attributes.values_mut() {
+            if truncate_text(value, max) {
+                trimmed += 1;
+            }
+        }
+        trimmed
     }
 
     /// The per-request limits only (the series count).

@@ -63,6 +63,18 @@ pub static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// Opens the span store, `blocks/spans/`: merged files are sorted by trace id, so a
+/// trace's spans are neighbours and a lookup by trace id reads a few pages.
+pub fn open_spans(blocks_dir: &std::path::Path, block_ms: i64) -> Result<crate::logs::BatchFiles> {
+    crate::logs::BatchFiles::open(
+        blocks_dir,
+        SPANS_DIR,
+        SPANS.clone(),
+        block_ms,
+        vec!["trace_id", "start"],
+    )
+}
+
 pub fn to_batch(spans: &[SpanRecord]) -> Result<RecordBatch> {
     let mut strings: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
     let mut start = TimestampNanosecondBuilder::with_capacity(spans.len());

@@ -524,14 +524,12 @@ impl Storage {
         );
         let cache_bytes = config.cache_bytes;
         let block_ms = config.block_period.as_millis().max(1) as i64;
-        let logs = Arc::new(LogStore::open_logs(
+        let logs = Arc::new(crate::logs::open_logs(
             &config.data_dir.join("blocks"),
             block_ms,
         )?);
-        let spans = Arc::new(BatchFiles::open(
+        let spans = Arc::new(crate::spans::open_spans(
             &config.data_dir.join("blocks"),
-            crate::spans::SPANS_DIR,
-            crate::spans::SPANS.clone(),
             block_ms,
         )?);
         Ok(Arc::new(Storage {
@@ -694,15 +692,30 @@ impl Storage {
     /// Appends log records whole or not at all and answers once they are durable. Times
     /// are bounded as samples' are: later than the clock plus `limits.max_future_skew`,
     /// older than retention, or beyond ±2^52 ms refuses the batch.
-    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<usize> {
+    pub async fn append_logs(&self, mut records: Vec<LogRecord>) -> Result<usize> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
         let window = self.time_window();
-        for record in &records {
+        let limits = &self.config.limits;
+        let mut trimmed = 0;
+        for record in &mut records {
             window.check(record.timestamp_ms)?;
+            trimmed += limits.fit_attributes(&mut record.attributes);
+            trimmed += limits.fit_attributes(&mut record.stream);
+            if crate::limits::truncate_text(&mut record.body, limits.max_log_body_bytes) {
+                trimmed += 1;
+            }
         }
-        self.logs.append(records).await
+        self.logs
+            .attributes_trimmed
+            .fetch_add(trimmed, Ordering::Relaxed);
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let min = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+        let batch = crate::logs::to_batch(&records)?;
+        self.logs.append_batch(batch, min).await
     }
 
     /// A log record's time: not later than the clock plus `limits.max_future_skew`, not
@@ -725,7 +738,7 @@ impl Storage {
 
     /// Appends spans whole or not at all and answers once they are durable; start times
     /// are bounded as log records' are.
-    pub async fn append_spans(&self, spans: Vec<crate::spans::SpanRecord>) -> Result<usize> {
+    pub async fn append_spans(&self, mut spans: Vec<crate::spans::SpanRecord>) -> Result<usize> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -733,9 +746,26 @@ impl Storage {
             return Ok(0);
         }
         let window = self.time_window();
-        for span in &spans {
+        let limits = &self.config.limits;
+        let mut trimmed = 0;
+        for span in &mut spans {
             window.check(span.start_ns.div_euclid(1_000_000))?;
+            trimmed += limits.fit_attributes(&mut span.attributes);
+            trimmed += limits.fit_attributes(&mut span.resource);
+            if crate::limits::truncate_text(&mut span.events, limits.max_attribute_value_bytes) {
+                // Cut JSON is no longer JSON: keep the fact, not a broken document.
+                span.events = "[]".into();
+                trimmed += 1;
+            }
+            for text in [&mut span.name, &mut span.status_message] {
+                if crate::limits::truncate_text(text, limits.max_attribute_value_bytes) {
+                    trimmed += 1;
+                }
+            }
         }
+        self.spans
+            .attributes_trimmed
+            .fetch_add(trimmed, Ordering::Relaxed);
         let min = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         let batch = crate::spans::to_batch(&spans)?;
         self.spans
@@ -744,8 +774,19 @@ impl Storage {
     }
 
     /// The log store (its counters).
-    pub fn logs(&self) -> &LogStore {
+    pub fn logs(&self) -> &Arc<LogStore> {
         &self.logs
+    }
+
+    /// The span store (its counters).
+    pub fn spans(&self) -> &Arc<BatchFiles> {
+        &self.spans
+    }
+
+    /// Merges the small files of the log and span stores (`batch_files.rs`); returns how
+    /// many files were replaced.
+    pub async fn compact_records(&self) -> Result<usize> {
+        Ok(self.logs.compact().await? + self.spans.compact().await?)
     }
 
     /// The out-of-order error for the first sample of `batch` that is behind its
@@ -1126,6 +1167,8 @@ impl Storage {
     /// Deletes partitions that ended before now minus the retention period.
     pub async fn apply_retention(&self) -> Result<usize> {
         let cutoff = now_ms() - self.config.retention.as_millis() as i64;
+        self.logs.apply_retention(cutoff).await?;
+        self.spans.apply_retention(cutoff).await?;
         let expired: Vec<SampleFile> = {
             let mut files = self.files.write();
             let (expired, kept) = files.drain(..).partition(|file| file.block_end <= cutoff);

@@ -375,6 +375,7 @@ fn auth_invalid_web_config_names_the_file() {
             .arg("serve")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .env("VIGIL_OTLP_GRPC_LISTEN", "off")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--web.config.file")

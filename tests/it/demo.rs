@@ -108,3 +108,44 @@ fn demo_rules_fire_on_the_demo_cluster() {
         assert_eq!(rule["incremental"], true, "{rule}");
     }
 }
+
+#[test]
+fn demo_ships_linked_logs_and_traces_through_the_real_protocols() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::demo(&dir.path().join("data"));
+    // The backfilled hour of container logs (over `_bulk`) and traces (over OTLP/HTTP).
+    vigil.wait_for_rows(
+        "SELECT (SELECT count(*) FROM logs) AS logs, (SELECT count(*) FROM spans) AS spans",
+        Duration::from_secs(60),
+        |rows| {
+            rows.first().is_some_and(|row| {
+                row["logs"].as_i64().unwrap_or(0) > 10_000
+                    && row["spans"].as_i64().unwrap_or(0) > 20_000
+            })
+        },
+    );
+    // Fluentd's Kubernetes metadata became stream labels; the crash-looping worker
+    // writes error bursts.
+    let errors = vigil.sql(
+        "SELECT stream['namespace'] AS ns, stream['pod'] AS pod, count(*) AS n FROM logs \
+         WHERE severity = 'error' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 1",
+    );
+    assert_eq!(errors[0]["ns"], "payments", "{errors:?}");
+    assert!(errors[0]["pod"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("worker-"));
+    // Logs and spans are linked by trace id, and failed requests have error lines.
+    let linked = vigil.count(
+        "SELECT count(DISTINCT s.trace_id) FROM spans s JOIN logs l ON l.trace_id = s.trace_id \
+         WHERE s.status = 'error' AND l.severity = 'error'",
+    );
+    assert!(linked > 0);
+    // The service graph is visible through the Jaeger API.
+    let (status, body) =
+        crate::util::blocking_get(&format!("{}/api/services", vigil.url)).expect("jaeger");
+    assert_eq!(status, 200);
+    for service in ["api", "cart", "frontend"] {
+        assert!(body.contains(&format!("\"{service}\"")), "{body}");
+    }
+}

@@ -414,7 +414,7 @@ fn hostile_idle_clients_cannot_take_every_descriptor() {
     let data = dir.path().join("data");
     let port = crate::util::free_port();
     let command = format!(
-        "ulimit -n 256 && exec {} serve --data-dir {} --listen 127.0.0.1:{port} --web.read-header-timeout 2s",
+        "ulimit -n 256 && exec {} serve --data-dir {} --listen 127.0.0.1:{port} --otlp.grpc-listen off --web.read-header-timeout 2s",
         env!("CARGO_BIN_EXE_vigil"),
         data.display()
     );

@@ -13,6 +13,7 @@ mod hostile;
 mod logs;
 mod newcomer;
 mod node_exporter;
+mod otlp;
 mod parquet;
 mod prom_client;
 mod prometheus;

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use crate::util::{blocking_get, free_port, now_ms, Peer, Vigil};
 
 fn vigil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    // Tests run side by side: none takes the default OTLP/gRPC port.
+    command.env("VIGIL_OTLP_GRPC_LISTEN", "off");
+    command
 }
 
 fn repo() -> PathBuf {

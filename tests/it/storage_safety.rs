@@ -40,6 +40,7 @@ fn a_second_server_on_the_same_data_dir_exits_naming_the_holder() {
             .arg(subcommand)
             .arg("--data-dir")
             .arg(&data)
+            .env("VIGIL_OTLP_GRPC_LISTEN", "off")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())

@@ -20,6 +20,8 @@ pub fn free_port() -> u16 {
 pub struct Vigil {
     pub child: Child,
     pub url: String,
+    /// host:port of OTLP/gRPC.
+    pub grpc: String,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
 }
@@ -46,6 +48,7 @@ impl Vigil {
 
     fn spawn(subcommand: &str, data_dir: &Path, config: Option<PathBuf>) -> Vigil {
         let port = free_port();
+        let grpc = format!("127.0.0.1:{}", free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
         command
             .arg(subcommand)
@@ -53,6 +56,8 @@ impl Vigil {
             .arg(data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--otlp.grpc-listen")
+            .arg(&grpc)
             .env("VIGIL_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -63,6 +68,7 @@ impl Vigil {
         let vigil = Vigil {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            grpc,
             data_dir: data_dir.to_path_buf(),
             config,
         };
@@ -80,12 +86,15 @@ impl Vigil {
         ready: impl Fn(&Vigil) -> bool,
     ) -> Vigil {
         let port = free_port();
+        let grpc = format!("127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--otlp.grpc-listen")
+            .arg(&grpc)
             .args(args)
             .env("VIGIL_LOG", "info")
             .stdout(Stdio::null())
@@ -95,6 +104,7 @@ impl Vigil {
         let mut vigil = Vigil {
             child,
             url: format!("{scheme}://127.0.0.1:{port}"),
+            grpc,
             data_dir: data_dir.to_path_buf(),
             config: None,
         };
