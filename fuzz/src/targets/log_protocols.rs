@@ -1,11 +1,11 @@
-//! The log and trace decoders: Elasticsearch `_bulk` NDJSON, Loki push (JSON, and
-//! protobuf which is snappy-compressed here first), OTLP traces and logs (protobuf and
-//! JSON). The first byte picks the decoder; the rest is its input. Invariants: a bulk
+//! The log, trace and OTLP metric decoders: Elasticsearch `_bulk` NDJSON, Loki push
+//! (JSON, and protobuf which is snappy-compressed here first), OTLP traces, logs and
+//! metrics (protobuf and JSON; metrics must come out as valid Prometheus series). The first byte picks the decoder; the rest is its input. Invariants: a bulk
 //! answer has one item per action and every accepted item carries its index; records
 //! keep the stream labels their protocol gave.
 
 use vigil_connectors::otlp::Encoding;
-use vigil_connectors::{elastic, loki, otlp};
+use vigil_connectors::{elastic, loki, otlp, otlp_metrics};
 
 use super::{no_init, Target};
 use crate::features::Features;
@@ -23,6 +23,8 @@ pub const TARGET: Target = Target {
         b"\"@timestamp\":",
         b"{\"streams\":[{\"stream\":{\"a\":\"b\"},\"values\":[[\"1700000000000000000\",\"line\"]]}]}",
         b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"5b8efff798038103d269b633813fc60c\",\"spanId\":\"eee19b7ec3c1b174\",\"name\":\"n\"}]}]}]}",
+        b"{\"resourceMetrics\":[{\"scopeMetrics\":[{\"metrics\":[{\"name\":\"m\",\"unit\":\"s\",\"sum\":{\"aggregationTemporality\":2,\"isMonotonic\":true,\"dataPoints\":[{\"asInt\":\"1\"}]}}]}]}]}",
+        b"\"histogram\":{\"aggregationTemporality\":2,\"dataPoints\":[{\"count\":\"3\",\"bucketCounts\":[\"1\",\"2\"],\"explicitBounds\":[0.5]}]}",
         b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{\"body\":{\"stringValue\":\"x\"}}]}]}]}",
         b"\"kvlistValue\":{\"values\":[]}",
         b"\"arrayValue\":{\"values\":[]}",
@@ -40,7 +42,7 @@ fn run(input: &[u8], features: &mut Features) {
     let Some((&selector, body)) = input.split_first() else {
         return;
     };
-    match selector % 6 {
+    match selector % 8 {
         0 => match elastic::parse_bulk(body, Some("fallback"), 0) {
             Ok(items) => {
                 features.count("bulk-items", items.len());
@@ -76,7 +78,7 @@ fn run(input: &[u8], features: &mut Features) {
             }
         }
         3 | 4 => {
-            let encoding = if selector % 6 == 3 {
+            let encoding = if selector % 8 == 3 {
                 Encoding::Protobuf
             } else {
                 Encoding::Json
@@ -91,6 +93,26 @@ fn run(input: &[u8], features: &mut Features) {
                     features.count("otlp-rejected", rejected as usize);
                 }
                 Err(err) => features.error("otlp-traces", &err.to_string()),
+            }
+        }
+        6 | 7 => {
+            let encoding = if selector % 8 == 6 {
+                Encoding::Protobuf
+            } else {
+                Encoding::Json
+            };
+            match otlp_metrics::decode_metrics(body, encoding) {
+                Ok(decoded) => {
+                    for series in &decoded.batch.series {
+                        assert!(series.validate().is_ok(), "invalid series {series}");
+                    }
+                    for sample in &decoded.batch.samples {
+                        assert!((sample.series_idx as usize) < decoded.batch.series.len());
+                    }
+                    features.count("otlp-metric-samples", decoded.batch.samples.len());
+                    features.count("otlp-metric-rejected", decoded.rejected as usize);
+                }
+                Err(err) => features.error("otlp-metrics", &err.to_string()),
             }
         }
         _ => {
