@@ -170,7 +170,9 @@ impl Labels {
             .into_iter()
             .map(|(name, value)| Label { name, value })
             .collect();
-        match LabelSet::new(labels) {
+        // Invalid series (an empty or unusable name, say) are rejected point by point
+        // here rather than failing the whole request in storage.
+        match LabelSet::new(labels).and_then(|set| set.validate().map(|()| set)) {
             Ok(set) => {
                 let index = out.batch.push_series(set);
                 out.batch.push_sample(index, timestamp_ms, value);
@@ -209,6 +211,20 @@ fn translate(
     target: &Target,
     out: &mut DecodedMetrics,
 ) -> Option<i64> {
+    if !metric.name.chars().any(|c| c.is_ascii_alphanumeric()) {
+        let points = match &metric.data {
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
+            Some(metric::Data::Summary(s)) => s.data_points.len(),
+            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            None => 0,
+        };
+        out.reject(points, || {
+            format!("metric {:?}: a metric needs a name", metric.name)
+        });
+        return None;
+    }
     let mut latest = None;
     let mut note = |ms: i64| latest = latest.max(Some(ms));
     match &metric.data {
@@ -262,7 +278,8 @@ fn translate(
                 let bucket = format!("{base}_bucket");
                 let mut cumulative = 0u64;
                 for (i, bound) in point.explicit_bounds.iter().enumerate() {
-                    cumulative += point.bucket_counts.get(i).copied().unwrap_or(0);
+                    cumulative =
+                        cumulative.saturating_add(point.bucket_counts.get(i).copied().unwrap_or(0));
                     target
                         .labels(&bucket, &point.attributes, Some(("le", float_text(*bound))))
                         .push(out, ms, stale_or(flags, cumulative as f64));
@@ -621,6 +638,17 @@ mod tests {
         assert_eq!(&values[..7], &[7.0, 6.0, 1.0, 3.0, 6.0, 2.5, 1.0]);
         assert_eq!(values[7].to_bits(), STALE_NAN);
         assert_eq!(out.batch.samples[0].timestamp_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_metric_without_a_usable_name_is_rejected_not_stored() {
+        let body = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+          {"name":"","summary":{"dataPoints":[{"timeUnixNano":"1","count":"1","sum":1,"quantileValues":[{"quantile":0.5,"value":1}]}]}},
+          {"name":"ok","gauge":{"dataPoints":[{"timeUnixNano":"1","asDouble":1}]}}]}]}]}"#;
+        let out = decode_metrics(body, Encoding::Json).expect("decodes");
+        assert_eq!(series(&out), [("ok{}".to_string(), 1.0)]);
+        assert_eq!(out.rejected, 1);
+        assert!(out.reason.contains("needs a name"), "{}", out.reason);
     }
 
     #[test]

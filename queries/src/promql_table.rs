@@ -294,9 +294,11 @@ fn step_of(value: &ScalarValue) -> Result<i64> {
         | ScalarValue::Utf8View(Some(text))
         | ScalarValue::LargeUtf8(Some(text)) => match text.trim().parse::<f64>() {
             Ok(seconds) if seconds.is_finite() => Some((seconds * 1000.0).round() as i64),
-            _ => promql_parser::util::parse_duration(text.trim())
+            // The parser's duration conversion can panic on absurd values: contained.
+            _ => std::panic::catch_unwind(|| promql_parser::util::parse_duration(text.trim()))
                 .ok()
-                .map(|d| d.as_millis() as i64),
+                .and_then(Result::ok)
+                .and_then(|d| i64::try_from(d.as_millis()).ok()),
         },
         _ => None,
     };

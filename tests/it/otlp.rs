@@ -262,3 +262,49 @@ fn otlp_metrics_bad_input_and_partial_success() {
     .expect("post");
     assert_eq!(status, 400);
 }
+
+#[test]
+fn promql_table_functions_refuse_bad_arguments_with_reasons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    for (sql, expected) in [
+        (
+            "SELECT * FROM promql('up')",
+            "takes promql(expr, start, end, step)",
+        ),
+        (
+            "SELECT * FROM promql('up', now(), now() - interval '1 hour', '15s')",
+            "end timestamp must not be before start",
+        ),
+        (
+            "SELECT * FROM promql('up', now() - interval '1 hour', now(), 0)",
+            "zero or negative",
+        ),
+        (
+            "SELECT * FROM promql('up', now() - interval '30 days', now(), '1s')",
+            "maximum resolution",
+        ),
+        (
+            "SELECT * FROM promql('up', now() - interval '1 hour', now(), '1e400')",
+            "invalid step",
+        ),
+        (
+            "SELECT * FROM promql('sum(', now() - interval '1 hour', now(), '15s')",
+            "parse error",
+        ),
+        ("SELECT * FROM promql_instant(42)", "must be a string"),
+        (
+            "SELECT * FROM promql_instant('up', 'yesterday')",
+            "invalid time",
+        ),
+        ("SELECT * FROM promql_instant('up', 1e300)", "invalid time"),
+    ] {
+        let (status, body) = vigil.sql_raw(sql, "json");
+        assert_eq!(status, 400, "{sql}: {body}");
+        assert!(body.contains(expected), "{sql}: {body}");
+    }
+    // A scalar is one row without labels.
+    let rows = vigil.sql("SELECT value FROM promql_instant('1 + 1')");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["value"], 2.0);
+}
