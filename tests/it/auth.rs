@@ -652,3 +652,53 @@ fn auth_connection_cap_makes_new_connections_wait() {
         "the fifth connection was served after {waited:?}"
     );
 }
+
+const GRPC_CLIENT: &str = r#"
+import os, sys, grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+creds = grpc.ssl_channel_credentials(open(os.environ["CA"], "rb").read())
+channel = grpc.secure_channel(os.environ["ADDR"], creds)
+stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+span = trace_pb2.Span(trace_id=bytes(range(16)), span_id=bytes(range(8)), name="grpc-tls",
+                      start_time_unix_nano=int(os.environ["START"]), end_time_unix_nano=int(os.environ["START"]) + 1000)
+res = resource_pb2.Resource(attributes=[common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value="secure"))])
+req = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(resource=res, scope_spans=[trace_pb2.ScopeSpans(spans=[span])])])
+out = []
+for token in ["", os.environ["READ"], os.environ["WRITE"]]:
+    metadata = [("authorization", "Bearer " + token)] if token else []
+    try:
+        stub.Export(req, metadata=metadata, timeout=10)
+        out.append("OK")
+    except grpc.RpcError as err:
+        out.append(err.code().name)
+print(" ".join(out))
+"#;
+
+/// OTLP/gRPC behind the web config: TLS (ALPN h2) with the same certificate, and the
+/// same credentials and scopes as HTTP, through grpcio.
+#[test]
+fn auth_otlp_grpc_uses_the_web_config() {
+    let secure = Secure::start("", &[]);
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(GRPC_CLIENT)
+        .env("CA", &secure.pki.ca)
+        .env("ADDR", &secure.vigil.grpc)
+        .env("READ", READ_TOKEN)
+        .env("WRITE", WRITE_TOKEN)
+        .env("START", (crate::util::now_ms() * 1_000_000).to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "UNAUTHENTICATED PERMISSION_DENIED OK"
+    );
+}
