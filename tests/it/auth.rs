@@ -682,23 +682,17 @@ print(" ".join(out))
 #[test]
 fn auth_otlp_grpc_uses_the_web_config() {
     let secure = Secure::start("", &[]);
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(GRPC_CLIENT)
-        .env("CA", &secure.pki.ca)
-        .env("ADDR", &secure.vigil.grpc)
-        .env("READ", READ_TOKEN)
-        .env("WRITE", WRITE_TOKEN)
-        .env("START", (crate::util::now_ms() * 1_000_000).to_string())
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let ca = secure.pki.ca.display().to_string();
+    let start = (crate::util::now_ms() * 1_000_000).to_string();
+    let (stdout, _) = crate::util::python(
+        GRPC_CLIENT,
+        &[
+            ("CA", &ca),
+            ("ADDR", &secure.vigil.grpc),
+            ("READ", READ_TOKEN),
+            ("WRITE", WRITE_TOKEN),
+            ("START", &start),
+        ],
     );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "UNAUTHENTICATED PERMISSION_DENIED OK"
-    );
+    assert_eq!(stdout.trim(), "UNAUTHENTICATED PERMISSION_DENIED OK");
 }

@@ -3,11 +3,9 @@
 //! SQL — including `promql(…)` joined with logs in one statement; delta temporality and
 //! bad bodies answered in OTLP's own way.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::util::{blocking_get, now_ms, ureq_post, Vigil};
+use crate::util::{blocking_get, now_ms, python, ureq_post, Vigil};
 
 const EMIT: &str = r#"
 import json, logging, os, time
@@ -96,24 +94,13 @@ fn value_of(sample: &Value) -> f64 {
 fn metrics_traces_and_logs_over_otlp_grpc_and_http_from_the_sdk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vigil = Vigil::start(&dir.path().join("data"), None);
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(EMIT)
-        .env("VIGIL_URL", &vigil.url)
-        .env("VIGIL_GRPC", format!("http://{}", vigil.grpc))
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let grpc = format!("http://{}", vigil.grpc);
+    let (stdout, stderr) = python(EMIT, &[("VIGIL_URL", &vigil.url), ("VIGIL_GRPC", &grpc)]);
     assert!(
         !stderr.contains("Failed to export"),
         "an exporter failed: {stderr}"
     );
-    let failed: Vec<String> = serde_json::from_slice(&output.stdout).expect("trace ids");
+    let failed: Vec<String> = serde_json::from_str(&stdout).expect("trace ids");
     assert_eq!(failed.len(), 2);
 
     // Metrics, named and labelled as Prometheus' OTLP receiver names them.

@@ -2,11 +2,9 @@
 //! `spans` and `logs` tables, read back through the Jaeger query API and joined in SQL;
 //! bad OTLP input answered with a `google.rpc.Status`.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::util::{blocking_get, ureq_post, Vigil};
+use crate::util::{blocking_get, python, ureq_post, Vigil};
 
 const EMIT: &str = r#"
 import json, logging, os
@@ -59,19 +57,8 @@ fn get(vigil: &Vigil, path: &str) -> (u16, Value) {
 fn traces_from_the_opentelemetry_sdk_through_jaeger_and_sql() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vigil = Vigil::start(&dir.path().join("data"), None);
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(EMIT)
-        .env("VIGIL_URL", &vigil.url)
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let failed: Vec<String> =
-        serde_json::from_slice(&output.stdout).expect("trace ids of failed requests");
+    let (stdout, _) = python(EMIT, &[("VIGIL_URL", &vigil.url)]);
+    let failed: Vec<String> = serde_json::from_str(&stdout).expect("trace ids of failed requests");
     assert_eq!(failed.len(), 4);
 
     assert_eq!(

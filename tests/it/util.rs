@@ -409,6 +409,20 @@ pub fn batch(name: &str, n_series: usize, n_samples: usize, start_ms: i64) -> Sa
     batch
 }
 
+/// Runs a Python script with `env`; panics with its stderr unless it succeeds. Returns
+/// (stdout, stderr).
+pub fn python(script: &str, env: &[(&str, &str)]) -> (String, String) {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
