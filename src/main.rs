@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use vigil::config::Config;
 use vigil::run::{serve, ServeOptions};
 
+mod cq_cli;
+
 #[derive(Parser)]
 #[command(
     name = "vigil",
@@ -87,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Create, list, drop and follow continuous queries of a running server.
+    Cq {
+        #[command(subcommand)]
+        command: CqCommand,
+    },
     /// Check or unit-test rule files (`promtool check rules` / `promtool test rules`).
     Rules {
         #[command(subcommand)]
@@ -118,6 +125,63 @@ enum AlertsCommand {
         /// Print the raw JSON messages.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CqCommand {
+    /// Create a continuous query: the server keeps its result up to date as data arrives.
+    Create {
+        /// Name of the query (and of the SQL table holding its result).
+        name: String,
+        /// The query in SQL, e.g. 'SELECT job, count(*) FROM samples GROUP BY job'.
+        #[arg(long, conflicts_with = "promql", required_unless_present = "promql")]
+        sql: Option<String>,
+        /// The query in PromQL, e.g. 'sum by (job) (rate(http_requests_total[5m]))'.
+        #[arg(long)]
+        promql: Option<String>,
+        /// Event time the result covers, back from the watermark (e.g. 1h); the server's
+        /// default otherwise.
+        #[arg(long, value_parser = parse_duration)]
+        horizon: Option<std::time::Duration>,
+        /// Base URL of the Vigil server.
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
+        url: String,
+    },
+    /// List the continuous queries with their status, size and progress.
+    List {
+        /// Base URL of the Vigil server.
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
+        url: String,
+        /// Print the raw JSON list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a continuous query and delete its result.
+    Drop {
+        /// Name of the query.
+        name: String,
+        /// Base URL of the Vigil server.
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
+        url: String,
+    },
+    /// Print a continuous query's result, then every change to it, one per line.
+    Tail {
+        /// Name of the query.
+        name: String,
+        /// Resume after this change batch (the `seq` of the last one seen) instead of
+        /// starting from a snapshot.
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Also print progress messages (the watermark advancing without changes).
+        #[arg(long)]
+        progress: bool,
+        /// Print the raw JSON messages.
+        #[arg(long)]
+        json: bool,
+        /// Base URL of the Vigil server.
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
+        url: String,
     },
 }
 
@@ -164,28 +228,10 @@ fn server_reason(status: u16, body: &[u8]) -> String {
 
 /// `vigil alerts tail`: reads `/api/v1/alerts/stream` until the server closes it.
 fn alerts_tail(url: &str, matchers: Option<&str>, raw: bool) -> anyhow::Result<()> {
-    let mut ws_url = format!(
-        "{}/api/v1/alerts/stream",
-        url.trim_end_matches('/')
-            .replacen("http://", "ws://", 1)
-            .replacen("https://", "wss://", 1)
-    );
-    if let Some(matchers) = matchers {
-        ws_url.push('?');
-        ws_url.push_str(&serde_urlencoded::to_string([("match", matchers)])?);
-    }
-    let (mut socket, _) = match tungstenite::connect(&ws_url) {
-        Ok(connected) => connected,
-        // The server refused the stream (a bad `--match`, no rules …): say why.
-        Err(tungstenite::Error::Http(response)) => bail!(
-            "cannot follow {ws_url}: {}",
-            server_reason(
-                response.status().as_u16(),
-                response.body().as_deref().unwrap_or_default()
-            )
-        ),
-        Err(err) => return Err(err).with_context(|| format!("cannot connect to {ws_url}")),
-    };
+    let params: Vec<(&str, String)> = matchers
+        .map(|m| vec![("match", m.to_string())])
+        .unwrap_or_default();
+    let mut socket = cq_cli::open_stream(url, "/api/v1/alerts/stream", &params)?;
     loop {
         match socket.read() {
             Ok(tungstenite::Message::Text(text)) => {
@@ -322,6 +368,26 @@ fn main() -> anyhow::Result<()> {
     {
         return alerts_tail(url, matchers.as_deref(), *json);
     }
+    if let Command::Cq {
+        command:
+            CqCommand::Tail {
+                name,
+                from_seq,
+                progress,
+                json,
+                url,
+            },
+    } = &cli.command
+    {
+        let output = if *json {
+            cq_cli::TailOutput::Json
+        } else {
+            cq_cli::TailOutput::Text {
+                progress: *progress,
+            }
+        };
+        return cq_cli::tail(url, name, *from_seq, output);
+    }
     if let Command::Rules { command } = &cli.command {
         let ok = match command {
             RulesCommand::Check { files } => rules_check(files),
@@ -386,6 +452,18 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Rules { .. } | Command::Alerts { .. } => Ok(()),
+            Command::Cq { command } => match command {
+                CqCommand::Create {
+                    name,
+                    sql,
+                    promql,
+                    horizon,
+                    url,
+                } => cq_cli::create(&url, &name, sql.as_deref(), promql.as_deref(), horizon).await,
+                CqCommand::List { url, json } => cq_cli::list(&url, json).await,
+                CqCommand::Drop { name, url } => cq_cli::drop_query(&url, &name).await,
+                CqCommand::Tail { .. } => Ok(()),
+            },
             Command::Sql { query, url, format } => sql(&url, &query, &format).await,
             Command::Query {
                 expr,

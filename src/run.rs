@@ -157,6 +157,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     .await?;
     info!(groups = manager.group_count(), "rules loaded");
     let _ = state.rules.set(manager.clone());
+    let continuous = vigil_engine::continuous::ContinuousQueries::open(
+        &options.data_dir.join("continuous"),
+        storage.clone(),
+        &state.sql,
+        Default::default(),
+    )
+    .await?;
+    info!(
+        queries = continuous.list().len(),
+        "continuous queries started"
+    );
+    let _ = state.continuous.set(continuous.clone());
     tokio::spawn(reload_on_sighup(manager.clone()));
     let rules = { tokio::spawn(manager.run(stop_rx.clone())) };
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
@@ -225,6 +237,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     scrapers.stop().await;
     let _ = rules.await;
     let _ = maintenance.await;
+    tokio::task::spawn_blocking(move || continuous.shutdown()).await?;
     storage.shutdown().await.context("final flush failed")?;
     info!("vigil stopped");
     Ok(())

@@ -13,11 +13,16 @@
 //!   (`incremental/compile.rs` lists what compiles); checked against the ad hoc
 //!   evaluator by a property test.
 //!
+//! - [`continuous`]: continuous SQL queries (DataFusion's planner → a differential
+//!   dataflow per query), their results as tables, and the subscription hub (snapshot,
+//!   numbered changes, progress, resume).
+//!
 //! The server's rule manager (`src/rule_manager.rs`) answers every rule that compiles
 //! from the dataflow and evaluates the rest (and any instant where a maintained vector is
 //! in error) with the ad hoc PromQL evaluator.
 
 pub mod alerting;
+pub mod continuous;
 pub mod incremental;
 pub mod rules;
 pub mod template;

@@ -8,6 +8,7 @@
 //! | `remote_write.rs` | `POST /api/v1/write` |
 //! | `sql.rs` | `/api/v1/sql` |
 //! | `alerts.rs` | `/api/v1/rules`, `/api/v1/alerts`, the websocket `/api/v1/alerts/stream` |
+//! | `continuous.rs` | continuous queries: `/api/v1/continuous` (create, list, drop) and the websocket `/api/v1/subscribe` |
 //! | `loki.rs` | `POST /loki/api/v1/push` (logs) |
 //! | `elastic.rs` | Elasticsearch `_bulk` and the handshake log shippers make (logs) |
 //! | `otlp.rs` | OTLP/HTTP `POST /v1/traces`, `/v1/logs`, `/v1/metrics` (and the `export_*` shared with gRPC) |
@@ -19,6 +20,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod continuous;
 pub mod elastic;
 pub mod error;
 pub mod jaeger;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub query: crate::config::QuerySection,
     /// The rule manager, once rules are loaded (set by `run::serve`).
     pub rules: std::sync::OnceLock<Arc<crate::rule_manager::RuleManager>>,
+    /// Continuous queries (set by `run::serve`).
+    pub continuous: std::sync::OnceLock<Arc<vigil_engine::continuous::ContinuousQueries>>,
     /// remote_write label sets already seen (decoding a known series allocates nothing).
     pub interner: SeriesInterner,
 }
@@ -78,6 +82,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             query,
             rules: std::sync::OnceLock::new(),
+            continuous: std::sync::OnceLock::new(),
             interner: SeriesInterner::new(1 << 20),
         }))
     }
@@ -101,6 +106,7 @@ pub fn app_with(state: Arc<AppState>, access: Arc<auth::Access>) -> Router {
         .merge(remote_write::routes())
         .merge(sql::routes())
         .merge(alerts::routes())
+        .merge(continuous::routes())
         .merge(lifecycle::routes())
         .merge(loki::routes())
         .merge(elastic::routes())

@@ -86,6 +86,8 @@ pub struct BatchFiles {
     pub attributes_trimmed: AtomicU64,
     pub files_merged: AtomicU64,
     pub partitions_deleted: AtomicU64,
+    /// Receivers of every batch made durable from now on (`tap`).
+    taps: Mutex<Vec<crossbeam_channel::Sender<Arc<RecordBatch>>>>,
 }
 
 impl BatchFiles {
@@ -166,6 +168,7 @@ impl BatchFiles {
             attributes_trimmed: AtomicU64::new(0),
             files_merged: AtomicU64::new(0),
             partitions_deleted: AtomicU64::new(0),
+            taps: Mutex::new(Vec::new()),
         })
     }
 
@@ -181,6 +184,38 @@ impl BatchFiles {
             .filter(|f| f.partition_end > start_ms && f.partition_start <= end_ms)
             .cloned()
             .collect()
+    }
+
+    /// The files whose partitions overlap `[start_ms, ∞)` and a receiver of every batch
+    /// made durable after them: each batch is in exactly one of the two (a reader that
+    /// seeds from the files and then follows the receiver sees every row once). The
+    /// receiver is dropped to unsubscribe.
+    pub fn tap(
+        &self,
+        start_ms: i64,
+    ) -> (
+        Vec<FileEntry>,
+        crossbeam_channel::Receiver<Arc<RecordBatch>>,
+    ) {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let files = self.files.read();
+        self.taps.lock().push(sender);
+        let listed = files
+            .iter()
+            .filter(|f| f.partition_end > start_ms)
+            .cloned()
+            .collect();
+        (listed, receiver)
+    }
+
+    /// Every row of one listed file.
+    pub fn read(&self, file: &FileEntry) -> Result<Vec<RecordBatch>> {
+        let reader = std::fs::File::open(self.blocks_dir.join(&file.path))?;
+        let batches = ParquetRecordBatchReaderBuilder::try_new(reader)?
+            .with_batch_size(8192)
+            .build()?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(batches)
     }
 
     /// Files in the manifest.
@@ -222,7 +257,8 @@ impl BatchFiles {
             .build();
         let path = self.write_durably(&partition, &self.next_name(""), batch, props)?;
         let size = std::fs::metadata(&path)?.len();
-        self.files.write().push(FileEntry {
+        let mut files = self.files.write();
+        files.push(FileEntry {
             path: relative(&self.blocks_dir, &path),
             size,
             rows: batch.num_rows(),
@@ -230,6 +266,14 @@ impl BatchFiles {
             partition_end: start + self.block_ms,
             added: Some(Instant::now()),
         });
+        // Under the manifest's lock, so `tap` sees each batch either listed or sent.
+        let mut taps = self.taps.lock();
+        if !taps.is_empty() {
+            let shared = Arc::new(batch.clone());
+            taps.retain(|tap| tap.send(shared.clone()).is_ok());
+        }
+        drop(taps);
+        drop(files);
         self.rows_appended
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         Ok(batch.num_rows())

@@ -7,6 +7,7 @@
 mod alerts;
 mod auth;
 mod bad_input;
+mod continuous;
 mod crash;
 mod demo;
 mod hostile;

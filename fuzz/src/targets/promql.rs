@@ -263,10 +263,13 @@ fn run(input: &[u8], features: &mut Features) {
         features.error("json", &err.to_string());
     }
     let source = store();
+    // One deadline for the pair: each query honours it, and together they stay inside
+    // the fuzzer's per-input budget (two full deadlines back to back would not).
+    let deadline = Instant::now() + DEADLINE;
     let instant = {
         let prefetch = PrefetchSource::new(source, &expr, END_MS, END_MS, DEFAULT_LOOKBACK_MS);
         let mut evaluator = Evaluator::new(&prefetch, END_MS, END_MS);
-        evaluator.deadline = Some(Instant::now() + DEADLINE);
+        evaluator.deadline = Some(deadline);
         evaluator.max_samples = MAX_SAMPLES;
         let result = evaluator.instant_query(&expr, END_MS);
         record("instant", &result, features);
@@ -279,7 +282,7 @@ fn run(input: &[u8], features: &mut Features) {
     }
     let prefetch = PrefetchSource::new(source, &expr, START_MS, END_MS, DEFAULT_LOOKBACK_MS);
     let mut evaluator = Evaluator::new(&prefetch, START_MS, END_MS);
-    evaluator.deadline = Some(Instant::now() + DEADLINE);
+    evaluator.deadline = Some(deadline);
     evaluator.max_samples = MAX_SAMPLES;
     let range = evaluator
         .range_query(&expr, START_MS, END_MS, STEP_MS)

@@ -1,0 +1,433 @@
+//! Continuous queries: submitted once, maintained by the dataflow as data arrives,
+//! readable as a table and subscribable as a change stream.
+//!
+//! | file | role |
+//! |---|---|
+//! | `row.rs` | `Row`/`Datum`, the named row type (Arrow ↔ rows ↔ JSON) |
+//! | `sql.rs` | SQL → `SqlProgram` through DataFusion's planner; the supported subset |
+//! | `aggregate.rs` | the aggregation operator's arithmetic per group |
+//! | `runner.rs` | one query's thread: first stage, dataflow, last stage, watermark |
+//! | `subscription.rs` | `Hub`: the maintained result, numbered change batches, resume |
+//! | `table.rs` | a query's result as a DataFusion table |
+//!
+//! `ContinuousQueries` is the registry: it validates and compiles a definition,
+//! persists it (`<data>/continuous/<name>/definition.json`, fsynced before the answer),
+//! seeds the query from storage and starts it, and on start restarts every persisted
+//! query so that subscribers resume where they were.
+
+pub mod aggregate;
+pub mod row;
+pub mod runner;
+pub mod sql;
+pub mod subscription;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use vigil_queries::SqlEngine;
+use vigil_storage::Storage;
+
+pub use runner::Budget;
+pub use subscription::{Hub, Message, MessageKind, Subscription};
+
+/// The default horizon: the result covers the last hour of event time.
+pub const DEFAULT_HORIZON_MS: i64 = 3_600_000;
+/// The longest horizon a query may ask for (state grows with it).
+pub const MAX_HORIZON_MS: i64 = 7 * 24 * 3_600_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContinuousError {
+    /// The query is valid SQL but uses a construct that is not maintained incrementally.
+    #[error("not supported in a continuous query: {0}")]
+    Unsupported(String),
+    /// The definition or the query is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("continuous query \"{0}\" already exists")]
+    Exists(String),
+    #[error("continuous query \"{0}\" not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("continuous query storage: {0}")]
+    Io(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Sql,
+    Promql,
+}
+
+/// What a client submits (and what is persisted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub name: String,
+    pub language: Language,
+    pub query: String,
+    /// Milliseconds of event time the result covers, back from the watermark.
+    #[serde(default = "default_horizon")]
+    pub horizon_ms: i64,
+    /// Who created it (the credential's name; counted against the per-client cap).
+    #[serde(default)]
+    pub owner: String,
+}
+
+fn default_horizon() -> i64 {
+    DEFAULT_HORIZON_MS
+}
+
+/// Caps on what clients may run.
+#[derive(Debug, Clone)]
+pub struct ContinuousLimits {
+    pub max_queries: usize,
+    pub max_queries_per_owner: usize,
+    pub budget: Budget,
+}
+
+impl Default for ContinuousLimits {
+    fn default() -> Self {
+        ContinuousLimits {
+            max_queries: 64,
+            max_queries_per_owner: 16,
+            budget: Budget::default(),
+        }
+    }
+}
+
+struct Running {
+    definition: Definition,
+    hub: Arc<Hub>,
+    stats: Arc<runner::Stats>,
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn halt(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub struct ContinuousQueries {
+    dir: PathBuf,
+    storage: Arc<Storage>,
+    sql: datafusion::prelude::SessionContext,
+    limits: ContinuousLimits,
+    queries: Mutex<BTreeMap<String, Running>>,
+}
+
+/// Names of the tables a query may not shadow.
+const RESERVED: &[&str] = &["logs", "spans", "samples", "series", "metrics"];
+
+impl ContinuousQueries {
+    /// Opens the registry in `<dir>` and restarts every persisted query.
+    pub async fn open(
+        dir: &Path,
+        storage: Arc<Storage>,
+        sql: &SqlEngine,
+        limits: ContinuousLimits,
+    ) -> Result<Arc<ContinuousQueries>, ContinuousError> {
+        std::fs::create_dir_all(dir).map_err(|e| ContinuousError::Io(e.to_string()))?;
+        let service = Arc::new(ContinuousQueries {
+            dir: dir.to_path_buf(),
+            storage,
+            sql: sql.context().clone(),
+            limits,
+            queries: Mutex::new(BTreeMap::new()),
+        });
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| ContinuousError::Io(e.to_string()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.join("definition.json").is_file())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let loaded = std::fs::read(path.join("definition.json"))
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<Definition>(&bytes).map_err(|e| e.to_string())
+                });
+            match loaded {
+                Ok(definition) => {
+                    let name = definition.name.clone();
+                    if let Err(err) = service.start(definition).await {
+                        tracing::error!(query = %name, error = %err, "continuous query not restarted");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(path = %path.display(), error = %err, "unreadable continuous query definition")
+                }
+            }
+        }
+        Ok(service)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Running>> {
+        self.queries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates, compiles, persists and starts a new query.
+    pub async fn create(&self, definition: Definition) -> Result<Value, ContinuousError> {
+        validate(&definition)?;
+        {
+            let queries = self.lock();
+            if queries.contains_key(&definition.name) {
+                return Err(ContinuousError::Exists(definition.name));
+            }
+            if queries.len() >= self.limits.max_queries {
+                return Err(ContinuousError::Limit(format!(
+                    "{} continuous queries are running, the limit",
+                    queries.len()
+                )));
+            }
+            let owned = queries
+                .values()
+                .filter(|q| q.definition.owner == definition.owner)
+                .count();
+            if owned >= self.limits.max_queries_per_owner {
+                return Err(ContinuousError::Limit(format!(
+                    "this client runs {owned} continuous queries, the limit per client"
+                )));
+            }
+        }
+        if self
+            .sql
+            .table_exist(definition.name.as_str())
+            .unwrap_or(false)
+        {
+            return Err(ContinuousError::Exists(definition.name));
+        }
+        // Compile before anything is written: a refused query leaves no trace.
+        let program = self.compile(&definition).await?;
+        let dir = self.dir.join(&definition.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        write_definition(&dir, &definition)?;
+        let name = definition.name.clone();
+        if let Err(err) = self.launch(definition, program) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(err);
+        }
+        self.describe(&name)
+    }
+
+    async fn compile(&self, definition: &Definition) -> Result<sql::SqlProgram, ContinuousError> {
+        match definition.language {
+            Language::Sql => sql::compile(&self.sql.state(), &definition.query).await,
+            Language::Promql => Err(ContinuousError::Unsupported(
+                "language \"promql\": PromQL continuous queries are recording rules for now; \
+                 put the expression in a rule file (`record:`) and query or subscribe to its \
+                 output through SQL"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Starts a persisted query (at open).
+    async fn start(&self, definition: Definition) -> Result<(), ContinuousError> {
+        let program = self.compile(&definition).await?;
+        self.launch(definition, program)
+    }
+
+    fn launch(
+        &self,
+        definition: Definition,
+        program: sql::SqlProgram,
+    ) -> Result<(), ContinuousError> {
+        let program = Arc::new(program);
+        let columns = program
+            .output
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let hub = Arc::new(
+            Hub::open(columns, &self.dir.join(&definition.name).join("result"))
+                .map_err(|e| ContinuousError::Io(e.to_string()))?,
+        );
+        // Seed from the files that may hold rows within the horizon of the newest data,
+        // then follow the tap (each batch is in exactly one of the two).
+        let store = match program.source {
+            sql::Source::Logs => self.storage.logs().clone(),
+            sql::Source::Spans => self.storage.spans().clone(),
+        };
+        let since = hub.position().1.max(now_ms()) - definition.horizon_ms - 3_600_000;
+        let (files, tap) = store.tap(since);
+        let mut seed = Vec::new();
+        for file in &files {
+            seed.extend(
+                store
+                    .read(file)
+                    .map_err(|e| ContinuousError::Io(e.to_string()))?,
+            );
+        }
+        let stats = Arc::new(runner::Stats::default());
+        let (stop, stopped) = crossbeam_channel::bounded(1);
+        let runner = runner::Runner {
+            name: definition.name.clone(),
+            program: program.clone(),
+            hub: hub.clone(),
+            stats: stats.clone(),
+            horizon_ms: definition.horizon_ms,
+            budget: self.limits.budget.clone(),
+        };
+        let thread = runner
+            .spawn(seed, tap, stopped)
+            .map_err(|e| ContinuousError::Io(e.to_string()))?;
+        let table = table::ResultTable::new(sql::nullable(&program.output), hub.clone());
+        let _ = self.sql.deregister_table(definition.name.as_str());
+        self.sql
+            .register_table(definition.name.as_str(), Arc::new(table))
+            .map_err(|e| ContinuousError::Invalid(e.to_string()))?;
+        self.lock().insert(
+            definition.name.clone(),
+            Running {
+                definition,
+                hub,
+                stats,
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops and forgets a query, its table and its files.
+    pub fn drop_query(&self, name: &str) -> Result<(), ContinuousError> {
+        let mut running = self
+            .lock()
+            .remove(name)
+            .ok_or_else(|| ContinuousError::NotFound(name.to_string()))?;
+        running.halt();
+        let _ = self.sql.deregister_table(name);
+        std::fs::remove_dir_all(self.dir.join(name)).map_err(|e| ContinuousError::Io(e.to_string()))
+    }
+
+    /// Every query with its status.
+    pub fn list(&self) -> Vec<Value> {
+        let queries = self.lock();
+        queries.values().map(describe_running).collect()
+    }
+
+    pub fn describe(&self, name: &str) -> Result<Value, ContinuousError> {
+        self.lock()
+            .get(name)
+            .map(describe_running)
+            .ok_or_else(|| ContinuousError::NotFound(name.to_string()))
+    }
+
+    /// Subscribes to a query's result (`from_seq`: resume after that change batch).
+    pub fn subscribe(
+        &self,
+        name: &str,
+        from_seq: Option<u64>,
+    ) -> Result<Subscription, ContinuousError> {
+        let queries = self.lock();
+        let running = queries
+            .get(name)
+            .ok_or_else(|| ContinuousError::NotFound(name.to_string()))?;
+        Ok(running.hub.subscribe(from_seq))
+    }
+
+    /// Stops every query (at shutdown); their files stay for the next start.
+    pub fn shutdown(&self) {
+        let mut queries = self.lock();
+        for running in queries.values_mut() {
+            running.halt();
+        }
+    }
+}
+
+fn describe_running(running: &Running) -> Value {
+    let stats = &running.stats;
+    let (seq, time) = running.hub.position();
+    let stopped = stats.stopped();
+    json!({
+        "name": running.definition.name,
+        "language": running.definition.language,
+        "query": running.definition.query,
+        "horizon_ms": running.definition.horizon_ms,
+        "columns": running.hub.columns(),
+        "status": if stopped.is_some() { "stopped" } else { "running" },
+        "reason": stopped,
+        "seq": seq,
+        "watermark_ms": time,
+        "rows": running.hub.row_count(),
+        "state_rows": stats.state_rows.load(Ordering::Relaxed),
+        "memory_bytes": stats.state_bytes.load(Ordering::Relaxed),
+        "input_rows": stats.input_rows.load(Ordering::Relaxed),
+        "late_rows": stats.late_rows.load(Ordering::Relaxed),
+        "pending_batches": stats.pending_batches.load(Ordering::Relaxed),
+        "last_update_us": stats.last_epoch_us.load(Ordering::Relaxed),
+    })
+}
+
+fn validate(definition: &Definition) -> Result<(), ContinuousError> {
+    let name = &definition.name;
+    let mut chars = name.chars();
+    let valid = name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(ContinuousError::Invalid(format!(
+            "invalid name {name:?}: letters, digits and underscores, not starting with a digit, at most 128"
+        )));
+    }
+    if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(ContinuousError::Invalid(format!(
+            "invalid name {name:?}: a built-in table has that name"
+        )));
+    }
+    if !(1..=MAX_HORIZON_MS).contains(&definition.horizon_ms) {
+        return Err(ContinuousError::Invalid(format!(
+            "invalid horizon_ms {}: between 1 and {MAX_HORIZON_MS}",
+            definition.horizon_ms
+        )));
+    }
+    if definition.query.len() > 64 << 10 {
+        return Err(ContinuousError::Invalid(
+            "the query is longer than 64 KiB".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn write_definition(dir: &Path, definition: &Definition) -> Result<(), ContinuousError> {
+    let io = |e: std::io::Error| ContinuousError::Io(e.to_string());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join("definition.json.tmp");
+    let bytes =
+        serde_json::to_vec_pretty(definition).map_err(|e| ContinuousError::Io(e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, dir.join("definition.json")).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

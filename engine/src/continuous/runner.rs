@@ -1,0 +1,454 @@
+//! One continuous SQL query at run time: its own thread with a one-worker timely
+//! dataflow. Input batches (durable log or span batches from the storage tap) go through
+//! the linear first stage, into the dataflow (the aggregation as a differential
+//! `reduce` per group), and the dataflow's output differences through the linear last
+//! stage to the query's `Hub`.
+//!
+//! Time: the watermark is the latest event time seen. The result is the query over the
+//! rows whose event time is within `horizon` of the watermark: rows that fall behind are
+//! retracted (so state is bounded and the result is the same whether it was maintained
+//! live or rebuilt from storage after a restart), and rows that arrive already behind it
+//! are counted as late and left out. Each dataflow epoch takes every batch waiting in
+//! the tap, so under load the epochs grow and the per-batch cost shrinks.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::error::DataFusionError;
+use differential_dataflow::input::InputSession;
+
+use super::aggregate::aggregate;
+use super::row::{row_at, Datum, Row};
+use super::sql::{SqlProgram, Stage};
+use super::subscription::Hub;
+
+/// The budget of one continuous query.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Input rows held within the horizon.
+    pub max_state_rows: usize,
+    /// Rows in the result.
+    pub max_result_rows: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_state_rows: 2_000_000,
+            max_result_rows: 100_000,
+        }
+    }
+}
+
+/// What a running query reports (`GET /api/v1/continuous`).
+#[derive(Default)]
+pub struct Stats {
+    pub input_rows: AtomicU64,
+    pub late_rows: AtomicU64,
+    pub state_rows: AtomicU64,
+    pub state_bytes: AtomicU64,
+    pub epochs: AtomicU64,
+    pub watermark_ms: AtomicI64,
+    /// Batches waiting in the tap.
+    pub pending_batches: AtomicU64,
+    /// Microseconds the last epoch took, from taking its batches to publishing.
+    pub last_epoch_us: AtomicU64,
+    /// `None` while running; why it stopped otherwise.
+    pub stopped: Mutex<Option<String>>,
+}
+
+impl Stats {
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn stop(&self, reason: String) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+}
+
+pub struct Runner {
+    pub name: String,
+    pub program: Arc<SqlProgram>,
+    pub hub: Arc<Hub>,
+    pub stats: Arc<Stats>,
+    pub horizon_ms: i64,
+    pub budget: Budget,
+}
+
+/// Batches taken per epoch at most.
+const EPOCH_BATCHES: usize = 256;
+
+impl Runner {
+    /// Runs on its own thread until `stop` fires or disconnects, the tap closes, or the
+    /// query exceeds its budget (the reason lands in `stats.stopped`).
+    pub fn spawn(
+        self,
+        seed: Vec<RecordBatch>,
+        tap: Receiver<Arc<RecordBatch>>,
+        stop: Receiver<()>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("cq-{}", self.name))
+            .spawn(move || {
+                let stats = self.stats.clone();
+                let name = self.name.clone();
+                let outcome =
+                    timely::execute_directly(move |worker| self.work(worker, seed, tap, stop));
+                if let Err(reason) = outcome {
+                    tracing::warn!(query = %name, %reason, "continuous query stopped");
+                    stats.stop(reason);
+                }
+            })
+    }
+
+    fn work(
+        &self,
+        worker: &mut timely::worker::Worker,
+        seed: Vec<RecordBatch>,
+        tap: Receiver<Arc<RecordBatch>>,
+        stop: Receiver<()>,
+    ) -> Result<(), String> {
+        let mut input: InputSession<u64, (Row, Row), isize> = InputSession::new();
+        let probe = timely::dataflow::ProbeHandle::new();
+        let sink: Rc<RefCell<Vec<(Row, i64)>>> = Rc::default();
+        let program = self.program.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let rows = input.to_collection(scope);
+            let output = match &program.stage {
+                Stage::Project(_) => rows.map(|(row, _)| row),
+                Stage::Aggregate { .. } => {
+                    let program = program.clone();
+                    rows.reduce(move |_key, values: &[(&Row, isize)], output| {
+                        if let Stage::Aggregate { aggs, .. } = &program.stage {
+                            output.push((aggregate(aggs, values), 1isize));
+                        }
+                    })
+                    .map(|(mut key, aggs)| {
+                        key.extend(aggs);
+                        key
+                    })
+                }
+            };
+            let sink = sink.clone();
+            output
+                .inspect(move |(row, _time, diff)| {
+                    sink.borrow_mut().push((row.clone(), *diff as i64));
+                })
+                .probe_with(&probe);
+        });
+        let mut state = State {
+            watermark: self.hub.position().1,
+            expiry: BTreeMap::new(),
+            rows: 0,
+            bytes: 0,
+        };
+        let mut epoch = 0u64;
+        // Seed: everything storage holds within the horizon, as one epoch whose result
+        // replaces what subscribers were last told (a restart publishes only the
+        // difference).
+        let mut prepared = Vec::new();
+        let mut newest_seen = None;
+        for batch in &seed {
+            prepared.extend(prepare(&self.program, batch).map_err(|e| e.to_string())?);
+            newest_seen = newest_seen.max(newest(&self.program, batch).map_err(|e| e.to_string())?);
+        }
+        drop(seed);
+        self.admit(&mut state, newest_seen, prepared, &mut input);
+        epoch += 1;
+        self.settle(worker, &mut input, &probe, epoch);
+        let initial = finish(&self.program, std::mem::take(&mut *sink.borrow_mut()))
+            .map_err(|e| e.to_string())?;
+        let initial = super::subscription::consolidate(initial);
+        self.check(&state, initial.len())?;
+        self.hub
+            .reconcile(state.watermark, initial)
+            .map_err(|e| e.to_string())?;
+        loop {
+            let first = crossbeam_channel::select! {
+                recv(stop) -> _ => return Ok(()),
+                recv(tap) -> batch => match batch {
+                    Ok(batch) => batch,
+                    Err(_) => return Ok(()),
+                },
+                default(Duration::from_secs(1)) => continue,
+            };
+            let started = Instant::now();
+            let mut batches = vec![first];
+            while batches.len() < EPOCH_BATCHES {
+                match tap.try_recv() {
+                    Ok(batch) => batches.push(batch),
+                    Err(_) => break,
+                }
+            }
+            self.stats
+                .pending_batches
+                .store(tap.len() as u64, Ordering::Relaxed);
+            let mut prepared = Vec::new();
+            let mut newest_seen = None;
+            for batch in &batches {
+                if let Ok(time) = newest(&self.program, batch) {
+                    newest_seen = newest_seen.max(time);
+                }
+                match prepare(&self.program, batch) {
+                    Ok(rows) => prepared.extend(rows),
+                    // A batch the expressions cannot evaluate (a cast of a bad value)
+                    // is left out and counted as late input: the query keeps running.
+                    Err(err) => {
+                        tracing::debug!(query = %self.name, error = %err, "batch left out");
+                        self.stats
+                            .late_rows
+                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.admit(&mut state, newest_seen, prepared, &mut input);
+            epoch += 1;
+            self.settle(worker, &mut input, &probe, epoch);
+            let changes = finish(&self.program, std::mem::take(&mut *sink.borrow_mut()))
+                .map_err(|e| e.to_string())?;
+            self.hub
+                .publish(state.watermark, changes)
+                .map_err(|e| e.to_string())?;
+            self.check(&state, self.hub.row_count())?;
+            self.stats.epochs.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_epoch_us
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn settle(
+        &self,
+        worker: &mut timely::worker::Worker,
+        input: &mut InputSession<u64, (Row, Row), isize>,
+        probe: &timely::dataflow::ProbeHandle<u64>,
+        epoch: u64,
+    ) {
+        input.advance_to(epoch);
+        input.flush();
+        while probe.less_than(&epoch) {
+            worker.step();
+        }
+    }
+
+    /// Takes prepared rows in, moves the watermark, retracts what fell behind it.
+    fn admit(
+        &self,
+        state: &mut State,
+        newest: Option<i64>,
+        rows: Vec<(i64, Row, Row)>,
+        input: &mut InputSession<u64, (Row, Row), isize>,
+    ) {
+        self.stats
+            .input_rows
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        if let Some(newest) = newest {
+            state.watermark = state.watermark.max(newest);
+        }
+        let cutoff = state.watermark.saturating_sub(self.horizon_ms);
+        let mut late = 0;
+        for (time, key, values) in rows {
+            if time < cutoff {
+                late += 1;
+                continue;
+            }
+            state.rows += 1;
+            state.bytes += row_bytes(&key) + row_bytes(&values);
+            input.insert((key.clone(), values.clone()));
+            state.expiry.entry(time).or_default().push((key, values));
+        }
+        while let Some(entry) = state.expiry.first_entry() {
+            if *entry.key() >= cutoff {
+                break;
+            }
+            for (key, values) in entry.remove() {
+                state.rows -= 1;
+                state.bytes = state
+                    .bytes
+                    .saturating_sub(row_bytes(&key) + row_bytes(&values));
+                input.remove((key, values));
+            }
+        }
+        self.stats.late_rows.fetch_add(late, Ordering::Relaxed);
+        self.stats
+            .state_rows
+            .store(state.rows as u64, Ordering::Relaxed);
+        self.stats
+            .state_bytes
+            .store(state.bytes as u64, Ordering::Relaxed);
+        self.stats
+            .watermark_ms
+            .store(state.watermark, Ordering::Relaxed);
+    }
+
+    fn check(&self, state: &State, result_rows: usize) -> Result<(), String> {
+        if state.rows > self.budget.max_state_rows {
+            return Err(format!(
+                "exceeded its budget: {} input rows within the horizon, more than the limit of {}",
+                state.rows, self.budget.max_state_rows
+            ));
+        }
+        if result_rows > self.budget.max_result_rows {
+            return Err(format!(
+                "exceeded its budget: {result_rows} result rows, more than the limit of {}",
+                self.budget.max_result_rows
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct State {
+    watermark: i64,
+    /// The admitted rows by event time, to retract when they fall behind the horizon.
+    expiry: BTreeMap<i64, Vec<(Row, Row)>>,
+    rows: usize,
+    bytes: usize,
+}
+
+/// An estimate of a row's memory (twice: the expiry list and the dataflow's trace).
+fn row_bytes(row: &Row) -> usize {
+    2 * row
+        .iter()
+        .map(|d| {
+            std::mem::size_of::<Datum>()
+                + match d {
+                    Datum::Str(s) => s.len(),
+                    Datum::Map(pairs) => pairs.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+                    _ => 0,
+                }
+        })
+        .sum::<usize>()
+}
+
+fn evaluate(expr: &super::sql::PhysExpr, batch: &RecordBatch) -> Result<ArrayRef, DataFusionError> {
+    expr.evaluate(batch)?.into_array(batch.num_rows())
+}
+
+fn mask(expr: &super::sql::PhysExpr, batch: &RecordBatch) -> Result<BooleanArray, DataFusionError> {
+    let array = evaluate(expr, batch)?;
+    array
+        .as_boolean_opt()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Plan("a predicate is not boolean".into()))
+}
+
+/// The newest event time in a batch (every row counts, filtered or not: the watermark
+/// follows the input, not the result).
+pub fn newest(program: &SqlProgram, batch: &RecordBatch) -> Result<Option<i64>, DataFusionError> {
+    let times = cast(
+        batch.column(program.time_index),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
+    Ok(datafusion::arrow::compute::max(
+        times.as_primitive::<TimestampMillisecondType>(),
+    ))
+}
+
+/// The first stage: `WHERE`, then (event time, key row, aggregate values) per row.
+pub fn prepare(
+    program: &SqlProgram,
+    batch: &RecordBatch,
+) -> Result<Vec<(i64, Row, Row)>, DataFusionError> {
+    let filtered;
+    let batch = match &program.filter {
+        Some(predicate) => {
+            filtered = filter_record_batch(batch, &mask(predicate, batch)?)?;
+            &filtered
+        }
+        None => batch,
+    };
+    let n = batch.num_rows();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let times = cast(
+        batch.column(program.time_index),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
+    let times = times.as_primitive::<TimestampMillisecondType>();
+    let mut out = Vec::with_capacity(n);
+    match &program.stage {
+        Stage::Project(exprs) => {
+            let columns = exprs
+                .iter()
+                .map(|e| evaluate(e, batch))
+                .collect::<Result<Vec<_>, _>>()?;
+            for i in 0..n {
+                out.push((times.value(i), row_at(&columns, i)?, Vec::new()));
+            }
+        }
+        Stage::Aggregate { keys, aggs, .. } => {
+            let keys = keys
+                .iter()
+                .map(|e| evaluate(e, batch))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut args: Vec<Option<ArrayRef>> = Vec::with_capacity(aggs.len());
+            let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(aggs.len());
+            for spec in aggs {
+                args.push(spec.arg.as_ref().map(|e| evaluate(e, batch)).transpose()?);
+                filters.push(spec.filter.as_ref().map(|e| mask(e, batch)).transpose()?);
+            }
+            for i in 0..n {
+                let key = row_at(&keys, i)?;
+                let mut values = Vec::with_capacity(aggs.len());
+                for (arg, filter) in args.iter().zip(&filters) {
+                    let admitted = filter.as_ref().is_none_or(|f| f.is_valid(i) && f.value(i));
+                    values.push(match (admitted, arg) {
+                        (false, _) => Datum::Null,
+                        (true, None) => Datum::Bool(true),
+                        (true, Some(column)) => row_at(std::slice::from_ref(column), i)?
+                            .pop()
+                            .unwrap_or(Datum::Null),
+                    });
+                }
+                out.push((times.value(i), key, values));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The last stage: `HAVING` and the projection over the aggregation's changed rows.
+pub fn finish(
+    program: &SqlProgram,
+    changes: Vec<(Row, i64)>,
+) -> Result<Vec<(Row, i64)>, DataFusionError> {
+    let Stage::Aggregate {
+        agg_schema,
+        having,
+        project,
+        ..
+    } = &program.stage
+    else {
+        return Ok(changes);
+    };
+    if changes.is_empty() {
+        return Ok(changes);
+    }
+    let batch = super::row::to_batch(agg_schema, changes.iter().map(|(row, _)| row))?;
+    let keep = having.as_ref().map(|h| mask(h, &batch)).transpose()?;
+    let columns = project
+        .iter()
+        .map(|e| evaluate(e, &batch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(changes.len());
+    for (i, (_, diff)) in changes.iter().enumerate() {
+        if keep.as_ref().is_none_or(|k| k.is_valid(i) && k.value(i)) {
+            out.push((row_at(&columns, i)?, *diff));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,457 @@
+//! SQL → a continuous program: the statement is parsed and planned by DataFusion's SQL
+//! front end over the catalog's schemas, and the logical plan is compiled into three
+//! stages:
+//!
+//! 1. per input batch, linear: the `WHERE` predicate, then the grouping keys and the
+//!    aggregate arguments (or, without `GROUP BY`, the projection), evaluated by
+//!    DataFusion's physical expressions on the Arrow batch — every scalar function
+//!    DataFusion offers works here;
+//! 2. the aggregation: a differential `reduce` per group (`reduce.rs`);
+//! 3. per output change, linear again: `HAVING` and the final projection, evaluated on
+//!    the changed rows (a filter or projection of a difference is the difference of the
+//!    filtered or projected results, so stages 1 and 3 never need state).
+//!
+//! Windows are tumbling windows over event time written as a grouping key,
+//! `date_bin(INTERVAL '1 minute', timestamp)` (or `date_trunc('minute', timestamp)`).
+//! What the plan contains beyond this subset is refused with the construct's name.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::DFSchema;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::row::supported_type;
+use super::ContinuousError;
+
+pub type PhysExpr = Arc<dyn PhysicalExpr>;
+
+/// The tables a continuous SQL query can read, with their event-time column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Logs,
+    Spans,
+}
+
+impl Source {
+    pub fn table(self) -> &'static str {
+        match self {
+            Source::Logs => "logs",
+            Source::Spans => "spans",
+        }
+    }
+
+    /// The column that carries a row's event time.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Source::Logs => "timestamp",
+            Source::Spans => "start",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggKind {
+    Count,
+    CountDistinct,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    /// `approx_distinct`: answered exactly.
+    ApproxDistinct,
+    /// `approx_percentile_cont(x, p)` / `approx_median`: answered exactly (nearest rank
+    /// with linear interpolation, as DataFusion's t-digest approximates).
+    Percentile(f64),
+}
+
+pub struct AggSpec {
+    pub kind: AggKind,
+    /// The aggregated value (`None`: `count(*)`).
+    pub arg: Option<PhysExpr>,
+    /// `FILTER (WHERE …)`.
+    pub filter: Option<PhysExpr>,
+    pub output_type: DataType,
+}
+
+pub enum Stage {
+    /// No aggregation: the projected rows are the result.
+    Project(Vec<PhysExpr>),
+    Aggregate {
+        keys: Vec<PhysExpr>,
+        aggs: Vec<AggSpec>,
+        /// Keys then aggregates, as the aggregation's output.
+        agg_schema: SchemaRef,
+        having: Option<PhysExpr>,
+        project: Vec<PhysExpr>,
+    },
+}
+
+pub struct SqlProgram {
+    pub source: Source,
+    pub source_schema: SchemaRef,
+    /// Index of the event-time column in the source schema.
+    pub time_index: usize,
+    pub filter: Option<PhysExpr>,
+    pub stage: Stage,
+    /// The result's columns.
+    pub output: SchemaRef,
+}
+
+fn unsupported(construct: &str, why: &str) -> ContinuousError {
+    ContinuousError::Unsupported(format!("{construct}: {why}"))
+}
+
+/// Plans `sql` with `state`'s catalog and compiles it.
+pub async fn compile(state: &SessionState, sql: &str) -> Result<SqlProgram, ContinuousError> {
+    let plan = state
+        .create_logical_plan(sql)
+        .await
+        .map_err(|err| ContinuousError::Invalid(err.to_string()))?;
+    compile_plan(state, &plan)
+}
+
+fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, ContinuousError> {
+    let output = Arc::new(plan.schema().as_arrow().clone());
+    for field in output.fields() {
+        if !supported_type(field.data_type()) {
+            return Err(unsupported(
+                &format!("column \"{}\"", field.name()),
+                &format!("type {} cannot be maintained", field.data_type()),
+            ));
+        }
+    }
+    // Peel the top: Projection [Filter(HAVING)] Aggregate, or Projection over the scan.
+    let mut node = strip(plan)?;
+    let LogicalPlan::Projection(projection) = node else {
+        return Err(unsupported(
+            node_name(node),
+            "expected a SELECT list at the top",
+        ));
+    };
+    let projection_exprs = projection.expr.clone();
+    node = strip(&projection.input)?;
+    let mut having = None;
+    if let LogicalPlan::Filter(filter) = node {
+        if matches!(strip(&filter.input)?, LogicalPlan::Aggregate(_)) {
+            having = Some((filter.predicate.clone(), filter.input.schema().clone()));
+            node = strip(&filter.input)?;
+        }
+    }
+    let physical = |expr: &Expr, schema: &DFSchema| -> Result<PhysExpr, ContinuousError> {
+        check_expr(expr)?;
+        state
+            .create_physical_expr(expr.clone(), schema)
+            .map_err(|err| ContinuousError::Invalid(err.to_string()))
+    };
+    match node {
+        LogicalPlan::Aggregate(aggregate) => {
+            let (source, source_schema, time_index, filter, input_schema) =
+                compile_input(state, &aggregate.input)?;
+            let keys = aggregate
+                .group_expr
+                .iter()
+                .map(|expr| {
+                    if matches!(expr, Expr::GroupingSet(_)) {
+                        return Err(unsupported(
+                            "GROUPING SETS / CUBE / ROLLUP",
+                            "one grouping per continuous query",
+                        ));
+                    }
+                    physical(expr, &input_schema)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let agg_fields = aggregate.schema.fields();
+            let mut aggs = Vec::new();
+            for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+                let output_type = agg_fields[keys.len() + i].data_type().clone();
+                aggs.push(compile_aggregate(
+                    expr,
+                    output_type,
+                    &input_schema,
+                    &physical,
+                )?);
+            }
+            let agg_schema = nullable(aggregate.schema.as_arrow());
+            for field in agg_schema.fields() {
+                if !supported_type(field.data_type()) {
+                    return Err(unsupported(
+                        &format!("grouping key \"{}\"", field.name()),
+                        &format!("type {} cannot be a key", field.data_type()),
+                    ));
+                }
+            }
+            let having = having
+                .map(|(predicate, schema)| physical(&predicate, &schema))
+                .transpose()?;
+            let project = projection_exprs
+                .iter()
+                .map(|expr| physical(expr, &aggregate.schema))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(SqlProgram {
+                source,
+                source_schema,
+                time_index,
+                filter,
+                stage: Stage::Aggregate {
+                    keys,
+                    aggs,
+                    agg_schema,
+                    having,
+                    project,
+                },
+                output,
+            })
+        }
+        _ => {
+            let (source, source_schema, time_index, filter, input_schema) =
+                compile_input(state, node)?;
+            let project = projection_exprs
+                .iter()
+                .map(|expr| physical(expr, &input_schema))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(SqlProgram {
+                source,
+                source_schema,
+                time_index,
+                filter,
+                stage: Stage::Project(project),
+                output,
+            })
+        }
+    }
+}
+
+type Input = (Source, SchemaRef, usize, Option<PhysExpr>, DFSchema);
+
+/// `[Filter] TableScan` → the source, its filter, and the schema expressions above see.
+fn compile_input(state: &SessionState, plan: &LogicalPlan) -> Result<Input, ContinuousError> {
+    let node = strip(plan)?;
+    let (filter, scan_node) = match node {
+        LogicalPlan::Filter(filter) => (Some(filter.predicate.clone()), strip(&filter.input)?),
+        other => (None, other),
+    };
+    let LogicalPlan::TableScan(scan) = scan_node else {
+        return Err(unsupported(
+            node_name(scan_node),
+            "a continuous query reads one table (logs or spans) with WHERE, GROUP BY and HAVING",
+        ));
+    };
+    let source = match scan.table_name.table() {
+        "logs" => Source::Logs,
+        "spans" => Source::Spans,
+        other => {
+            return Err(unsupported(
+                &format!("table \"{other}\""),
+                "continuous queries read `logs` or `spans`",
+            ))
+        }
+    };
+    if scan.fetch.is_some() || !scan.filters.is_empty() {
+        return Err(unsupported("LIMIT", "a continuous result has no row limit"));
+    }
+    // The scan's schema is the whole table (no projection before optimisation).
+    let input_schema = scan.projected_schema.as_ref().clone();
+    let source_schema: SchemaRef = Arc::new(input_schema.as_arrow().clone());
+    let time_index = source_schema
+        .index_of(source.time_column())
+        .map_err(|err| ContinuousError::Invalid(err.to_string()))?;
+    let filter = match filter {
+        Some(predicate) => {
+            check_expr(&predicate)?;
+            Some(
+                state
+                    .create_physical_expr(predicate, &input_schema)
+                    .map_err(|err| ContinuousError::Invalid(err.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    Ok((source, source_schema, time_index, filter, input_schema))
+}
+
+/// Skips nodes that do not change rows (aliases); refuses those a continuous result
+/// cannot have.
+fn strip(plan: &LogicalPlan) -> Result<&LogicalPlan, ContinuousError> {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => strip(&alias.input),
+        LogicalPlan::Sort(_) => Err(unsupported(
+            "ORDER BY",
+            "a continuous result is a set of rows; order them when reading the table",
+        )),
+        LogicalPlan::Limit(_) => Err(unsupported(
+            "LIMIT",
+            "a continuous result is not cut to a number of rows",
+        )),
+        LogicalPlan::Join(_) => Err(unsupported(
+            "JOIN",
+            "joins are not maintained incrementally yet",
+        )),
+        LogicalPlan::Window(_) => Err(unsupported(
+            "window functions (OVER)",
+            "use a tumbling window in GROUP BY: date_bin(INTERVAL '1 minute', timestamp)",
+        )),
+        LogicalPlan::Distinct(_) => Err(unsupported(
+            "SELECT DISTINCT",
+            "write it as GROUP BY over the same columns",
+        )),
+        LogicalPlan::Union(_) => Err(unsupported("UNION", "one input per continuous query")),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(unsupported(
+            "a query without a table",
+            "a continuous query reads logs or spans",
+        )),
+        LogicalPlan::Statement(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) => {
+            Err(unsupported("statement", "a continuous query is one SELECT"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn node_name(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Projection(_) => "projection",
+        LogicalPlan::Filter(_) => "filter",
+        LogicalPlan::Aggregate(_) => "nested aggregation",
+        LogicalPlan::TableScan(_) => "table scan",
+        LogicalPlan::Subquery(_) => "subquery",
+        LogicalPlan::Unnest(_) => "UNNEST",
+        LogicalPlan::RecursiveQuery(_) => "WITH RECURSIVE",
+        LogicalPlan::Extension(_) => "table function",
+        _ => "this construct",
+    }
+}
+
+/// Refuses expressions whose value is not a function of the row alone.
+fn check_expr(expr: &Expr) -> Result<(), ContinuousError> {
+    let mut problem = None;
+    let _ = expr.apply(|e| {
+        let found = match e {
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                Some(unsupported("subquery", "not maintained incrementally"))
+            }
+            Expr::WindowFunction(_) => Some(unsupported(
+                "window functions (OVER)",
+                "use a tumbling window in GROUP BY",
+            )),
+            Expr::ScalarFunction(f) if volatile(f.name()) => Some(unsupported(
+                &format!("{}()", f.name()),
+                "its value depends on when it runs, not on the data",
+            )),
+            _ => None,
+        };
+        Ok(match found {
+            Some(err) => {
+                problem = Some(err);
+                datafusion::common::tree_node::TreeNodeRecursion::Stop
+            }
+            None => datafusion::common::tree_node::TreeNodeRecursion::Continue,
+        })
+    });
+    match problem {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+fn volatile(name: &str) -> bool {
+    matches!(
+        name,
+        "now" | "current_date" | "current_time" | "random" | "uuid" | "to_unixtime_now"
+    )
+}
+
+fn compile_aggregate(
+    expr: &Expr,
+    output_type: DataType,
+    input_schema: &DFSchema,
+    physical: &dyn Fn(&Expr, &DFSchema) -> Result<PhysExpr, ContinuousError>,
+) -> Result<AggSpec, ContinuousError> {
+    let expr = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(function) = expr else {
+        return Err(unsupported(&expr.to_string(), "not an aggregate function"));
+    };
+    let name = function.func.name().to_ascii_lowercase();
+    let params = &function.params;
+    if !params.order_by.is_empty() {
+        return Err(unsupported(
+            &format!("{name}(… ORDER BY …)"),
+            "ordered aggregates are not maintained",
+        ));
+    }
+    let arg = |i: usize| -> Result<Option<PhysExpr>, ContinuousError> {
+        params
+            .args
+            .get(i)
+            .map(|a| physical(a, input_schema))
+            .transpose()
+    };
+    let literal = |i: usize| -> Option<f64> {
+        match params.args.get(i) {
+            Some(Expr::Literal(value, _)) => value.to_string().parse().ok(),
+            _ => None,
+        }
+    };
+    let kind = match (name.as_str(), params.distinct) {
+        ("count", false) => AggKind::Count,
+        ("count", true) => AggKind::CountDistinct,
+        ("sum", false) => AggKind::Sum,
+        ("min", _) => AggKind::Min,
+        ("max", _) => AggKind::Max,
+        ("avg" | "mean", false) => AggKind::Avg,
+        ("approx_distinct", _) => AggKind::ApproxDistinct,
+        ("approx_median" | "median", false) => AggKind::Percentile(0.5),
+        ("approx_percentile_cont", false) => {
+            let Some(p) = literal(1).filter(|p| (0.0..=1.0).contains(p)) else {
+                return Err(unsupported(
+                    "approx_percentile_cont",
+                    "the percentile must be a constant between 0 and 1",
+                ));
+            };
+            AggKind::Percentile(p)
+        }
+        (other, distinct) => {
+            return Err(unsupported(
+                &format!("{}{other}()", if distinct { "DISTINCT " } else { "" }),
+                "supported aggregates: count, count(DISTINCT), sum, min, max, avg, \
+                 approx_distinct, approx_median, approx_percentile_cont",
+            ))
+        }
+    };
+    if matches!(kind, AggKind::Sum | AggKind::Avg | AggKind::Percentile(_))
+        && !(output_type.is_numeric())
+    {
+        return Err(unsupported(
+            &format!("{name}()"),
+            &format!("result type {output_type} is not maintained"),
+        ));
+    }
+    let filter = params
+        .filter
+        .as_ref()
+        .map(|f| physical(f, input_schema))
+        .transpose()?;
+    Ok(AggSpec {
+        kind,
+        arg: arg(0)?,
+        filter,
+        output_type,
+    })
+}
+
+/// The result's schema with every column nullable (differences may carry nulls where
+/// the ad hoc plan proved none).
+pub fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}

@@ -1,0 +1,199 @@
+//! Continuous queries over HTTP: `POST /api/v1/continuous` (create), `GET
+//! /api/v1/continuous` (list with status), `GET`/`DELETE /api/v1/continuous/{name}`,
+//! and the websocket `GET /api/v1/subscribe?name=…[&from_seq=N]`: a snapshot (or, with
+//! `from_seq`, the change batches after it), then change batches and progress messages
+//! as `vigil_engine::continuous::subscription` describes. A client that stops reading is
+//! closed with 1008 "slow consumer"; a query that is dropped closes its subscribers
+//! with 1000 "dropped".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use vigil_engine::continuous::{ContinuousError, ContinuousQueries, Definition};
+
+use super::alerts::SEND_TIMEOUT;
+use super::error::ApiError;
+use super::AppState;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/continuous", get(list).post(create))
+        .route(
+            "/api/v1/continuous/{name}",
+            get(describe).delete(drop_query),
+        )
+        .route("/api/v1/subscribe", get(subscribe))
+}
+
+impl From<ContinuousError> for ApiError {
+    fn from(err: ContinuousError) -> Self {
+        let (status, kind) = match &err {
+            ContinuousError::Unsupported(_) | ContinuousError::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, "bad_data")
+            }
+            ContinuousError::Exists(_) => (StatusCode::CONFLICT, "bad_data"),
+            ContinuousError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ContinuousError::Limit(_) => (StatusCode::TOO_MANY_REQUESTS, "unavailable"),
+            ContinuousError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError(status, kind, err.to_string())
+    }
+}
+
+fn service(state: &AppState) -> Result<Arc<ContinuousQueries>, ApiError> {
+    state.continuous.get().cloned().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "continuous queries are not running".into(),
+        )
+    })
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let definition: Definition = serde_json::from_slice(&body).map_err(|err| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            format!("invalid continuous query definition: {err}"),
+        )
+    })?;
+    let created = service(&state)?.create(definition).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"status": "success", "data": created})),
+    )
+        .into_response())
+}
+
+async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let data = service(&state)?.list();
+    Ok(Json(json!({"status": "success", "data": data})).into_response())
+}
+
+async fn describe(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let data = service(&state)?.describe(&name)?;
+    Ok(Json(json!({"status": "success", "data": data})).into_response())
+}
+
+async fn drop_query(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = service(&state)?;
+    tokio::task::spawn_blocking(move || service.drop_query(&name))
+        .await
+        .map_err(|err| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            )
+        })??;
+    Ok(Json(json!({"status": "success"})).into_response())
+}
+
+async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Some(name) = query.get("name") else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "missing parameter \"name\" (the continuous query to subscribe to)".into(),
+        ));
+    };
+    let from_seq = match query.get("from_seq") {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("invalid parameter \"from_seq\": {text:?} is not a sequence number"),
+            )
+        })?),
+    };
+    // Subscribed before the upgrade: an unknown name is a 404, not a closed socket.
+    let subscription = service(&state)?.subscribe(name, from_seq)?;
+    Ok(upgrade.on_upgrade(move |socket| stream(socket, subscription)))
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(frame)).await;
+}
+
+async fn send(socket: &mut WebSocket, text: &str) -> bool {
+    match tokio::time::timeout(
+        SEND_TIMEOUT,
+        socket.send(Message::Text(text.to_string().into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            close(socket, 1008, "slow consumer").await;
+            false
+        }
+    }
+}
+
+async fn stream(mut socket: WebSocket, subscription: vigil_engine::continuous::Subscription) {
+    let vigil_engine::continuous::Subscription {
+        initial,
+        mut receiver,
+    } = subscription;
+    let mut last = 0;
+    for message in initial {
+        last = message.seq;
+        if !send(&mut socket, &message.json).await {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            message = receiver.recv() => match message {
+                Ok(message) => {
+                    // The initial messages already cover what was published before the
+                    // subscription was taken; skip any overlap.
+                    if message.kind == vigil_engine::continuous::MessageKind::Changes
+                        && message.seq <= last
+                    {
+                        continue;
+                    }
+                    last = last.max(message.seq);
+                    if !send(&mut socket, &message.json).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return close(&mut socket, 1008, "slow consumer").await,
+                Err(RecvError::Closed) => return close(&mut socket, 1000, "dropped").await,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

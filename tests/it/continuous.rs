@@ -1,0 +1,383 @@
+//! Continuous SQL queries end to end: created over HTTP, fed by Loki pushes, maintained
+//! by the dataflow, read as a table and followed by a real websocket client (Python
+//! `websockets`) that disconnects, resumes with its last sequence number and checks that
+//! every change batch arrives exactly once; the result equals the same query run ad hoc
+//! by DataFusion over the stored logs (within the query's horizon), also after a kill -9
+//! during ingestion.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::{http_request, now_ms, python, ureq_post, Rng, Vigil};
+
+const NAME: &str = "errors_per_minute";
+const HORIZON_MS: i64 = 600_000;
+/// The grouped, windowed, filtered query under test (its ad hoc form adds the horizon).
+const SELECT: &str = "SELECT date_bin(INTERVAL '1 minute', timestamp) AS minute, \
+     stream['namespace'] AS namespace, count(*) AS errors, \
+     count(DISTINCT stream['pod']) AS pods, max(length(body)) AS longest, \
+     avg(CAST(attributes['took_ms'] AS DOUBLE)) AS took \
+     FROM logs WHERE severity = 'error' OR body LIKE '%panic%'";
+const GROUP: &str = " GROUP BY 1, 2 HAVING count(*) >= 2";
+
+/// The subscriber: pushes logs (Loki JSON, as Promtail does) in rounds and, after each,
+/// reads the stream until the watermark covers the round; applies the snapshot and each
+/// change batch to its copy of the result, asserting that batches arrive in sequence
+/// with no gap and no repeat; optionally disconnects mid-way and resumes with
+/// `from_seq`. Its state is saved between runs (`STATE`).
+const CLIENT: &str = r#"
+import json, os, random, time, urllib.request
+from websockets.sync.client import connect
+
+url, name, state_file = os.environ["VIGIL_URL"], os.environ["CQ"], os.environ["STATE"]
+rng = random.Random(int(os.environ["SEED"]))
+rounds, disconnect = int(os.environ["ROUNDS"]), os.environ.get("DISCONNECT") == "1"
+s = {"rows": {}, "seq": None, "watermark": 0, "newest": 0, "messages": 0}
+if os.path.exists(state_file):
+    s = json.load(open(state_file))
+
+def key(row):
+    return json.dumps(row, sort_keys=True)
+
+def apply(msg):
+    s["messages"] += 1
+    assert "resync" not in msg, ("resync: the server lost our position", msg["seq"], s["seq"])
+    if msg["type"] == "snapshot":
+        s["rows"] = {}
+        for row in msg["rows"]:
+            s["rows"][key(row)] = s["rows"].get(key(row), 0) + 1
+    elif msg["type"] == "changes":
+        if s["seq"] is not None:
+            assert msg["seq"] == s["seq"] + 1, ("gap or repeat", s["seq"], msg["seq"])
+        for change in msg["changes"]:
+            k = key(change["row"])
+            s["rows"][k] = s["rows"].get(k, 0) + change["diff"]
+            assert s["rows"][k] >= 0, ("negative multiplicity", k)
+            if s["rows"][k] == 0:
+                del s["rows"][k]
+    else:
+        assert msg["type"] == "progress", msg
+        if s["seq"] is not None:
+            assert msg["seq"] == s["seq"], ("progress moved seq", s["seq"], msg["seq"])
+    s["seq"] = msg["seq"]
+    s["watermark"] = max(s["watermark"], msg["time"])
+
+def subscribe():
+    ws_url = url.replace("http://", "ws://") + "/api/v1/subscribe?name=" + name
+    if s["seq"] is not None:
+        ws_url += "&from_seq=%d" % s["seq"]
+    return connect(ws_url, open_timeout=10)
+
+def push():
+    newest = max(s["newest"], int(time.time() * 1000) - 30_000) + 1000
+    streams = {}
+    for i in range(rng.randrange(50, 200)):
+        ns = rng.choice(["shop", "payments", "monitoring"])
+        pod = "%s-api-%d" % (ns, rng.randrange(4))
+        level = rng.choice(["info", "info", "warn", "error", "error"])
+        t = newest - rng.randrange(900_000)
+        body = "%s %s took %dms" % (level.upper(), rng.choice(["GET /cart", "POST /pay", "panic: nil map"]), rng.randrange(900))
+        streams.setdefault((ns, pod), []).append([str(t * 1_000_000), body, {"level": level, "took_ms": str(rng.randrange(900))}])
+    streams.setdefault(("shop", "shop-api-0"), []).append([str(newest * 1_000_000), "INFO newest", {"level": "info"}])
+    body = json.dumps({"streams": [{"stream": {"namespace": ns, "pod": pod}, "values": v} for (ns, pod), v in streams.items()]})
+    req = urllib.request.Request(url + "/loki/api/v1/push", data=body.encode(), headers={"Content-Type": "application/json"})
+    assert urllib.request.urlopen(req, timeout=30).status == 204
+    s["newest"] = newest
+
+def wait(ws):
+    deadline = time.time() + 60
+    while s["watermark"] < s["newest"]:
+        assert time.time() < deadline, ("watermark stuck", s["watermark"], s["newest"])
+        apply(json.loads(ws.recv(timeout=60)))
+
+ws = subscribe()
+for r in range(rounds):
+    if disconnect and r == rounds // 2:
+        ws.close()
+        push()
+        push()
+        ws = subscribe()
+    else:
+        push()
+    wait(ws)
+ws.close()
+json.dump(s, open(state_file, "w"))
+print(json.dumps({"rows": s["rows"], "seq": s["seq"], "watermark": s["watermark"], "messages": s["messages"]}))
+"#;
+
+fn run_client(
+    vigil: &Vigil,
+    state: &std::path::Path,
+    seed: u64,
+    rounds: usize,
+    disconnect: bool,
+) -> Value {
+    let seed = seed.to_string();
+    let rounds = rounds.to_string();
+    let (stdout, _) = python(
+        CLIENT,
+        &[
+            ("VIGIL_URL", vigil.url.as_str()),
+            ("CQ", NAME),
+            ("STATE", state.to_str().expect("utf-8 path")),
+            ("SEED", &seed),
+            ("ROUNDS", &rounds),
+            ("DISCONNECT", if disconnect { "1" } else { "0" }),
+        ],
+    );
+    serde_json::from_str(stdout.trim()).expect("client output")
+}
+
+fn create(vigil: &Vigil, definition: &Value) -> (u16, Value) {
+    let (status, body) = ureq_post(
+        &format!("{}/api/v1/continuous", vigil.url),
+        definition.to_string().as_bytes(),
+        "application/json",
+    )
+    .expect("create request");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A row with every timestamp as epoch milliseconds (the websocket writes RFC 3339 with
+/// `Z`, the SQL API's JSON without), as a canonical string.
+fn canonical(row: &Value) -> String {
+    let object: BTreeMap<String, Value> = row
+        .as_object()
+        .expect("row object")
+        .iter()
+        .map(|(k, v)| {
+            let v = match v.as_str().and_then(parse_time) {
+                Some(ms) => json!(ms),
+                None => match v.as_f64() {
+                    // Averages: compare to 9 significant digits.
+                    Some(f) if v.is_f64() => json!(format!("{f:.9e}")),
+                    _ => v.clone(),
+                },
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    serde_json::to_string(&object).expect("json")
+}
+
+fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+fn multiset(rows: impl IntoIterator<Item = (String, i64)>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for (row, n) in rows {
+        *out.entry(row).or_insert(0) += n;
+    }
+    out.retain(|_, n| *n != 0);
+    out
+}
+
+/// The client's copy of the result as a canonical multiset.
+fn client_rows(output: &Value) -> BTreeMap<String, i64> {
+    multiset(
+        output["rows"]
+            .as_object()
+            .expect("rows")
+            .iter()
+            .map(|(k, n)| {
+                let row: Value = serde_json::from_str(k).expect("row key");
+                (canonical(&row), n.as_i64().expect("count"))
+            }),
+    )
+}
+
+fn sql_rows(vigil: &Vigil, query: &str) -> BTreeMap<String, i64> {
+    multiset(vigil.sql(query).iter().map(|row| (canonical(row), 1)))
+}
+
+/// The same query, ad hoc, over the rows within the horizon of `watermark`.
+fn ad_hoc(vigil: &Vigil, watermark: i64) -> BTreeMap<String, i64> {
+    let bound = format!(
+        " AND timestamp >= to_timestamp_millis({})",
+        watermark - HORIZON_MS
+    );
+    let query = SELECT.replace(
+        "WHERE severity = 'error' OR body LIKE '%panic%'",
+        &format!("WHERE (severity = 'error' OR body LIKE '%panic%'){bound}"),
+    );
+    sql_rows(vigil, &format!("{query}{GROUP}"))
+}
+
+fn definition() -> Value {
+    json!({"name": NAME, "language": "sql", "query": format!("{SELECT}{GROUP}"), "horizon_ms": HORIZON_MS})
+}
+
+#[test]
+fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let state = dir.path().join("client.json");
+
+    // Refused constructs name themselves; nothing is created.
+    for (query, construct) in [
+        ("SELECT body FROM logs ORDER BY timestamp", "ORDER BY"),
+        (
+            "SELECT l.body FROM logs l JOIN spans s ON l.trace_id = s.trace_id",
+            "JOIN",
+        ),
+        ("SELECT count(*) FROM logs WHERE timestamp > now()", "now()"),
+        ("SELECT value FROM samples", "table \"samples\""),
+        ("SELECT string_agg(body, ',') FROM logs", "string_agg()"),
+    ] {
+        let (status, body) = create(
+            &vigil,
+            &json!({"name": "refused", "language": "sql", "query": query}),
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("not supported in a continuous query: ") && error.contains(construct),
+            "{query}: {error}"
+        );
+    }
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "bad name", "language": "sql", "query": "SELECT 1"}),
+    );
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (400, Some("bad_data")),
+        "{body}"
+    );
+
+    // Logs before the query exists are its seed.
+    let seeded = run_client_without_subscription(&vigil);
+    let (status, body) = create(&vigil, &definition());
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["data"]["columns"],
+        json!(["minute", "namespace", "errors", "pods", "longest", "took"])
+    );
+    let (status, _) = create(&vigil, &definition());
+    assert_eq!(status, 409);
+    assert!(seeded > 0);
+
+    // Subscribe, push, disconnect, push while away, resume: every batch exactly once.
+    let output = run_client(&vigil, &state, 1, 6, true);
+    let watermark = output["watermark"].as_i64().expect("watermark");
+    let expected = ad_hoc(&vigil, watermark);
+    assert!(
+        expected.len() >= 5,
+        "too few groups to compare: {expected:?}"
+    );
+    assert_eq!(client_rows(&output), expected, "websocket copy vs ad hoc");
+    assert_eq!(
+        sql_rows(&vigil, &format!("SELECT * FROM {NAME}")),
+        expected,
+        "table vs ad hoc"
+    );
+
+    // The listing reports it.
+    let (status, body) = http_request(
+        "GET",
+        &format!("{}/api/v1/continuous", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("list");
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).expect("json");
+    let entry = &listed["data"][0];
+    assert_eq!(entry["name"], NAME);
+    assert_eq!(entry["status"], "running");
+    assert_eq!(
+        entry["rows"].as_u64(),
+        Some(expected.values().sum::<i64>() as u64)
+    );
+    assert!(entry["state_rows"].as_u64().unwrap_or(0) > 0, "{entry}");
+
+    // kill -9 while a writer is pushing; after the restart the client resumes from its
+    // last sequence number (no resync), and the result still matches.
+    let mut vigil = vigil;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = vigil.url.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(99);
+            while !stop.load(Ordering::Relaxed) {
+                let _ = push_errors(&url, &mut rng);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    vigil.kill9();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    let vigil = vigil.kill_and_restart();
+    let output = run_client(&vigil, &state, 2, 3, false);
+    let watermark = output["watermark"].as_i64().expect("watermark");
+    let expected = ad_hoc(&vigil, watermark);
+    assert_eq!(
+        client_rows(&output),
+        expected,
+        "after kill -9: websocket copy vs ad hoc"
+    );
+    assert_eq!(sql_rows(&vigil, &format!("SELECT * FROM {NAME}")), expected);
+
+    // Dropped: gone from the list, the table and the subscription endpoint.
+    let (status, _) = http_request(
+        "DELETE",
+        &format!("{}/api/v1/continuous/{NAME}", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("drop");
+    assert_eq!(status, 200);
+    let (status, _) = vigil.sql_raw(&format!("SELECT * FROM {NAME}"), "json");
+    assert_ne!(status, 200);
+    let (status, _) = http_request(
+        "GET",
+        &format!("{}/api/v1/continuous/{NAME}", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("describe");
+    assert_eq!(status, 404);
+}
+
+/// Pushes one Loki request of error logs from the last ten minutes (before the query
+/// exists, and as the background writer of the kill -9 step).
+fn push_errors(url: &str, rng: &mut Rng) -> std::io::Result<(u16, String)> {
+    let now = now_ms() - 60_000;
+    let values: Vec<Value> = (0..50)
+        .map(|i| {
+            let t = now - rng.below(540_000) as i64;
+            json!([(t * 1_000_000).to_string(), format!("ERROR write {i} failed"), {"level": "error", "took_ms": rng.below(500).to_string()}])
+        })
+        .collect();
+    let ns = rng.pick(&["shop", "payments"]);
+    let body = json!({"streams": [{"stream": {"namespace": ns, "pod": format!("{ns}-db-{}", rng.below(3))}, "values": values}]});
+    ureq_post(
+        &format!("{url}/loki/api/v1/push"),
+        body.to_string().as_bytes(),
+        "application/json",
+    )
+}
+
+fn run_client_without_subscription(vigil: &Vigil) -> usize {
+    let mut rng = Rng(5);
+    for _ in 0..4 {
+        let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
+        assert_eq!(status, 204, "{body}");
+    }
+    200
+}
