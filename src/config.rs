@@ -6,6 +6,7 @@
 //! storage: { block_period: 2h, retention: 30d }
 //! limits: { max_body_bytes: 33554432, max_labels_per_series: 64, ... }
 //! query: { timeout: 2m, max_samples: 50000000 }
+//! continuous_queries: [ { name: errors, sql: "SELECT …", horizon: 1h } ]
 //! ```
 
 use std::path::Path;
@@ -34,6 +35,54 @@ pub struct Config {
     pub rules_lateness: Duration,
     /// Timely worker threads of the incremental rule engine. Default 2.
     pub rule_workers: usize,
+    /// Continuous queries created (or replaced, when their text changed) at start.
+    pub continuous_queries: Vec<ContinuousQueryConfig>,
+}
+
+/// One continuous query of the config file: `sql`, or `promql` with `step`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuousQueryConfig {
+    pub name: String,
+    pub sql: Option<String>,
+    pub promql: Option<String>,
+    /// Event time the result covers (SQL), e.g. `1h`.
+    pub horizon: Option<String>,
+    /// Evaluation step (PromQL), e.g. `30s`.
+    pub step: Option<String>,
+}
+
+impl ContinuousQueryConfig {
+    pub fn definition(&self) -> anyhow::Result<vigil_engine::continuous::Definition> {
+        use vigil_engine::continuous::{Definition, Language, DEFAULT_HORIZON_MS};
+        let millis = |field: &str, text: &Option<String>| -> anyhow::Result<Option<i64>> {
+            text.as_deref()
+                .map(|t| {
+                    vigil_connectors::duration::parse(t)
+                        .map(|d| d.as_millis() as i64)
+                        .map_err(|e| {
+                            anyhow::anyhow!("continuous query {:?}: {field}: {e}", self.name)
+                        })
+                })
+                .transpose()
+        };
+        let (language, query) = match (&self.sql, &self.promql) {
+            (Some(sql), None) => (Language::Sql, sql.clone()),
+            (None, Some(promql)) => (Language::Promql, promql.clone()),
+            _ => bail!(
+                "continuous query {:?}: give exactly one of `sql` and `promql`",
+                self.name
+            ),
+        };
+        Ok(Definition {
+            name: self.name.clone(),
+            language,
+            query,
+            horizon_ms: millis("horizon", &self.horizon)?.unwrap_or(DEFAULT_HORIZON_MS),
+            step_ms: millis("step", &self.step)?,
+            owner: "config".into(),
+        })
+    }
 }
 
 impl Default for Config {
@@ -48,6 +97,7 @@ impl Default for Config {
             alerting: AlertingSection::default(),
             rules_lateness: Duration::from_secs(5),
             rule_workers: 2,
+            continuous_queries: Vec::new(),
         }
     }
 }

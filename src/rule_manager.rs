@@ -46,6 +46,7 @@ use serde_json::{json, Value as JsonValue};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
+use vigil_engine::continuous::{ContinuousQueries, CONTINUOUS_FILE};
 use vigil_engine::incremental::{Engine, Program};
 use vigil_engine::rules::{Group, RuleKind};
 use vigil_queries::promql::StorageSource;
@@ -117,6 +118,21 @@ pub struct RuleManager {
     /// Where the rules come from, for reloads: file globs and built-in groups.
     patterns: Vec<String>,
     builtin: Vec<Group>,
+    /// The groups of PromQL continuous queries (`set_continuous_groups`).
+    continuous: Mutex<Vec<Group>>,
+    /// Where those groups' output goes at each tick (besides storage).
+    continuous_sink: std::sync::OnceLock<std::sync::Weak<ContinuousQueries>>,
+}
+
+impl vigil_engine::continuous::RuleHost for RuleManager {
+    fn set_continuous_groups(&self, groups: Vec<Group>) -> Result<(), String> {
+        let previous = std::mem::replace(&mut *self.continuous.lock(), groups);
+        if let Err(err) = self.reload() {
+            *self.continuous.lock() = previous;
+            return Err(format!("{err:#}"));
+        }
+        Ok(())
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -183,6 +199,8 @@ impl RuleManager {
             generator_url: external_url,
             patterns,
             builtin,
+            continuous: Mutex::new(Vec::new()),
+            continuous_sink: std::sync::OnceLock::new(),
         });
         let restoring = manager.clone();
         tokio::task::spawn_blocking(move || {
@@ -400,6 +418,11 @@ impl RuleManager {
         )
     }
 
+    /// Sends the output of continuous PromQL groups to `sink` at each tick.
+    pub fn set_continuous_sink(&self, sink: &Arc<ContinuousQueries>) {
+        let _ = self.continuous_sink.set(Arc::downgrade(sink));
+    }
+
     pub fn group_count(&self) -> usize {
         self.groups.lock().len()
     }
@@ -412,6 +435,7 @@ impl RuleManager {
     pub fn reload(&self) -> anyhow::Result<usize> {
         let mut loaded = load_rule_files(&self.patterns)?;
         loaded.extend(self.builtin.iter().cloned());
+        loaded.extend(self.continuous.lock().iter().cloned());
         let fresh_states: Vec<GroupState> = loaded.iter().cloned().map(GroupState::new).collect();
         let fresh_dependencies = Dependencies::of(&fresh_states);
         let (fresh_incremental, fresh_fallbacks) =
@@ -836,6 +860,16 @@ impl RuleManager {
                     }
                 }
                 transitions.extend(out.transitions);
+                if tick && group.file == CONTINUOUS_FILE {
+                    if let Some(sink) = self.continuous_sink.get().and_then(|w| w.upgrade()) {
+                        let vector: Vec<(LabelSet, f64)> = out
+                            .samples
+                            .iter()
+                            .map(|(labels, _, value)| (labels.clone(), *value))
+                            .collect();
+                        sink.promql_output(&group.name, t, &vector);
+                    }
+                }
                 // Written before the next rule runs, so it sees this output.
                 if tick && self.write_output(&runtime, out.samples, stale, t) {
                     if let Some(incremental) = incremental.as_mut() {

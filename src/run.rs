@@ -161,9 +161,20 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         &options.data_dir.join("continuous"),
         storage.clone(),
         &state.sql,
+        Some(manager.clone() as Arc<dyn vigil_engine::continuous::RuleHost>),
         Default::default(),
     )
     .await?;
+    manager.set_continuous_sink(&continuous);
+    continuous.sync_rules().await?;
+    for configured in &options.config.continuous_queries {
+        continuous
+            .ensure(configured.definition()?)
+            .await
+            .with_context(|| {
+                format!("continuous query {:?} in the config file", configured.name)
+            })?;
+    }
     info!(
         queries = continuous.list().len(),
         "continuous queries started"

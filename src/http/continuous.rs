@@ -95,16 +95,7 @@ async fn drop_query(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let service = service(&state)?;
-    tokio::task::spawn_blocking(move || service.drop_query(&name))
-        .await
-        .map_err(|err| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                err.to_string(),
-            )
-        })??;
+    service(&state)?.drop_query(&name).await?;
     Ok(Json(json!({"status": "success"})).into_response())
 }
 

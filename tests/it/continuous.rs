@@ -381,3 +381,193 @@ fn run_client_without_subscription(vigil: &Vigil) -> usize {
     }
     200
 }
+
+/// A PromQL continuous query from the config file: a recording rule of the shared rule
+/// engine whose output is written back (queryable by name), is a SQL table, and streams
+/// over the websocket; each tick's result equals Prometheus' instant query at that tick.
+#[test]
+fn promql_continuous_query_from_config_is_recorded_tabled_and_streamed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expr = "sum by (code) (rate(http_requests_total[1m]))";
+    let config = format!(
+        "rules_lateness: 1s\ncontinuous_queries:\n  - name: requests_by_code\n    promql: '{expr}'\n    step: 2s\n  - name: error_lines\n    sql: \"SELECT stream['namespace'] AS namespace, count(*) AS n FROM logs WHERE severity = 'error' GROUP BY 1\"\n    horizon: 30m\n"
+    );
+    let vigil = Vigil::start(&dir.path().join("data"), Some(&config));
+    let (status, body) = http_request(
+        "GET",
+        &format!("{}/api/v1/continuous", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("list");
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).expect("json");
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    assert_eq!(names, ["error_lines", "requests_by_code"]);
+
+    let ws_url = format!(
+        "{}/api/v1/subscribe?name=requests_by_code",
+        vigil.url.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tungstenite::connect(&ws_url).expect("subscribe");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+    }
+    // Three counters at different rates, one sample per second up to now, then more as
+    // the test reads, so ticks keep closing.
+    let start = now_ms() / 1000 * 1000 - 90_000;
+    let write = |from: i64, to: i64| {
+        let mut batch = vigil_storage::SampleBatch::default();
+        for (code, per_second) in [("200", 10.0), ("404", 1.0), ("500", 0.5)] {
+            let idx = batch.push_series(
+                vigil_storage::LabelSet::from_pairs([
+                    ("__name__", "http_requests_total"),
+                    ("code", code),
+                    ("job", "api"),
+                ])
+                .expect("labels"),
+            );
+            let mut t = from;
+            while t < to {
+                batch.push_sample(idx, t, per_second * ((t - start) / 1000) as f64);
+                t += 1000;
+            }
+        }
+        let (status, body) = vigil.write(&batch);
+        assert_eq!(status, 204, "{body}");
+    };
+    write(start, now_ms());
+    let mut state: BTreeMap<String, f64> = BTreeMap::new();
+    let mut checked = 0;
+    let mut written_to = now_ms() / 1000 * 1000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while checked < 2 {
+        assert!(std::time::Instant::now() < deadline, "no ticks: {state:?}");
+        let message = match socket.read().expect("read") {
+            tungstenite::Message::Text(text) => serde_json::from_str::<Value>(&text).expect("json"),
+            _ => continue,
+        };
+        let rows: Vec<(&Value, i64)> = match message["type"].as_str() {
+            Some("snapshot") => message["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| (r, 1))
+                .collect(),
+            Some("changes") => message["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .map(|c| (&c["row"], c["diff"].as_i64().expect("diff")))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (row, diff) in rows {
+            let code = row["labels"]["code"].as_str().expect("code").to_string();
+            let value = row["value"].as_f64().expect("value");
+            if diff > 0 {
+                state.insert(code, value);
+            } else if state.get(&code) == Some(&value) {
+                state.remove(&code);
+            }
+        }
+        if message["type"] == "changes" && state.len() == 3 {
+            // The maintained result at this tick equals the instant query at the tick.
+            let t = message["time"].as_i64().expect("time");
+            let (status, body) = http_request(
+                "GET",
+                &format!(
+                    "{}/api/v1/query?query={}&time={}",
+                    vigil.url,
+                    urlencode(expr),
+                    t as f64 / 1000.0
+                ),
+                b"",
+                "text/plain",
+                "",
+            )
+            .expect("query");
+            assert_eq!(status, 200, "{body}");
+            let answer: Value = serde_json::from_str(&body).expect("json");
+            let expected: BTreeMap<String, f64> = answer["data"]["result"]
+                .as_array()
+                .expect("vector")
+                .iter()
+                .map(|s| {
+                    (
+                        s["metric"]["code"].as_str().expect("code").to_string(),
+                        s["value"][1]
+                            .as_str()
+                            .expect("value")
+                            .parse()
+                            .expect("number"),
+                    )
+                })
+                .collect();
+            // Equal to the last bits (the dataflow sums in a different order, as
+            // promtool's comparisons allow).
+            assert_eq!(
+                state.keys().collect::<Vec<_>>(),
+                expected.keys().collect::<Vec<_>>(),
+                "tick {t}"
+            );
+            for (code, value) in &state {
+                let want = expected[code];
+                assert!(
+                    (value - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "tick {t}, code {code}: {value} vs {want}"
+                );
+            }
+            checked += 1;
+        }
+        let now = now_ms() / 1000 * 1000;
+        if now > written_to {
+            write(written_to, now);
+            written_to = now;
+        }
+    }
+    // Written back: the recorded series answer PromQL by name; the result is a table.
+    let recorded =
+        vigil.sql("SELECT labels['code'] AS code, value FROM requests_by_code ORDER BY code");
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    let (status, body) = http_request(
+        "GET",
+        &format!("{}/api/v1/query?query=count(requests_by_code)", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("query");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"3\""), "{body}");
+    drop(socket);
+
+    // After a restart the config's queries are kept, not recreated.
+    let vigil = vigil.kill_and_restart();
+    let (_, body) = http_request(
+        "GET",
+        &format!("{}/api/v1/continuous", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("list");
+    let listed: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(
+        listed["data"][1]["seq"].as_u64().unwrap_or(0) >= 2,
+        "the PromQL query's history is gone: {listed}"
+    );
+}
+
+fn urlencode(text: &str) -> String {
+    serde_urlencoded::to_string([("q", text)]).expect("encode")[2..].to_string()
+}

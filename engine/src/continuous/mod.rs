@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use vigil_queries::SqlEngine;
-use vigil_storage::Storage;
+use vigil_storage::{LabelSet, Storage};
 
 pub use runner::Budget;
 pub use subscription::{Hub, Message, MessageKind, Subscription};
@@ -75,6 +75,9 @@ pub struct Definition {
     /// Milliseconds of event time the result covers, back from the watermark.
     #[serde(default = "default_horizon")]
     pub horizon_ms: i64,
+    /// PromQL: the evaluation step (ticks at multiples of it), 60s by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<i64>,
     /// Who created it (the credential's name; counted against the per-client cap).
     #[serde(default)]
     pub owner: String,
@@ -83,6 +86,23 @@ pub struct Definition {
 fn default_horizon() -> i64 {
     DEFAULT_HORIZON_MS
 }
+
+/// The rule engine, as PromQL continuous queries see it: each such query is a recording
+/// rule (`record: <name>`) in a group of its own, evaluated at every multiple of its
+/// step with the rules' incremental compilation; its output is written back as the
+/// series `<name>` and handed to [`ContinuousQueries::promql_output`].
+pub trait RuleHost: Send + Sync {
+    /// Replaces the continuous groups the rule engine evaluates (blocking: the dataflow
+    /// is rebuilt and seeded).
+    fn set_continuous_groups(&self, groups: Vec<crate::rules::Group>) -> Result<(), String>;
+}
+
+/// The `file` of the rule groups PromQL continuous queries become.
+pub const CONTINUOUS_FILE: &str = "<continuous queries>";
+/// The group name prefix of a PromQL continuous query (`continuous:<name>`).
+pub const GROUP_PREFIX: &str = "continuous:";
+/// The default step of a PromQL continuous query.
+pub const DEFAULT_STEP_MS: i64 = 60_000;
 
 /// Caps on what clients may run.
 #[derive(Debug, Clone)]
@@ -102,8 +122,15 @@ impl Default for ContinuousLimits {
     }
 }
 
+enum Program {
+    Sql(sql::SqlProgram),
+    Promql(crate::rules::Group),
+}
+
 struct Running {
     definition: Definition,
+    /// A PromQL query's rule group.
+    group: Option<crate::rules::Group>,
     hub: Arc<Hub>,
     stats: Arc<runner::Stats>,
     stop: Option<crossbeam_channel::Sender<()>>,
@@ -120,6 +147,7 @@ impl Running {
 }
 
 pub struct ContinuousQueries {
+    rules: std::sync::OnceLock<Arc<dyn RuleHost>>,
     dir: PathBuf,
     storage: Arc<Storage>,
     sql: datafusion::prelude::SessionContext,
@@ -131,21 +159,27 @@ pub struct ContinuousQueries {
 const RESERVED: &[&str] = &["logs", "spans", "samples", "series", "metrics"];
 
 impl ContinuousQueries {
-    /// Opens the registry in `<dir>` and restarts every persisted query.
+    /// Opens the registry in `<dir>` and restarts every persisted query (PromQL ones
+    /// through `rules`).
     pub async fn open(
         dir: &Path,
         storage: Arc<Storage>,
         sql: &SqlEngine,
+        rules: Option<Arc<dyn RuleHost>>,
         limits: ContinuousLimits,
     ) -> Result<Arc<ContinuousQueries>, ContinuousError> {
         std::fs::create_dir_all(dir).map_err(|e| ContinuousError::Io(e.to_string()))?;
         let service = Arc::new(ContinuousQueries {
+            rules: std::sync::OnceLock::new(),
             dir: dir.to_path_buf(),
             storage,
             sql: sql.context().clone(),
             limits,
             queries: Mutex::new(BTreeMap::new()),
         });
+        if let Some(rules) = rules {
+            let _ = service.rules.set(rules);
+        }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| ContinuousError::Io(e.to_string()))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -214,22 +248,38 @@ impl ContinuousQueries {
         let _ = std::fs::remove_dir_all(&dir);
         write_definition(&dir, &definition)?;
         let name = definition.name.clone();
+        let promql = definition.language == Language::Promql;
         if let Err(err) = self.launch(definition, program) {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(err);
         }
+        if promql {
+            if let Err(err) = self.sync_rules().await {
+                if let Some(mut running) = self.lock().remove(&name) {
+                    running.halt();
+                }
+                let _ = self.sql.deregister_table(name.as_str());
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err);
+            }
+        }
         self.describe(&name)
     }
 
-    async fn compile(&self, definition: &Definition) -> Result<sql::SqlProgram, ContinuousError> {
+    async fn compile(&self, definition: &Definition) -> Result<Program, ContinuousError> {
         match definition.language {
-            Language::Sql => sql::compile(&self.sql.state(), &definition.query).await,
-            Language::Promql => Err(ContinuousError::Unsupported(
-                "language \"promql\": PromQL continuous queries are recording rules for now; \
-                 put the expression in a rule file (`record:`) and query or subscribe to its \
-                 output through SQL"
-                    .into(),
+            Language::Sql => Ok(Program::Sql(
+                sql::compile(&self.sql.state(), &definition.query).await?,
             )),
+            Language::Promql => {
+                if self.rules.get().is_none() {
+                    return Err(ContinuousError::Invalid(
+                        "PromQL continuous queries need the rule engine, which is not running"
+                            .into(),
+                    ));
+                }
+                Ok(Program::Promql(promql_group(definition)?))
+            }
         }
     }
 
@@ -239,12 +289,57 @@ impl ContinuousQueries {
         self.launch(definition, program)
     }
 
-    fn launch(
-        &self,
-        definition: Definition,
-        program: sql::SqlProgram,
-    ) -> Result<(), ContinuousError> {
-        let program = Arc::new(program);
+    /// Hands the rule engine the groups of every PromQL query (after `open`, once the
+    /// rule engine sends their output here).
+    pub async fn sync_rules(&self) -> Result<(), ContinuousError> {
+        let Some(rules) = self.rules.get().cloned() else {
+            return Ok(());
+        };
+        let groups: Vec<crate::rules::Group> = self
+            .lock()
+            .values()
+            .filter_map(|running| running.group.clone())
+            .collect();
+        tokio::task::spawn_blocking(move || rules.set_continuous_groups(groups))
+            .await
+            .map_err(|err| ContinuousError::Io(err.to_string()))?
+            .map_err(ContinuousError::Invalid)
+    }
+
+    /// A PromQL query's output at tick `t` (its whole result: the hub publishes what
+    /// changed since the previous tick).
+    pub fn promql_output(&self, group: &str, t: i64, samples: &[(LabelSet, f64)]) {
+        let Some(name) = group.strip_prefix(GROUP_PREFIX) else {
+            return;
+        };
+        let hub = match self.lock().get(name) {
+            Some(running) => running.hub.clone(),
+            None => return,
+        };
+        let rows = samples
+            .iter()
+            .map(|(labels, value)| {
+                let pairs = labels
+                    .labels()
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                (
+                    vec![row::Datum::Map(pairs), row::Datum::Float(row::F64(*value))],
+                    1,
+                )
+            })
+            .collect();
+        if let Err(err) = hub.reconcile(t, rows) {
+            tracing::warn!(query = name, error = %err, "continuous query output not published");
+        }
+    }
+
+    fn launch(&self, definition: Definition, program: Program) -> Result<(), ContinuousError> {
+        let program = match program {
+            Program::Sql(program) => Arc::new(program),
+            Program::Promql(group) => return self.launch_promql(definition, group),
+        };
         let columns = program
             .output
             .fields()
@@ -297,19 +392,79 @@ impl ContinuousQueries {
                 stats,
                 stop: Some(stop),
                 thread: Some(thread),
+                group: None,
             },
         );
         Ok(())
     }
 
-    /// Stops and forgets a query, its table and its files.
-    pub fn drop_query(&self, name: &str) -> Result<(), ContinuousError> {
+    fn launch_promql(
+        &self,
+        definition: Definition,
+        group: crate::rules::Group,
+    ) -> Result<(), ContinuousError> {
+        let hub = Arc::new(
+            Hub::open(
+                vec!["labels".into(), "value".into()],
+                &self.dir.join(&definition.name).join("result"),
+            )
+            .map_err(|e| ContinuousError::Io(e.to_string()))?,
+        );
+        let table = table::ResultTable::new(promql_schema(), hub.clone());
+        let _ = self.sql.deregister_table(definition.name.as_str());
+        self.sql
+            .register_table(definition.name.as_str(), Arc::new(table))
+            .map_err(|e| ContinuousError::Invalid(e.to_string()))?;
+        self.lock().insert(
+            definition.name.clone(),
+            Running {
+                definition,
+                hub,
+                stats: Arc::default(),
+                stop: None,
+                thread: None,
+                group: Some(group),
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes `definition` run: kept when a query of that name runs it already, replaced
+    /// when its text differs (the config file at start).
+    pub async fn ensure(&self, definition: Definition) -> Result<(), ContinuousError> {
+        let current = self
+            .lock()
+            .get(&definition.name)
+            .map(|running| running.definition.clone());
+        if let Some(current) = current {
+            let same = Definition {
+                owner: current.owner.clone(),
+                ..definition.clone()
+            };
+            if same == current {
+                return Ok(());
+            }
+            tracing::info!(query = %definition.name, "continuous query changed in the config file: replaced");
+            self.drop_query(&definition.name).await?;
+        }
+        self.create(definition).await.map(|_| ())
+    }
+
+    /// Stops and forgets a query, its table and its files (a PromQL query's group
+    /// leaves the rule engine; the series it wrote go stale as a removed rule's do).
+    pub async fn drop_query(&self, name: &str) -> Result<(), ContinuousError> {
         let mut running = self
             .lock()
             .remove(name)
             .ok_or_else(|| ContinuousError::NotFound(name.to_string()))?;
-        running.halt();
+        let promql = running.group.is_some();
+        tokio::task::spawn_blocking(move || running.halt())
+            .await
+            .map_err(|e| ContinuousError::Io(e.to_string()))?;
         let _ = self.sql.deregister_table(name);
+        if promql {
+            self.sync_rules().await?;
+        }
         std::fs::remove_dir_all(self.dir.join(name)).map_err(|e| ContinuousError::Io(e.to_string()))
     }
 
@@ -357,6 +512,7 @@ fn describe_running(running: &Running) -> Value {
         "language": running.definition.language,
         "query": running.definition.query,
         "horizon_ms": running.definition.horizon_ms,
+        "step_ms": running.definition.step_ms,
         "columns": running.hub.columns(),
         "status": if stopped.is_some() { "stopped" } else { "running" },
         "reason": stopped,
@@ -396,12 +552,56 @@ fn validate(definition: &Definition) -> Result<(), ContinuousError> {
             definition.horizon_ms
         )));
     }
+    if let Some(step) = definition.step_ms {
+        if definition.language != Language::Promql {
+            return Err(ContinuousError::Invalid(
+                "step_ms applies to PromQL continuous queries only".into(),
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&step) {
+            return Err(ContinuousError::Invalid(format!(
+                "invalid step_ms {step}: between 1000 (1s) and 86400000 (1d)"
+            )));
+        }
+    }
     if definition.query.len() > 64 << 10 {
         return Err(ContinuousError::Invalid(
             "the query is longer than 64 KiB".into(),
         ));
     }
     Ok(())
+}
+
+/// A PromQL query as a rule group of one recording rule, validated as a rule file is
+/// (Prometheus' messages).
+fn promql_group(definition: &Definition) -> Result<crate::rules::Group, ContinuousError> {
+    let step_ms = definition.step_ms.unwrap_or(DEFAULT_STEP_MS);
+    let spec = json!({"groups": [{
+        "name": format!("{GROUP_PREFIX}{}", definition.name),
+        "interval": format!("{step_ms}ms"),
+        "rules": [{"record": definition.name, "expr": definition.query}],
+    }]});
+    let parsed = crate::rules::parse_document(&spec.to_string())
+        .map_err(|problems| ContinuousError::Invalid(problems.join("; ")))?;
+    let mut groups = crate::rules::validate(CONTINUOUS_FILE, &parsed)
+        .map_err(|problems| ContinuousError::Invalid(problems.join("; ")))?;
+    groups
+        .pop()
+        .ok_or_else(|| ContinuousError::Invalid("no rule group".into()))
+}
+
+/// The result columns of a PromQL query: its series' labels and value.
+fn promql_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    use datafusion::arrow::array::{Array, MapBuilder, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+        .finish()
+        .data_type()
+        .clone();
+    Arc::new(Schema::new(vec![
+        Field::new("labels", labels, true),
+        Field::new("value", DataType::Float64, true),
+    ]))
 }
 
 fn write_definition(dir: &Path, definition: &Definition) -> Result<(), ContinuousError> {
