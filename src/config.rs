@@ -7,6 +7,7 @@
 //! limits: { max_body_bytes: 33554432, max_labels_per_series: 64, ... }
 //! query: { timeout: 2m, max_samples: 50000000 }
 //! continuous_queries: [ { name: errors, sql: "SELECT …", horizon: 1h } ]
+//! derived_signals: { span_metrics: true, log_errors: true, interval: 15s }
 //! ```
 
 use std::path::Path;
@@ -37,6 +38,28 @@ pub struct Config {
     pub rule_workers: usize,
     /// Continuous queries created (or replaced, when their text changed) at start.
     pub continuous_queries: Vec<ContinuousQueryConfig>,
+    /// Span RED metrics and error-log counts as Prometheus series (on by default).
+    pub derived_signals: DerivedSignalsSection,
+}
+
+/// `derived_signals: { span_metrics: true, log_errors: true, interval: 15s }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DerivedSignalsSection {
+    pub span_metrics: bool,
+    pub log_errors: bool,
+    #[serde(with = "serde_prom")]
+    pub interval: Duration,
+}
+
+impl Default for DerivedSignalsSection {
+    fn default() -> Self {
+        DerivedSignalsSection {
+            span_metrics: true,
+            log_errors: true,
+            interval: Duration::from_secs(15),
+        }
+    }
 }
 
 /// One continuous query of the config file: `sql`, or `promql` with `step`.
@@ -98,6 +121,7 @@ impl Default for Config {
             rules_lateness: Duration::from_secs(5),
             rule_workers: 2,
             continuous_queries: Vec::new(),
+            derived_signals: DerivedSignalsSection::default(),
         }
     }
 }

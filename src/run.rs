@@ -182,6 +182,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let _ = state.continuous.set(continuous.clone());
     tokio::spawn(reload_on_sighup(manager.clone()));
     let rules = { tokio::spawn(manager.run(stop_rx.clone())) };
+    let derived = &options.config.derived_signals;
+    vigil_engine::continuous::derived::Derived::start(
+        storage.clone(),
+        vigil_engine::continuous::derived::DerivedConfig {
+            span_metrics: derived.span_metrics,
+            log_errors: derived.log_errors,
+            interval: derived.interval,
+        },
+        stop_rx.clone(),
+    );
     let maintenance = tokio::spawn(maintenance_loop(storage.clone(), stop_rx.clone()));
     let demo = options.demo.then(|| {
         tokio::spawn(crate::demo::run(

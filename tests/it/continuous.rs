@@ -571,3 +571,139 @@ fn promql_continuous_query_from_config_is_recorded_tabled_and_streamed() {
 fn urlencode(text: &str) -> String {
     serde_urlencoded::to_string([("q", text)]).expect("encode")[2..].to_string()
 }
+
+/// The derived signals: spans over OTLP/HTTP become the spanmetrics connector's RED
+/// series and error logs over Loki push become per-pod counts, usable from PromQL; the
+/// config turns them off.
+#[test]
+fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(
+        &dir.path().join("data"),
+        Some("derived_signals: { interval: 1s }\n"),
+    );
+    let now_ns = now_ms() * 1_000_000;
+    let mut spans = Vec::new();
+    // api: 30 calls of 3 ms, 10 of them errors; db: 5 calls of 300 ms.
+    for i in 0..35u64 {
+        let (service, name, status, ms) = match i {
+            0..=9 => ("api", "GET /cart", 2, 3),
+            10..=29 => ("api", "GET /cart", 1, 3),
+            _ => ("db", "SELECT", 0, 300),
+        };
+        spans.push((
+            service,
+            json!({
+                "traceId": format!("{:032x}", i + 1),
+                "spanId": format!("{:016x}", i + 1),
+                "name": name,
+                "kind": 2,
+                "startTimeUnixNano": (now_ns - ms * 1_000_000).to_string(),
+                "endTimeUnixNano": now_ns.to_string(),
+                "status": {"code": status},
+            }),
+        ));
+    }
+    let resource_spans: Vec<Value> = ["api", "db"]
+        .iter()
+        .map(|service| {
+            json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"spans": spans.iter().filter(|(s, _)| s == service).map(|(_, span)| span.clone()).collect::<Vec<_>>()}],
+            })
+        })
+        .collect();
+    let (status, body) = ureq_post(
+        &format!("{}/v1/traces", vigil.url),
+        json!({"resourceSpans": resource_spans})
+            .to_string()
+            .as_bytes(),
+        "application/json",
+    )
+    .expect("otlp");
+    assert_eq!(status, 200, "{body}");
+    let mut rng = Rng(3);
+    for _ in 0..3 {
+        let (status, body) = push_errors(&vigil.url, &mut rng).expect("loki");
+        assert_eq!(status, 204, "{body}");
+    }
+    let query = |expr: &str| -> Vec<Value> {
+        let (status, body) = http_request(
+            "GET",
+            &format!("{}/api/v1/query?query={}", vigil.url, urlencode(expr)),
+            b"",
+            "text/plain",
+            "",
+        )
+        .expect("query");
+        assert_eq!(status, 200, "{body}");
+        let value: Value = serde_json::from_str(&body).expect("json");
+        value["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let scalar = |expr: &str| -> Option<f64> {
+        query(expr)
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while scalar("sum(traces_span_metrics_calls_total)") != Some(35.0)
+        || scalar("sum(vigil_log_errors_total)") != Some(150.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "derived series never complete: {:?} {:?}",
+            query("traces_span_metrics_calls_total"),
+            query("vigil_log_errors_total")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        scalar(
+            r#"sum(traces_span_metrics_calls_total{service_name="api",span_name="GET /cart",span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_ERROR"})"#
+        ),
+        Some(10.0)
+    );
+    // Error ratio and latency quantiles as dashboards compute them.
+    let ratio = scalar(
+        r#"sum(traces_span_metrics_calls_total{service_name="api",status_code="STATUS_CODE_ERROR"}) / sum(traces_span_metrics_calls_total{service_name="api"})"#,
+    );
+    assert_eq!(ratio, Some(10.0 / 30.0));
+    let p50_db = scalar(r#"histogram_quantile(0.5, sum by (le) (traces_span_metrics_duration_seconds_bucket{service_name="db"}))"#)
+        .expect("db quantile");
+    assert!((0.2..=0.4).contains(&p50_db), "{p50_db}");
+    let p50_api = scalar(r#"histogram_quantile(0.5, sum by (le) (traces_span_metrics_duration_seconds_bucket{service_name="api"}))"#)
+        .expect("api quantile");
+    assert!((0.002..=0.004).contains(&p50_api), "{p50_api}");
+    let per_pod = query("sum by (namespace, pod) (vigil_log_errors_total)");
+    assert!(
+        !per_pod.is_empty()
+            && per_pod.iter().all(|s| s["metric"]["pod"]
+                .as_str()
+                .is_some_and(|p| p.contains("-db-"))),
+        "{per_pod:?}"
+    );
+    drop(vigil);
+
+    // Turned off: no series.
+    let off = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(
+        &off.path().join("data"),
+        Some("derived_signals: { span_metrics: false, log_errors: false, interval: 1s }\n"),
+    );
+    let (status, _) = push_errors(&vigil.url, &mut rng).expect("loki");
+    assert_eq!(status, 204);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, body) = http_request(
+        "GET",
+        &format!("{}/api/v1/query?query=vigil_log_errors_total", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("query");
+    assert!(body.contains("\"result\":[]"), "{body}");
+}

@@ -9,6 +9,7 @@
 //! | `runner.rs` | one query's thread: first stage, dataflow, last stage, watermark |
 //! | `subscription.rs` | `Hub`: the maintained result, numbered change batches, resume |
 //! | `table.rs` | a query's result as a DataFusion table |
+//! | `derived.rs` | span RED metrics and error-log counts as Prometheus series |
 //!
 //! `ContinuousQueries` is the registry: it validates and compiles a definition,
 //! persists it (`<data>/continuous/<name>/definition.json`, fsynced before the answer),
@@ -16,6 +17,7 @@
 //! query so that subscribers resume where they were.
 
 pub mod aggregate;
+pub mod derived;
 pub mod row;
 pub mod runner;
 pub mod sql;
