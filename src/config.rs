@@ -40,6 +40,44 @@ pub struct Config {
     pub continuous_queries: Vec<ContinuousQueryConfig>,
     /// Span RED metrics and error-log counts as Prometheus series (on by default).
     pub derived_signals: DerivedSignalsSection,
+    /// What continuous queries may hold and how many may run.
+    pub continuous_limits: ContinuousLimitsSection,
+}
+
+/// `continuous_limits: { max_queries: 64, max_queries_per_client: 16, max_state_rows:
+/// 2000000, max_result_rows: 100000 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuousLimitsSection {
+    pub max_queries: usize,
+    pub max_queries_per_client: usize,
+    pub max_state_rows: usize,
+    pub max_result_rows: usize,
+}
+
+impl Default for ContinuousLimitsSection {
+    fn default() -> Self {
+        let limits = vigil_engine::continuous::ContinuousLimits::default();
+        ContinuousLimitsSection {
+            max_queries: limits.max_queries,
+            max_queries_per_client: limits.max_queries_per_owner,
+            max_state_rows: limits.budget.max_state_rows,
+            max_result_rows: limits.budget.max_result_rows,
+        }
+    }
+}
+
+impl ContinuousLimitsSection {
+    pub fn limits(&self) -> vigil_engine::continuous::ContinuousLimits {
+        vigil_engine::continuous::ContinuousLimits {
+            max_queries: self.max_queries,
+            max_queries_per_owner: self.max_queries_per_client,
+            budget: vigil_engine::continuous::Budget {
+                max_state_rows: self.max_state_rows,
+                max_result_rows: self.max_result_rows,
+            },
+        }
+    }
 }
 
 /// `derived_signals: { span_metrics: true, log_errors: true, interval: 15s }`.
@@ -122,6 +160,7 @@ impl Default for Config {
             rule_workers: 2,
             continuous_queries: Vec::new(),
             derived_signals: DerivedSignalsSection::default(),
+            continuous_limits: ContinuousLimitsSection::default(),
         }
     }
 }

@@ -162,7 +162,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         storage.clone(),
         &state.sql,
         Some(manager.clone() as Arc<dyn vigil_engine::continuous::RuleHost>),
-        Default::default(),
+        options.config.continuous_limits.limits(),
     )
     .await?;
     manager.set_continuous_sink(&continuous);

@@ -707,3 +707,82 @@ fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
     .expect("query");
     assert!(body.contains("\"result\":[]"), "{body}");
 }
+
+/// A continuous query is user code running inside the server: over its budget it stops
+/// with the reason in the listing (the server and the other queries go on); over the
+/// query cap a creation is refused with 429; a non-JSON or unknown-field body is a 400.
+#[test]
+fn continuous_queries_over_budget_stop_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(
+        &dir.path().join("data"),
+        Some("continuous_limits: { max_queries: 2, max_result_rows: 5 }\n"),
+    );
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "per_body", "language": "sql", "query": "SELECT body, count(*) AS n FROM logs GROUP BY 1"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "per_namespace", "language": "sql", "query": "SELECT stream['namespace'] AS ns, count(*) AS n FROM logs GROUP BY 1"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "third", "language": "sql", "query": "SELECT count(*) AS n FROM logs"}),
+    );
+    assert_eq!(status, 429, "{body}");
+    for bad in [
+        "not json".to_string(),
+        json!({"name": "x", "language": "sql", "query": "SELECT 1", "extra": 1}).to_string(),
+        json!({"name": "x", "language": "cobol", "query": "x"}).to_string(),
+        json!({"name": "x", "language": "sql", "query": "SELEC nonsense"}).to_string(),
+        json!({"name": "x", "language": "promql", "query": "sum(rate(x[5m])"}).to_string(),
+    ] {
+        let (status, answer) = ureq_post(
+            &format!("{}/api/v1/continuous", vigil.url),
+            bad.as_bytes(),
+            "application/json",
+        )
+        .expect("create");
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer.contains("\"errorType\":\"bad_data\""), "{answer}");
+    }
+    // Ten distinct bodies: ten result rows, over the budget of five.
+    let mut rng = Rng(11);
+    let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
+    assert_eq!(status, 204, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_request(
+            "GET",
+            &format!("{}/api/v1/continuous/per_body", vigil.url),
+            b"",
+            "text/plain",
+            "",
+        )
+        .expect("describe");
+        let described: Value = serde_json::from_str(&body).expect("json");
+        if described["data"]["status"] == "stopped" {
+            let reason = described["data"]["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("result rows, more than the limit of 5"),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stopped: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The other query and the server go on.
+    let rows = vigil.wait_for_rows(
+        "SELECT n FROM per_namespace",
+        Duration::from_secs(10),
+        |rows| !rows.is_empty(),
+    );
+    assert_eq!(rows[0]["n"], 50);
+}

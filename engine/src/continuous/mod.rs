@@ -216,6 +216,8 @@ impl ContinuousQueries {
     /// Validates, compiles, persists and starts a new query.
     pub async fn create(&self, definition: Definition) -> Result<Value, ContinuousError> {
         validate(&definition)?;
+        // Compile before anything is written: a refused query leaves no trace.
+        let program = self.compile(&definition).await?;
         {
             let queries = self.lock();
             if queries.contains_key(&definition.name) {
@@ -244,8 +246,6 @@ impl ContinuousQueries {
         {
             return Err(ContinuousError::Exists(definition.name));
         }
-        // Compile before anything is written: a refused query leaves no trace.
-        let program = self.compile(&definition).await?;
         let dir = self.dir.join(&definition.name);
         let _ = std::fs::remove_dir_all(&dir);
         write_definition(&dir, &definition)?;
@@ -527,6 +527,8 @@ fn describe_running(running: &Running) -> Value {
         "late_rows": stats.late_rows.load(Ordering::Relaxed),
         "pending_batches": stats.pending_batches.load(Ordering::Relaxed),
         "last_update_us": stats.last_epoch_us.load(Ordering::Relaxed),
+        "busy_us": stats.busy_us.load(Ordering::Relaxed),
+        "epochs": stats.epochs.load(Ordering::Relaxed),
     })
 }
 

@@ -61,6 +61,8 @@ pub struct Stats {
     pub pending_batches: AtomicU64,
     /// Microseconds the last epoch took, from taking its batches to publishing.
     pub last_epoch_us: AtomicU64,
+    /// Microseconds spent in epochs since the start (the query's CPU time, roughly).
+    pub busy_us: AtomicU64,
     /// `None` while running; why it stopped otherwise.
     pub stopped: Mutex<Option<String>>,
 }
@@ -223,9 +225,9 @@ impl Runner {
                 .map_err(|e| e.to_string())?;
             self.check(&state, self.hub.row_count())?;
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .last_epoch_us
-                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let spent = started.elapsed().as_micros() as u64;
+            self.stats.last_epoch_us.store(spent, Ordering::Relaxed);
+            self.stats.busy_us.fetch_add(spent, Ordering::Relaxed);
         }
     }
 
