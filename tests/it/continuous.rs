@@ -227,8 +227,12 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
     for (query, construct) in [
         ("SELECT body FROM logs ORDER BY timestamp", "ORDER BY"),
         (
-            "SELECT l.body FROM logs l JOIN spans s ON l.trace_id = s.trace_id",
-            "JOIN",
+            "SELECT l.body FROM logs l LEFT JOIN spans s ON l.trace_id = s.trace_id",
+            "Left JOIN",
+        ),
+        (
+            "SELECT l.body FROM logs l JOIN spans s ON l.timestamp > s.start",
+            "JOIN without an equality",
         ),
         ("SELECT count(*) FROM logs WHERE timestamp > now()", "now()"),
         ("SELECT value FROM samples", "table \"samples\""),
@@ -785,4 +789,122 @@ fn continuous_queries_over_budget_stop_with_a_reason() {
         |rows| !rows.is_empty(),
     );
     assert_eq!(rows[0]["n"], 50);
+}
+
+/// An equi-join between streams: error logs ⋈ spans on trace_id within a time window
+/// (a residual join condition), grouped by service,
+/// maintained as either side arrives first; equal to the ad hoc join within the horizon.
+#[test]
+fn continuous_join_of_logs_and_spans_matches_ad_hoc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let query = "SELECT s.service AS service, count(*) AS error_logs, \
+        count(DISTINCT s.trace_id) AS traces, max(s.duration_ns) AS slowest \
+        FROM logs l JOIN spans s ON l.trace_id = s.trace_id \
+        AND l.timestamp BETWEEN s.start AND s.start + INTERVAL '2 milliseconds' \
+        WHERE l.severity = 'error' GROUP BY 1";
+    let horizon = 600_000;
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "errors_by_service", "language": "sql", "query": query, "horizon_ms": horizon}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut rng = Rng(21);
+    let services = ["frontend", "cart", "payments"];
+    let base = now_ms() - 700_000;
+    let mut newest = 0;
+    for round in 0..6 {
+        // 20 traces per round; each has a span and 0–3 logs; half the rounds send the
+        // logs first.
+        let mut spans = Vec::new();
+        let mut logs = Vec::new();
+        for i in 0..20 {
+            let trace = format!("{:032x}", round * 1000 + i + 1);
+            let t = base + round * 120_000 + rng.below(100_000) as i64;
+            newest = newest.max(t);
+            let service = rng.pick(&services);
+            let duration_ms = 1 + rng.below(500) as i64;
+            spans.push((
+                service,
+                json!({
+                    "traceId": trace, "spanId": format!("{:016x}", i + 1), "name": "op", "kind": 2,
+                    "startTimeUnixNano": (t * 1_000_000).to_string(),
+                    "endTimeUnixNano": ((t + duration_ms) * 1_000_000).to_string(),
+                }),
+            ));
+            for j in 0..rng.below(4) {
+                let level = rng.pick(&["error", "info"]);
+                logs.push(json!([((t + j as i64) * 1_000_000).to_string(), format!("{level} in {trace}"), {"level": level, "trace_id": trace}]));
+            }
+        }
+        let resource_spans: Vec<Value> = services
+            .iter()
+            .map(|service| json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"spans": spans.iter().filter(|(s, _)| s == service).map(|(_, span)| span.clone()).collect::<Vec<_>>()}],
+            }))
+            .collect();
+        let send_spans = || {
+            let (status, body) = ureq_post(
+                &format!("{}/v1/traces", vigil.url),
+                json!({"resourceSpans": resource_spans})
+                    .to_string()
+                    .as_bytes(),
+                "application/json",
+            )
+            .expect("otlp");
+            assert_eq!(status, 200, "{body}");
+        };
+        let send_logs = || {
+            if logs.is_empty() {
+                return;
+            }
+            let body = json!({"streams": [{"stream": {"namespace": "shop"}, "values": logs}]});
+            let (status, answer) = ureq_post(
+                &format!("{}/loki/api/v1/push", vigil.url),
+                body.to_string().as_bytes(),
+                "application/json",
+            )
+            .expect("loki");
+            assert_eq!(status, 204, "{answer}");
+        };
+        if round % 2 == 0 {
+            send_logs();
+            send_spans();
+        } else {
+            send_spans();
+            send_logs();
+        }
+    }
+    // Wait until the query has seen the newest event time, then compare.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let watermark = loop {
+        let (_, body) = http_request(
+            "GET",
+            &format!("{}/api/v1/continuous/errors_by_service", vigil.url),
+            b"",
+            "text/plain",
+            "",
+        )
+        .expect("describe");
+        let described: Value = serde_json::from_str(&body).expect("json");
+        let watermark = described["data"]["watermark_ms"].as_i64().unwrap_or(0);
+        if watermark >= newest && described["data"]["pending_batches"] == 0 {
+            break watermark;
+        }
+        assert!(std::time::Instant::now() < deadline, "{described}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let bound = watermark - horizon;
+    let ad_hoc = query.replace(
+        "WHERE l.severity = 'error'",
+        &format!("WHERE l.severity = 'error' AND l.timestamp >= to_timestamp_millis({bound}) AND s.start >= to_timestamp_millis({bound})"),
+    );
+    let expected = sql_rows(&vigil, &ad_hoc);
+    assert!(expected.len() >= 2, "too little to compare: {expected:?}");
+    assert_eq!(
+        sql_rows(&vigil, "SELECT * FROM errors_by_service"),
+        expected
+    );
 }

@@ -354,19 +354,30 @@ impl ContinuousQueries {
         );
         // Seed from the files that may hold rows within the horizon of the newest data,
         // then follow the tap (each batch is in exactly one of the two).
-        let store = match program.source {
-            sql::Source::Logs => self.storage.logs().clone(),
-            sql::Source::Spans => self.storage.spans().clone(),
-        };
         let since = hub.position().1.max(now_ms()) - definition.horizon_ms - 3_600_000;
-        let (files, tap) = store.tap(since);
-        let mut seed = Vec::new();
-        for file in &files {
-            seed.extend(
-                store
-                    .read(file)
-                    .map_err(|e| ContinuousError::Io(e.to_string()))?,
-            );
+        let mut sources: Vec<sql::Source> = program
+            .from
+            .sides()
+            .iter()
+            .map(|side| side.source)
+            .collect();
+        sources.dedup();
+        let mut feeds = Vec::new();
+        for source in sources {
+            let store = match source {
+                sql::Source::Logs => self.storage.logs().clone(),
+                sql::Source::Spans => self.storage.spans().clone(),
+            };
+            let (files, tap) = store.tap(since);
+            let mut seed = Vec::new();
+            for file in &files {
+                seed.extend(
+                    store
+                        .read(file)
+                        .map_err(|e| ContinuousError::Io(e.to_string()))?,
+                );
+            }
+            feeds.push(runner::Feed { source, seed, tap });
         }
         let stats = Arc::new(runner::Stats::default());
         let (stop, stopped) = crossbeam_channel::bounded(1);
@@ -379,7 +390,7 @@ impl ContinuousQueries {
             budget: self.limits.budget.clone(),
         };
         let thread = runner
-            .spawn(seed, tap, stopped)
+            .spawn(feeds, stopped)
             .map_err(|e| ContinuousError::Io(e.to_string()))?;
         let table = table::ResultTable::new(sql::nullable(&program.output), hub.clone());
         let _ = self.sql.deregister_table(definition.name.as_str());

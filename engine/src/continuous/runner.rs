@@ -27,7 +27,7 @@ use differential_dataflow::input::InputSession;
 
 use super::aggregate::aggregate;
 use super::row::{row_at, Datum, Row};
-use super::sql::{SqlProgram, Stage};
+use super::sql::{From, PhysExpr, Side, Source, SqlProgram, Stage};
 use super::subscription::Hub;
 
 /// The budget of one continuous query.
@@ -92,13 +92,20 @@ pub struct Runner {
 /// Batches taken per epoch at most.
 const EPOCH_BATCHES: usize = 256;
 
+/// The input of one table: the batches storage already holds (the seed) and the tap of
+/// every later one.
+pub struct Feed {
+    pub source: Source,
+    pub seed: Vec<RecordBatch>,
+    pub tap: Receiver<Arc<RecordBatch>>,
+}
+
 impl Runner {
-    /// Runs on its own thread until `stop` fires or disconnects, the tap closes, or the
+    /// Runs on its own thread until `stop` fires or disconnects, a tap closes, or the
     /// query exceeds its budget (the reason lands in `stats.stopped`).
     pub fn spawn(
         self,
-        seed: Vec<RecordBatch>,
-        tap: Receiver<Arc<RecordBatch>>,
+        feeds: Vec<Feed>,
         stop: Receiver<()>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
@@ -107,7 +114,7 @@ impl Runner {
                 let stats = self.stats.clone();
                 let name = self.name.clone();
                 let outcome =
-                    timely::execute_directly(move |worker| self.work(worker, seed, tap, stop));
+                    timely::execute_directly(move |worker| self.work(worker, feeds, stop));
                 if let Err(reason) = outcome {
                     tracing::warn!(query = %name, %reason, "continuous query stopped");
                     stats.stop(reason);
@@ -118,16 +125,32 @@ impl Runner {
     fn work(
         &self,
         worker: &mut timely::worker::Worker,
-        seed: Vec<RecordBatch>,
-        tap: Receiver<Arc<RecordBatch>>,
+        feeds: Vec<Feed>,
         stop: Receiver<()>,
     ) -> Result<(), String> {
-        let mut input: InputSession<u64, (Row, Row), isize> = InputSession::new();
+        let sides = self.program.from.sides().len();
+        let mut inputs: Vec<InputSession<u64, (Row, Row), isize>> =
+            (0..sides).map(|_| InputSession::new()).collect();
         let probe = timely::dataflow::ProbeHandle::new();
         let sink: Rc<RefCell<Vec<(Row, i64)>>> = Rc::default();
         let program = self.program.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            let rows = input.to_collection(scope);
+            let collections: Vec<_> = inputs.iter_mut().map(|i| i.to_collection(scope)).collect();
+            // (key, values) rows: a table's straight from the first stage; a join's from
+            // the joined rows, filtered and evaluated one by one.
+            let rows = match &program.from {
+                From::Table(_) => collections[0].clone(),
+                From::Join { .. } => {
+                    let program = program.clone();
+                    collections[0]
+                        .clone()
+                        .join(collections[1].clone())
+                        .flat_map(move |(_key, (mut left, right))| {
+                            left.extend(right);
+                            joined(&program, left).unwrap_or_default()
+                        })
+                }
+            };
             let output = match &program.stage {
                 Stage::Project(_) => rows.map(|(row, _)| row),
                 Stage::Aggregate { .. } => {
@@ -160,16 +183,17 @@ impl Runner {
         // Seed: everything storage holds within the horizon, as one epoch whose result
         // replaces what subscribers were last told (a restart publishes only the
         // difference).
-        let mut prepared = Vec::new();
-        let mut newest_seen = None;
-        for batch in &seed {
-            prepared.extend(prepare(&self.program, batch).map_err(|e| e.to_string())?);
-            newest_seen = newest_seen.max(newest(&self.program, batch).map_err(|e| e.to_string())?);
+        let mut taps = Vec::new();
+        let mut batches = Vec::new();
+        for feed in feeds {
+            batches.extend(feed.seed.into_iter().map(|b| (feed.source, Arc::new(b))));
+            taps.push((feed.source, feed.tap));
         }
-        drop(seed);
-        self.admit(&mut state, newest_seen, prepared, &mut input);
+        let (newest_seen, prepared) = self.prepare_all(&batches, true)?;
+        drop(batches);
+        self.admit(&mut state, newest_seen, prepared, &mut inputs);
         epoch += 1;
-        self.settle(worker, &mut input, &probe, epoch);
+        self.settle(worker, &mut inputs, &probe, epoch);
         let initial = finish(&self.program, std::mem::take(&mut *sink.borrow_mut()))
             .map_err(|e| e.to_string())?;
         let initial = super::subscription::consolidate(initial);
@@ -178,46 +202,43 @@ impl Runner {
             .reconcile(state.watermark, initial)
             .map_err(|e| e.to_string())?;
         loop {
-            let first = crossbeam_channel::select! {
-                recv(stop) -> _ => return Ok(()),
-                recv(tap) -> batch => match batch {
-                    Ok(batch) => batch,
-                    Err(_) => return Ok(()),
-                },
-                default(Duration::from_secs(1)) => continue,
+            let mut select = crossbeam_channel::Select::new();
+            for (_, tap) in &taps {
+                select.recv(tap);
+            }
+            let stop_index = select.recv(&stop);
+            let operation = match select.select_timeout(Duration::from_secs(1)) {
+                Ok(operation) => operation,
+                Err(_) => continue,
+            };
+            let index = operation.index();
+            if index == stop_index {
+                let _ = operation.recv(&stop);
+                return Ok(());
+            }
+            let (source, tap) = &taps[index];
+            let first = match operation.recv(tap) {
+                Ok(batch) => batch,
+                Err(_) => return Ok(()),
             };
             let started = Instant::now();
-            let mut batches = vec![first];
-            while batches.len() < EPOCH_BATCHES {
-                match tap.try_recv() {
-                    Ok(batch) => batches.push(batch),
-                    Err(_) => break,
-                }
-            }
-            self.stats
-                .pending_batches
-                .store(tap.len() as u64, Ordering::Relaxed);
-            let mut prepared = Vec::new();
-            let mut newest_seen = None;
-            for batch in &batches {
-                if let Ok(time) = newest(&self.program, batch) {
-                    newest_seen = newest_seen.max(time);
-                }
-                match prepare(&self.program, batch) {
-                    Ok(rows) => prepared.extend(rows),
-                    // A batch the expressions cannot evaluate (a cast of a bad value)
-                    // is left out and counted as late input: the query keeps running.
-                    Err(err) => {
-                        tracing::debug!(query = %self.name, error = %err, "batch left out");
-                        self.stats
-                            .late_rows
-                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            let mut batches = vec![(*source, first)];
+            for (source, tap) in &taps {
+                while batches.len() < EPOCH_BATCHES {
+                    match tap.try_recv() {
+                        Ok(batch) => batches.push((*source, batch)),
+                        Err(_) => break,
                     }
                 }
             }
-            self.admit(&mut state, newest_seen, prepared, &mut input);
+            let pending: usize = taps.iter().map(|(_, tap)| tap.len()).sum();
+            self.stats
+                .pending_batches
+                .store(pending as u64, Ordering::Relaxed);
+            let (newest_seen, prepared) = self.prepare_all(&batches, false)?;
+            self.admit(&mut state, newest_seen, prepared, &mut inputs);
             epoch += 1;
-            self.settle(worker, &mut input, &probe, epoch);
+            self.settle(worker, &mut inputs, &probe, epoch);
             let changes = finish(&self.program, std::mem::take(&mut *sink.borrow_mut()))
                 .map_err(|e| e.to_string())?;
             self.hub
@@ -231,15 +252,51 @@ impl Runner {
         }
     }
 
+    /// The first stage over every batch, for every side that reads its table. A batch the
+    /// expressions cannot evaluate (a cast of a bad value) is left out and counted as
+    /// late input, unless it is part of the seed (then the query cannot start).
+    #[allow(clippy::type_complexity)]
+    fn prepare_all(
+        &self,
+        batches: &[(Source, Arc<RecordBatch>)],
+        seeding: bool,
+    ) -> Result<(Option<i64>, Vec<(usize, i64, Row, Row)>), String> {
+        let mut newest_seen = None;
+        let mut prepared = Vec::new();
+        for (source, batch) in batches {
+            for (index, side) in self.program.from.sides().iter().enumerate() {
+                if side.source != *source {
+                    continue;
+                }
+                if let Ok(time) = newest(side, batch) {
+                    newest_seen = newest_seen.max(time);
+                }
+                match prepare(&self.program, index, batch) {
+                    Ok(rows) => prepared.extend(rows.into_iter().map(|(t, k, v)| (index, t, k, v))),
+                    Err(err) if seeding => return Err(err.to_string()),
+                    Err(err) => {
+                        tracing::debug!(query = %self.name, error = %err, "batch left out");
+                        self.stats
+                            .late_rows
+                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok((newest_seen, prepared))
+    }
+
     fn settle(
         &self,
         worker: &mut timely::worker::Worker,
-        input: &mut InputSession<u64, (Row, Row), isize>,
+        inputs: &mut [InputSession<u64, (Row, Row), isize>],
         probe: &timely::dataflow::ProbeHandle<u64>,
         epoch: u64,
     ) {
-        input.advance_to(epoch);
-        input.flush();
+        for input in inputs.iter_mut() {
+            input.advance_to(epoch);
+            input.flush();
+        }
         while probe.less_than(&epoch) {
             worker.step();
         }
@@ -250,8 +307,8 @@ impl Runner {
         &self,
         state: &mut State,
         newest: Option<i64>,
-        rows: Vec<(i64, Row, Row)>,
-        input: &mut InputSession<u64, (Row, Row), isize>,
+        rows: Vec<(usize, i64, Row, Row)>,
+        inputs: &mut [InputSession<u64, (Row, Row), isize>],
     ) {
         self.stats
             .input_rows
@@ -261,26 +318,30 @@ impl Runner {
         }
         let cutoff = state.watermark.saturating_sub(self.horizon_ms);
         let mut late = 0;
-        for (time, key, values) in rows {
+        for (side, time, key, values) in rows {
             if time < cutoff {
                 late += 1;
                 continue;
             }
             state.rows += 1;
             state.bytes += row_bytes(&key) + row_bytes(&values);
-            input.insert((key.clone(), values.clone()));
-            state.expiry.entry(time).or_default().push((key, values));
+            inputs[side].insert((key.clone(), values.clone()));
+            state
+                .expiry
+                .entry(time)
+                .or_default()
+                .push((side, key, values));
         }
         while let Some(entry) = state.expiry.first_entry() {
             if *entry.key() >= cutoff {
                 break;
             }
-            for (key, values) in entry.remove() {
+            for (side, key, values) in entry.remove() {
                 state.rows -= 1;
                 state.bytes = state
                     .bytes
                     .saturating_sub(row_bytes(&key) + row_bytes(&values));
-                input.remove((key, values));
+                inputs[side].remove((key, values));
             }
         }
         self.stats.late_rows.fetch_add(late, Ordering::Relaxed);
@@ -314,8 +375,9 @@ impl Runner {
 
 struct State {
     watermark: i64,
-    /// The admitted rows by event time, to retract when they fall behind the horizon.
-    expiry: BTreeMap<i64, Vec<(Row, Row)>>,
+    /// The admitted rows (side, key, values) by event time, to retract when they fall
+    /// behind the horizon.
+    expiry: BTreeMap<i64, Vec<(usize, Row, Row)>>,
     rows: usize,
     bytes: usize,
 }
@@ -349,9 +411,9 @@ fn mask(expr: &super::sql::PhysExpr, batch: &RecordBatch) -> Result<BooleanArray
 
 /// The newest event time in a batch (every row counts, filtered or not: the watermark
 /// follows the input, not the result).
-pub fn newest(program: &SqlProgram, batch: &RecordBatch) -> Result<Option<i64>, DataFusionError> {
+pub fn newest(side: &Side, batch: &RecordBatch) -> Result<Option<i64>, DataFusionError> {
     let times = cast(
-        batch.column(program.time_index),
+        batch.column(side.time_index),
         &DataType::Timestamp(TimeUnit::Millisecond, None),
     )?;
     Ok(datafusion::arrow::compute::max(
@@ -359,37 +421,95 @@ pub fn newest(program: &SqlProgram, batch: &RecordBatch) -> Result<Option<i64>, 
     ))
 }
 
-/// The first stage: `WHERE`, then (event time, key row, aggregate values) per row.
+fn filtered(
+    filter: &Option<PhysExpr>,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, DataFusionError> {
+    match filter {
+        Some(predicate) => Ok(filter_record_batch(batch, &mask(predicate, batch)?)?),
+        None => Ok(batch.clone()),
+    }
+}
+
+/// The first stage for side `index`: its `WHERE`, then (event time, key row, values row)
+/// per row: for a single table the grouping key and the aggregate values (or the
+/// projected row), for a join side the join key and the whole row.
 pub fn prepare(
     program: &SqlProgram,
+    index: usize,
     batch: &RecordBatch,
 ) -> Result<Vec<(i64, Row, Row)>, DataFusionError> {
-    let filtered;
-    let batch = match &program.filter {
-        Some(predicate) => {
-            filtered = filter_record_batch(batch, &mask(predicate, batch)?)?;
-            &filtered
-        }
-        None => batch,
+    let sides = program.from.sides();
+    let Some(side) = sides.get(index) else {
+        return Ok(Vec::new());
     };
+    let batch = filtered(&side.filter, batch)?;
     let n = batch.num_rows();
     if n == 0 {
         return Ok(Vec::new());
     }
     let times = cast(
-        batch.column(program.time_index),
+        batch.column(side.time_index),
         &DataType::Timestamp(TimeUnit::Millisecond, None),
     )?;
     let times = times.as_primitive::<TimestampMillisecondType>();
+    let rows = match &program.from {
+        From::Table(_) => staged(&program.stage, &batch)?,
+        From::Join { .. } => {
+            let keys = side
+                .join_keys
+                .iter()
+                .map(|e| evaluate(e, &batch))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut rows = Vec::with_capacity(n);
+            for i in 0..n {
+                let key = row_at(&keys, i)?;
+                // SQL equality: a null key matches nothing.
+                if key.iter().any(Datum::is_null) {
+                    rows.push(None);
+                    continue;
+                }
+                rows.push(Some((key, row_at(batch.columns(), i)?)));
+            }
+            return Ok(rows
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, row)| row.map(|(k, v)| (times.value(i), k, v)))
+                .collect());
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, values))| (times.value(i), key, values))
+        .collect())
+}
+
+/// A joined row through the join's filter and the stage's first half.
+fn joined(program: &SqlProgram, row: Row) -> Result<Vec<(Row, Row)>, DataFusionError> {
+    let From::Join { filter, schema, .. } = &program.from else {
+        return Ok(Vec::new());
+    };
+    let batch = super::row::to_batch(schema, std::iter::once(&row))?;
+    let batch = filtered(filter, &batch)?;
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    staged(&program.stage, &batch)
+}
+
+/// Per row of `batch`: (projected row, nothing), or (grouping key, aggregate values).
+fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFusionError> {
+    let n = batch.num_rows();
     let mut out = Vec::with_capacity(n);
-    match &program.stage {
+    match stage {
         Stage::Project(exprs) => {
             let columns = exprs
                 .iter()
                 .map(|e| evaluate(e, batch))
                 .collect::<Result<Vec<_>, _>>()?;
             for i in 0..n {
-                out.push((times.value(i), row_at(&columns, i)?, Vec::new()));
+                out.push((row_at(&columns, i)?, Vec::new()));
             }
         }
         Stage::Aggregate { keys, aggs, .. } => {
@@ -416,7 +536,7 @@ pub fn prepare(
                             .unwrap_or(Datum::Null),
                     });
                 }
-                out.push((times.value(i), key, values));
+                out.push((key, values));
             }
         }
     }

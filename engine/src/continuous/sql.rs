@@ -90,12 +90,41 @@ pub enum Stage {
     },
 }
 
-pub struct SqlProgram {
+/// One table read by a query.
+pub struct Side {
     pub source: Source,
-    pub source_schema: SchemaRef,
-    /// Index of the event-time column in the source schema.
+    /// Index of the event-time column in the table's schema.
     pub time_index: usize,
+    /// The side's own `WHERE` (a join's per-table conditions stay in the join's filter).
     pub filter: Option<PhysExpr>,
+    /// A join side's equi-join keys (empty for a single table).
+    pub join_keys: Vec<PhysExpr>,
+}
+
+/// What a query reads.
+pub enum From {
+    Table(Side),
+    /// An inner equi-join of two tables; the rows are the left row then the right row
+    /// (`schema`), filtered by `filter` (the join's other conditions and the `WHERE`).
+    Join {
+        left: Side,
+        right: Side,
+        filter: Option<PhysExpr>,
+        schema: SchemaRef,
+    },
+}
+
+impl From {
+    pub fn sides(&self) -> Vec<&Side> {
+        match self {
+            From::Table(side) => vec![side],
+            From::Join { left, right, .. } => vec![left, right],
+        }
+    }
+}
+
+pub struct SqlProgram {
+    pub from: From,
     pub stage: Stage,
     /// The result's columns.
     pub output: SchemaRef,
@@ -149,8 +178,7 @@ fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, 
     };
     match node {
         LogicalPlan::Aggregate(aggregate) => {
-            let (source, source_schema, time_index, filter, input_schema) =
-                compile_input(state, &aggregate.input)?;
+            let (from, input_schema) = compile_from(state, &aggregate.input)?;
             let keys = aggregate
                 .group_expr
                 .iter()
@@ -192,10 +220,7 @@ fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, 
                 .map(|expr| physical(expr, &aggregate.schema))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(SqlProgram {
-                source,
-                source_schema,
-                time_index,
-                filter,
+                from,
                 stage: Stage::Aggregate {
                     keys,
                     aggs,
@@ -207,17 +232,13 @@ fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, 
             })
         }
         _ => {
-            let (source, source_schema, time_index, filter, input_schema) =
-                compile_input(state, node)?;
+            let (from, input_schema) = compile_from(state, node)?;
             let project = projection_exprs
                 .iter()
                 .map(|expr| physical(expr, &input_schema))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(SqlProgram {
-                source,
-                source_schema,
-                time_index,
-                filter,
+                from,
                 stage: Stage::Project(project),
                 output,
             })
@@ -225,19 +246,54 @@ fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, 
     }
 }
 
-type Input = (Source, SchemaRef, usize, Option<PhysExpr>, DFSchema);
+fn physical_expr(
+    state: &SessionState,
+    expr: &Expr,
+    schema: &DFSchema,
+) -> Result<PhysExpr, ContinuousError> {
+    check_expr(expr)?;
+    state
+        .create_physical_expr(expr.clone(), schema)
+        .map_err(|err| ContinuousError::Invalid(err.to_string()))
+}
 
-/// `[Filter] TableScan` → the source, its filter, and the schema expressions above see.
-fn compile_input(state: &SessionState, plan: &LogicalPlan) -> Result<Input, ContinuousError> {
+/// `[Filter] (TableScan | Join)` → what the query reads, and the schema the expressions
+/// above it see.
+fn compile_from(
+    state: &SessionState,
+    plan: &LogicalPlan,
+) -> Result<(From, DFSchema), ContinuousError> {
     let node = strip(plan)?;
-    let (filter, scan_node) = match node {
-        LogicalPlan::Filter(filter) => (Some(filter.predicate.clone()), strip(&filter.input)?),
+    let (filter, below) = match node {
+        LogicalPlan::Filter(filter) => (Some(&filter.predicate), strip(&filter.input)?),
         other => (None, other),
     };
+    if let LogicalPlan::Join(join) = below {
+        return compile_join(state, join, filter);
+    }
+    let schema = match node {
+        LogicalPlan::Filter(filter) => filter.input.schema().as_ref().clone(),
+        other => other.schema().as_ref().clone(),
+    };
+    let mut side = compile_side(state, below, &schema)?;
+    side.filter = filter
+        .map(|predicate| physical_expr(state, predicate, &schema))
+        .transpose()?;
+    Ok((From::Table(side), schema))
+}
+
+/// A table (possibly under an alias) whose rows the expressions of `schema` read.
+fn compile_side(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    schema: &DFSchema,
+) -> Result<Side, ContinuousError> {
+    let _ = state;
+    let scan_node = strip(plan)?;
     let LogicalPlan::TableScan(scan) = scan_node else {
         return Err(unsupported(
             node_name(scan_node),
-            "a continuous query reads one table (logs or spans) with WHERE, GROUP BY and HAVING",
+            "a continuous query reads logs or spans, or an inner join of the two, with WHERE, GROUP BY and HAVING",
         ));
     };
     let source = match scan.table_name.table() {
@@ -253,24 +309,90 @@ fn compile_input(state: &SessionState, plan: &LogicalPlan) -> Result<Input, Cont
     if scan.fetch.is_some() || !scan.filters.is_empty() {
         return Err(unsupported("LIMIT", "a continuous result has no row limit"));
     }
-    // The scan's schema is the whole table (no projection before optimisation).
-    let input_schema = scan.projected_schema.as_ref().clone();
-    let source_schema: SchemaRef = Arc::new(input_schema.as_arrow().clone());
-    let time_index = source_schema
-        .index_of(source.time_column())
-        .map_err(|err| ContinuousError::Invalid(err.to_string()))?;
-    let filter = match filter {
-        Some(predicate) => {
-            check_expr(&predicate)?;
-            Some(
-                state
-                    .create_physical_expr(predicate, &input_schema)
-                    .map_err(|err| ContinuousError::Invalid(err.to_string()))?,
-            )
-        }
-        None => None,
+    let time_index = schema
+        .fields()
+        .iter()
+        .position(|f| f.name() == source.time_column())
+        .ok_or_else(|| ContinuousError::Invalid(format!("no column {}", source.time_column())))?;
+    Ok(Side {
+        source,
+        time_index,
+        filter: None,
+        join_keys: Vec::new(),
+    })
+}
+
+fn compile_join(
+    state: &SessionState,
+    join: &datafusion::logical_expr::Join,
+    where_filter: Option<&Expr>,
+) -> Result<(From, DFSchema), ContinuousError> {
+    use datafusion::logical_expr::utils::split_conjunction;
+    use datafusion::logical_expr::JoinType;
+    if join.join_type != JoinType::Inner {
+        return Err(unsupported(
+            &format!("{} JOIN", join.join_type),
+            "only inner joins are maintained (a row of one side waits for its match)",
+        ));
+    }
+    let left_schema = join.left.schema().as_ref().clone();
+    let right_schema = join.right.schema().as_ref().clone();
+    let mut pairs: Vec<(Expr, Expr)> = join.on.clone();
+    let mut residual: Vec<Expr> = Vec::new();
+    // Equalities between one side and the other in ON (the planner may leave them in
+    // the join's filter) are the join keys; the rest filters joined rows.
+    let within = |expr: &Expr, schema: &DFSchema| {
+        let columns = expr.column_refs();
+        !columns.is_empty() && columns.iter().all(|c| schema.has_column(c))
     };
-    Ok((source, source_schema, time_index, filter, input_schema))
+    if let Some(filter) = &join.filter {
+        for conjunct in split_conjunction(filter) {
+            match conjunct {
+                Expr::BinaryExpr(binary) if binary.op == datafusion::logical_expr::Operator::Eq => {
+                    let (l, r) = (binary.left.as_ref(), binary.right.as_ref());
+                    if within(l, &left_schema) && within(r, &right_schema) {
+                        pairs.push((l.clone(), r.clone()));
+                    } else if within(r, &left_schema) && within(l, &right_schema) {
+                        pairs.push((r.clone(), l.clone()));
+                    } else {
+                        residual.push(conjunct.clone());
+                    }
+                }
+                other => residual.push(other.clone()),
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Err(unsupported(
+            "JOIN without an equality between the two tables",
+            "join on a key, e.g. ON l.trace_id = s.trace_id",
+        ));
+    }
+    let mut left = compile_side(state, &join.left, &left_schema)?;
+    let mut right = compile_side(state, &join.right, &right_schema)?;
+    for (l, r) in &pairs {
+        left.join_keys.push(physical_expr(state, l, &left_schema)?);
+        right
+            .join_keys
+            .push(physical_expr(state, r, &right_schema)?);
+    }
+    let joined = join.schema.as_ref().clone();
+    residual.extend(where_filter.cloned());
+    let filter = residual
+        .into_iter()
+        .reduce(|a, b| a.and(b))
+        .map(|predicate| physical_expr(state, &predicate, &joined))
+        .transpose()?;
+    let schema = nullable(joined.as_arrow());
+    Ok((
+        From::Join {
+            left,
+            right,
+            filter,
+            schema,
+        },
+        joined,
+    ))
 }
 
 /// Skips nodes that do not change rows (aliases); refuses those a continuous result
@@ -285,10 +407,6 @@ fn strip(plan: &LogicalPlan) -> Result<&LogicalPlan, ContinuousError> {
         LogicalPlan::Limit(_) => Err(unsupported(
             "LIMIT",
             "a continuous result is not cut to a number of rows",
-        )),
-        LogicalPlan::Join(_) => Err(unsupported(
-            "JOIN",
-            "joins are not maintained incrementally yet",
         )),
         LogicalPlan::Window(_) => Err(unsupported(
             "window functions (OVER)",
