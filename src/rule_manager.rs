@@ -46,11 +46,16 @@ use serde_json::{json, Value as JsonValue};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
-use vigil_engine::continuous::{ContinuousQueries, CONTINUOUS_FILE};
+use vigil_engine::continuous::row::{Datum, Row};
+use vigil_engine::continuous::{ContinuousQueries, Hub, CONTINUOUS_FILE};
 use vigil_engine::incremental::{Engine, Program};
 use vigil_engine::rules::{Group, RuleKind};
 use vigil_queries::promql::StorageSource;
 use vigil_storage::{AppendMode, Appended, LabelSet, SampleBatch, Storage};
+
+/// The columns of the alerts hub (`ALERTS` subscriptions): one row per pending or firing
+/// alert.
+const ALERT_COLUMNS: [&str; 3] = ["labels", "state", "active_at"];
 
 /// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
 const RESEND_MS: i64 = 60_000;
@@ -122,9 +127,15 @@ pub struct RuleManager {
     continuous: Mutex<Vec<Group>>,
     /// Where those groups' output goes at each tick (besides storage).
     continuous_sink: std::sync::OnceLock<std::sync::Weak<ContinuousQueries>>,
+    /// The pending and firing alerts as a subscribable result (`/api/v1/subscribe?name=ALERTS`).
+    alerts_hub: Arc<Hub>,
 }
 
 impl vigil_engine::continuous::RuleHost for RuleManager {
+    fn alerts(&self) -> Arc<Hub> {
+        self.alerts_hub.clone()
+    }
+
     fn set_continuous_groups(&self, groups: Vec<Group>) -> Result<(), String> {
         let previous = std::mem::replace(&mut *self.continuous.lock(), groups);
         if let Err(err) = self.reload() {
@@ -172,6 +183,10 @@ impl RuleManager {
     ) -> anyhow::Result<Arc<RuleManager>> {
         let mut groups = load_rule_files(&patterns)?;
         groups.extend(builtin.iter().cloned());
+        let alerts_hub = Arc::new(Hub::open(
+            ALERT_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            &storage.config().data_dir.join("alerts-stream"),
+        )?);
         let manager = Arc::new(RuleManager {
             groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
             incremental: Mutex::new(None),
@@ -201,10 +216,14 @@ impl RuleManager {
             builtin,
             continuous: Mutex::new(Vec::new()),
             continuous_sink: std::sync::OnceLock::new(),
+            alerts_hub,
         });
         let restoring = manager.clone();
         tokio::task::spawn_blocking(move || {
             restoring.restore_for_state();
+            // Subscribers resuming after the restart get what changed while it was down.
+            let at = (*restoring.last_eval.lock()).max(restoring.alerts_hub.position().1);
+            restoring.publish_alert_rows(at);
             let groups: Vec<GroupState> = restoring.groups.lock().clone();
             let dependencies = Dependencies::of(&groups);
             let (incremental, fallbacks) = restoring.build_incremental(&groups, &dependencies);
@@ -908,8 +927,44 @@ impl RuleManager {
             self.feed(incremental, horizon);
         }
         drop(incremental);
+        if !transitions.is_empty() {
+            self.publish_alert_rows(t);
+        }
         for transition in transitions {
             self.publish(&transition);
+        }
+    }
+
+    /// The pending and firing alerts as rows of the alerts hub, published as the changes
+    /// since the last time (after transitions, and once restored after a restart).
+    fn publish_alert_rows(&self, t: i64) {
+        let rows: Vec<(Row, i64)> = {
+            let groups = self.groups.lock();
+            groups
+                .iter()
+                .flat_map(|g| g.rules.iter())
+                .flat_map(|r| r.alerts())
+                .filter(|a| a.state != AlertState::Inactive)
+                .map(|a| {
+                    let labels = a
+                        .labels
+                        .labels()
+                        .iter()
+                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .collect();
+                    (
+                        vec![
+                            Datum::Map(labels),
+                            Datum::Str(a.state.as_str().to_string()),
+                            Datum::Time(a.active_at.saturating_mul(1_000_000)),
+                        ],
+                        1,
+                    )
+                })
+                .collect()
+        };
+        if let Err(err) = self.alerts_hub.reconcile(t, rows) {
+            warn!(error = %err, "alert stream changes not published");
         }
     }
 

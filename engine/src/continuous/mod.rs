@@ -94,6 +94,10 @@ fn default_horizon() -> i64 {
 /// step with the rules' incremental compilation; its output is written back as the
 /// series `<name>` and handed to [`ContinuousQueries::promql_output`].
 pub trait RuleHost: Send + Sync {
+    /// The pending and firing alerts as a maintained result (rows: labels, state,
+    /// active_at), subscribed to as `ALERTS`.
+    fn alerts(&self) -> Arc<Hub>;
+
     /// Replaces the continuous groups the rule engine evaluates (blocking: the dataflow
     /// is rebuilt and seeded).
     fn set_continuous_groups(&self, groups: Vec<crate::rules::Group>) -> Result<(), String>;
@@ -158,7 +162,10 @@ pub struct ContinuousQueries {
 }
 
 /// Names of the tables a query may not shadow.
-const RESERVED: &[&str] = &["logs", "spans", "samples", "series", "metrics"];
+const RESERVED: &[&str] = &["logs", "spans", "samples", "series", "metrics", ALERTS];
+
+/// The name under which the alert state is subscribed to.
+pub const ALERTS: &str = "alerts";
 
 impl ContinuousQueries {
     /// Opens the registry in `<dir>` and restarts every persisted query (PromQL ones
@@ -500,6 +507,11 @@ impl ContinuousQueries {
         name: &str,
         from_seq: Option<u64>,
     ) -> Result<Subscription, ContinuousError> {
+        if name.eq_ignore_ascii_case(ALERTS) {
+            if let Some(rules) = self.rules.get() {
+                return Ok(rules.alerts().subscribe(from_seq));
+            }
+        }
         let queries = self.lock();
         let running = queries
             .get(name)
