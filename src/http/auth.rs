@@ -132,12 +132,21 @@ impl Access {
     }
 
     /// Step 3: the principal's scope; `None` means 401.
-    async fn authenticate(&self, web: &Arc<WebConfig>, headers: &HeaderMap) -> Option<Scope> {
+    async fn authenticate(
+        &self,
+        web: &Arc<WebConfig>,
+        headers: &HeaderMap,
+    ) -> Option<(Scope, Principal)> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, credentials) = value.trim().split_once(' ')?;
         let credentials = credentials.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            return web.token_scope(credentials);
+            let scope = web.token_scope(credentials)?;
+            // Named by a hash of the token: the token itself is never kept or shown.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(credentials, &mut hasher);
+            let id = std::hash::Hasher::finish(&hasher);
+            return Some((scope, Principal(format!("token:{:08x}", id >> 32))));
         }
         if !scheme.eq_ignore_ascii_case("basic") || !web.has_users() {
             return None;
@@ -147,8 +156,9 @@ impl Access {
             .ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, password) = decoded.split_once(':')?;
+        let principal = Principal(format!("user:{user}"));
         if let Some(scope) = web.cached_basic(user, password) {
-            return Some(scope);
+            return Some((scope, principal));
         }
         let _slot = self.bcrypt_slots.acquire().await.ok()?;
         let web = web.clone();
@@ -157,6 +167,7 @@ impl Access {
             .await
             .ok()
             .flatten()
+            .map(|scope| (scope, principal))
     }
 
     fn unauthorized(web: &WebConfig) -> Response {
@@ -241,14 +252,24 @@ fn normalize_path(path: &str) -> String {
 
 /// The middleware: Host and Origin checks, then credentials and scope when the web config
 /// asks for them; adds the configured response headers to every response.
+/// Who made a request, once authenticated (`user:<name>` or `token:<hash>`), in the
+/// request's extensions; absent when the server requires no credentials.
+#[derive(Debug, Clone)]
+pub struct Principal(pub String);
+
 pub async fn middleware(
     State(access): State<Arc<Access>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let mut response = match admit(&access, &parts).await {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Ok(principal) => {
+            if let Some(principal) = principal {
+                parts.extensions.insert(principal);
+            }
+            next.run(Request::from_parts(parts, body)).await
+        }
         Err(refusal) => refusal,
     };
     if let Some(web) = &access.web {
@@ -259,14 +280,14 @@ pub async fn middleware(
     response
 }
 
-async fn admit(access: &Access, request: &Parts) -> Result<(), Response> {
+async fn admit(access: &Access, request: &Parts) -> Result<Option<Principal>, Response> {
     let refuse = |message| api_error(StatusCode::FORBIDDEN, "bad_data", message);
     access.check_host(request).map_err(refuse)?;
     access.check_origin(request).map_err(refuse)?;
     let Some(web) = access.web.as_ref().filter(|web| web.requires_auth()) else {
-        return Ok(());
+        return Ok(None);
     };
-    let Some(scope) = access.authenticate(web, &request.headers).await else {
+    let Some((scope, principal)) = access.authenticate(web, &request.headers).await else {
         return Err(Access::unauthorized(web));
     };
     let needed = required_scope(&request.method, request.uri.path());
@@ -283,7 +304,7 @@ async fn admit(access: &Access, request: &Parts) -> Result<(), Response> {
         )
             .into_response());
     }
-    Ok(())
+    Ok(Some(principal))
 }
 
 #[cfg(test)]

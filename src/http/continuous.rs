@@ -61,15 +61,19 @@ fn service(state: &AppState) -> Result<Arc<ContinuousQueries>, ApiError> {
 
 async fn create(
     State(state): State<Arc<AppState>>,
+    principal: Option<axum::Extension<super::auth::Principal>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let definition: Definition = serde_json::from_slice(&body).map_err(|err| {
+    let mut definition: Definition = serde_json::from_slice(&body).map_err(|err| {
         ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
             format!("invalid continuous query definition: {err}"),
         )
     })?;
+    // The owner is who asked (counted against the per-client cap), never what the body
+    // says.
+    definition.owner = principal.map(|p| p.0 .0).unwrap_or_default();
     let created = service(&state)?.create(definition).await?;
     Ok((
         StatusCode::CREATED,

@@ -1004,3 +1004,57 @@ fn alerts_are_a_subscribable_result() {
         "the firing alert came back as it was, so nothing changed: {first}"
     );
 }
+
+/// Creating a continuous query is a write-scope operation, and the per-client cap counts
+/// per credential.
+#[test]
+fn continuous_query_creation_needs_write_scope_and_is_capped_per_credential() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "bearer_tokens:\n  - token: alice-token-0123456789\n    scope: write\n  - token: bob-token-0123456789\n    scope: write\n  - token: reader-token-0123456789\n    scope: read\n",
+    )
+    .expect("web config");
+    let config = dir.path().join("vigil.yml");
+    std::fs::write(
+        &config,
+        "continuous_limits: { max_queries_per_client: 1 }\n",
+    )
+    .expect("config");
+    let args = vec![
+        "--web.config.file".to_string(),
+        web.display().to_string(),
+        "--config".to_string(),
+        config.display().to_string(),
+    ];
+    let auth = |token: &str| format!("Authorization: Bearer {token}\r\n");
+    let vigil = Vigil::start_args(&dir.path().join("data"), &args, "http", |v| {
+        http_request(
+            "GET",
+            &format!("{}/-/ready", v.url),
+            b"",
+            "text/plain",
+            &auth("reader-token-0123456789"),
+        )
+        .is_ok_and(|r| r.0 == 200)
+    });
+    let post = |token: Option<&str>, name: &str| {
+        let body = json!({"name": name, "language": "sql", "query": "SELECT count(*) AS n FROM logs", "owner": "someone-else"});
+        http_request(
+            "POST",
+            &format!("{}/api/v1/continuous", vigil.url),
+            body.to_string().as_bytes(),
+            "application/json",
+            &token.map(auth).unwrap_or_default(),
+        )
+        .expect("create")
+        .0
+    };
+    assert_eq!(post(None, "q0"), 401);
+    assert_eq!(post(Some("reader-token-0123456789"), "q0"), 403);
+    assert_eq!(post(Some("alice-token-0123456789"), "q1"), 201);
+    // The body's `owner` is ignored: the cap is per credential.
+    assert_eq!(post(Some("alice-token-0123456789"), "q2"), 429);
+    assert_eq!(post(Some("bob-token-0123456789"), "q3"), 201);
+}
