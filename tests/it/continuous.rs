@@ -213,6 +213,24 @@ fn ad_hoc(vigil: &Vigil, watermark: i64) -> BTreeMap<String, i64> {
     sql_rows(vigil, &format!("{query}{GROUP}"))
 }
 
+const TOTALS: &str = "SELECT stream['namespace'] AS namespace, count(*) AS n, \
+     sum(length(body)) AS bytes, avg(length(body)) AS mean, count(attributes['none']) AS nulls \
+     FROM logs";
+
+fn totals(vigil: &Vigil) -> BTreeMap<String, i64> {
+    sql_rows(vigil, "SELECT * FROM totals")
+}
+
+fn totals_ad_hoc(vigil: &Vigil, watermark: i64) -> BTreeMap<String, i64> {
+    sql_rows(
+        vigil,
+        &format!(
+            "{TOTALS} WHERE timestamp >= to_timestamp_millis({}) GROUP BY 1",
+            watermark - HORIZON_MS
+        ),
+    )
+}
+
 fn definition() -> Value {
     json!({"name": NAME, "language": "sql", "query": format!("{SELECT}{GROUP}"), "horizon_ms": HORIZON_MS})
 }
@@ -267,6 +285,12 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
         body["data"]["columns"],
         json!(["minute", "namespace", "errors", "pods", "longest", "took"])
     );
+    // A counting program (count, and sum and avg of integers: running totals per group).
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "totals", "language": "sql", "query": format!("{TOTALS} GROUP BY 1"), "horizon_ms": HORIZON_MS}),
+    );
+    assert_eq!(status, 201, "{body}");
     let (status, _) = create(&vigil, &definition());
     assert_eq!(status, 409);
     assert!(seeded > 0);
@@ -285,6 +309,7 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
         expected,
         "table vs ad hoc"
     );
+    assert_eq!(totals(&vigil), totals_ad_hoc(&vigil, watermark), "totals vs ad hoc");
 
     // The listing reports it.
     let (status, body) = http_request(
@@ -334,6 +359,7 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
         "after kill -9: websocket copy vs ad hoc"
     );
     assert_eq!(sql_rows(&vigil, &format!("SELECT * FROM {NAME}")), expected);
+    assert_eq!(totals(&vigil), totals_ad_hoc(&vigil, watermark), "after kill -9: totals");
 
     // Dropped: gone from the list, the table and the subscription endpoint.
     let (status, _) = http_request(

@@ -75,6 +75,50 @@ fn one<'a>(spec: &AggSpec, values: impl Iterator<Item = (&'a Datum, i64)>) -> Da
     }
 }
 
+/// The counting form of a group's values (`Stage::abelian`): the row count (a group
+/// exists while it has rows, even if every aggregate's input is null), then per
+/// aggregate the count of non-null values and their sum split in a high and a low half
+/// (`v = hi·2³² + lo`, so no sum of up to 2³¹ values overflows), as a vector difference
+/// that differential adds up.
+pub fn totals(values: &Row) -> Vec<isize> {
+    let mut out = Vec::with_capacity(1 + values.len() * 3);
+    out.push(1);
+    for value in values {
+        let (count, integer) = match value {
+            Datum::Null => (0, 0i64),
+            Datum::Int(v) => (1, *v),
+            Datum::UInt(v) => (1, (*v).min(i64::MAX as u64) as i64),
+            _ => (1, 0),
+        };
+        out.extend([
+            count,
+            (integer >> 32) as isize,
+            (integer & 0xffff_ffff) as isize,
+        ]);
+    }
+    out
+}
+
+/// The aggregates from the running totals of `totals`.
+pub fn from_totals(specs: &[AggSpec], totals: &[isize]) -> Row {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let at = |j: usize| totals.get(1 + 3 * i + j).copied().unwrap_or(0) as i128;
+            let (count, sum) = (at(0), (at(1) << 32) + at(2));
+            match spec.kind {
+                AggKind::Count => Datum::Int(count as i64),
+                AggKind::Sum if count == 0 => Datum::Null,
+                AggKind::Sum => Datum::Int(sum.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
+                AggKind::Avg if count == 0 => Datum::Null,
+                AggKind::Avg => Datum::Float(F64(sum as f64 / count as f64)),
+                _ => Datum::Null,
+            }
+        })
+        .collect()
+}
+
 /// The `p` quantile of a sorted multiset, interpolating between the two nearest ranks.
 fn percentile(sorted: &BTreeMap<F64, i64>, p: f64) -> Option<f64> {
     let total: i64 = sorted.values().sum();
@@ -108,6 +152,7 @@ mod tests {
             arg: None,
             filter: None,
             output_type,
+            integer_arg: true,
         }
     }
 
@@ -137,6 +182,37 @@ mod tests {
         assert_eq!(
             aggregate(&[spec(AggKind::Sum, DataType::Int64)], &empty)[0],
             Datum::Null
+        );
+    }
+
+    #[test]
+    fn totals_add_up_to_the_aggregates() {
+        let specs = [
+            spec(AggKind::Count, DataType::Int64),
+            spec(AggKind::Sum, DataType::Int64),
+            spec(AggKind::Avg, DataType::Float64),
+        ];
+        let rows: Vec<Row> = [i64::MAX, -5, 7]
+            .iter()
+            .map(|v| vec![Datum::Int(*v), Datum::Int(*v), Datum::Int(*v)])
+            .collect();
+        let mut sum = vec![0isize; 10];
+        for row in &rows[1..] {
+            for (s, t) in sum.iter_mut().zip(totals(row)) {
+                *s += t;
+            }
+        }
+        assert_eq!(
+            from_totals(&specs, &sum),
+            vec![Datum::Int(2), Datum::Int(2), Datum::Float(F64(1.0))]
+        );
+        // Large values do not overflow the halves.
+        let big: Vec<isize> = totals(&rows[0]).iter().map(|t| t * 3).collect();
+        assert_eq!(from_totals(&specs[..2], &big)[1], Datum::Int(i64::MAX));
+        let null = totals(&vec![Datum::Null, Datum::Null, Datum::Null]);
+        assert_eq!(
+            from_totals(&specs, &null),
+            vec![Datum::Int(0), Datum::Null, Datum::Null]
         );
     }
 

@@ -25,10 +25,11 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use datafusion::error::DataFusionError;
 use differential_dataflow::input::InputSession;
 
-use super::aggregate::aggregate;
+use super::aggregate::{aggregate, from_totals, totals};
 use super::row::{row_at, Datum, Row};
 use super::sql::{From, PhysExpr, Side, Source, SqlProgram, Stage};
 use super::subscription::Hub;
+use differential_dataflow::operators::CountTotal;
 
 /// The budget of one continuous query.
 #[derive(Debug, Clone)]
@@ -153,6 +154,17 @@ impl Runner {
             };
             let output = match &program.stage {
                 Stage::Project(_) => rows.map(|(row, _)| row),
+                stage @ Stage::Aggregate { .. } if stage.abelian() => {
+                    let program = program.clone();
+                    rows.explode(|(key, values)| Some((key, totals(&values))))
+                        .count_total()
+                        .map(move |(mut key, totals)| {
+                            if let Stage::Aggregate { aggs, .. } = &program.stage {
+                                key.extend(from_totals(aggs, &totals));
+                            }
+                            key
+                        })
+                }
                 Stage::Aggregate { .. } => {
                     let program = program.clone();
                     rows.reduce(move |_key, values: &[(&Row, isize)], output| {

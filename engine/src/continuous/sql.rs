@@ -75,6 +75,25 @@ pub struct AggSpec {
     /// `FILTER (WHERE …)`.
     pub filter: Option<PhysExpr>,
     pub output_type: DataType,
+    /// The argument is an integer (sums and averages of it are exact in the counting
+    /// form, `Stage::abelian`).
+    pub integer_arg: bool,
+}
+
+impl Stage {
+    /// Whether every aggregate is a count, or a sum or average of integers: then the
+    /// aggregation keeps per group only running totals (a differential `count_total` over
+    /// vector differences), and an update costs the same however large its group is.
+    pub fn abelian(&self) -> bool {
+        match self {
+            Stage::Aggregate { aggs, .. } => aggs.iter().all(|spec| match spec.kind {
+                AggKind::Count => true,
+                AggKind::Sum | AggKind::Avg => spec.integer_arg,
+                _ => false,
+            }),
+            Stage::Project(_) => false,
+        }
+    }
 }
 
 pub enum Stage {
@@ -554,11 +573,19 @@ fn compile_aggregate(
         .as_ref()
         .map(|f| physical(f, input_schema))
         .transpose()?;
+    let arg = arg(0)?;
+    let integer_arg = match &arg {
+        Some(arg) => arg
+            .data_type(input_schema.as_arrow())
+            .is_ok_and(|t| t.is_integer()),
+        None => false,
+    };
     Ok(AggSpec {
         kind,
-        arg: arg(0)?,
+        arg,
         filter,
         output_type,
+        integer_arg,
     })
 }
 
