@@ -35,6 +35,14 @@
 //! written before the next rule of the group reads the engine, which then closes
 //! another epoch at the same `t`, so dependent rules see it as Prometheus' sequential
 //! group evaluation does.
+//!
+//! This file holds `RuleManager`: loading and reloads, the scheduler (`run`), evaluation
+//! and the incremental engine, restoring alert state, the alert stream. The rest:
+//! - `notifier.rs`: the Alertmanagers (sends on transitions, the minute re-sends);
+//! - `api.rs`: the JSON of `/api/v1/rules`, `/api/v1/alerts` and the alert stream;
+//! - `dependencies.rs`: which rules read which recordings, and the storage view
+//!   (`OverlaySource`) ingest evaluations read them through;
+//! - `files.rs`: loading rule files (`load_rule_files`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -45,7 +53,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value as JsonValue};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
-use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
+use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition};
 use vigil_engine::continuous::row::{Datum, Row};
 use vigil_engine::continuous::{ContinuousQueries, Hub, CONTINUOUS_FILE};
 use vigil_engine::incremental::{Engine, Program};
@@ -53,12 +61,18 @@ use vigil_engine::rules::{Group, RuleKind};
 use vigil_queries::promql::StorageSource;
 use vigil_storage::{AppendMode, Appended, LabelSet, SampleBatch, Storage};
 
+mod api;
+mod dependencies;
+mod files;
+mod notifier;
+
+use dependencies::{Dependencies, OverlaySource};
+pub use files::load_rule_files;
+use notifier::Notifier;
+
 /// The columns of the alerts hub (`ALERTS` subscriptions): one row per pending or firing
 /// alert.
 const ALERT_COLUMNS: [&str; 3] = ["labels", "state", "active_at"];
-
-/// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
-const RESEND_MS: i64 = 60_000;
 
 /// One message of the alert stream: an alert in Alertmanager's shape plus the state
 /// Vigil knows (`pending` included) and a sequence number.
@@ -108,8 +122,8 @@ pub struct RuleManager {
     last_eval: Mutex<i64>,
     seq: AtomicU64,
     events: broadcast::Sender<StreamEvent>,
-    alertmanagers: Vec<String>,
-    http: reqwest::Client,
+    /// The Alertmanagers alerts are sent to.
+    notifier: Notifier,
     /// Which rules read which recordings (rebuilt with the groups).
     dependencies: Mutex<Dependencies>,
     /// Why the engine could not be seeded from storage (rules then run ad hoc, report
@@ -117,9 +131,6 @@ pub struct RuleManager {
     seed_error: Mutex<Option<String>>,
     /// Series written by groups a reload removed, marked stale at the next tick.
     orphans: Mutex<Vec<LabelSet>>,
-    /// When each alert (by labels) was last sent to the Alertmanagers.
-    last_sent: Mutex<BTreeMap<LabelSet, i64>>,
-    generator_url: String,
     /// Where the rules come from, for reloads: file globs and built-in groups.
     patterns: Vec<String>,
     builtin: Vec<Group>,
@@ -144,22 +155,6 @@ impl vigil_engine::continuous::RuleHost for RuleManager {
         }
         Ok(())
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-fn labels_json(labels: &LabelSet) -> JsonValue {
-    JsonValue::Object(
-        labels
-            .labels()
-            .iter()
-            .map(|l| (l.name.clone(), JsonValue::String(l.value.clone())))
-            .collect(),
-    )
 }
 
 fn now_ms() -> i64 {
@@ -203,15 +198,10 @@ impl RuleManager {
             last_eval: Mutex::new(i64::MIN),
             seq: AtomicU64::new(0),
             events: broadcast::channel(4096).0,
-            alertmanagers,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            notifier: Notifier::new(alertmanagers, external_url)?,
             dependencies: Mutex::new(Dependencies::default()),
             seed_error: Mutex::new(None),
             orphans: Mutex::new(Vec::new()),
-            last_sent: Mutex::new(BTreeMap::new()),
-            generator_url: external_url,
             patterns,
             builtin,
             continuous: Mutex::new(Vec::new()),
@@ -687,7 +677,9 @@ impl RuleManager {
                 self.clone().evaluate_deadlines(tick - 1).await;
                 let manager = self.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(tick, true)).await;
-                self.resend(tick).await;
+                self.notifier
+                    .resend(&self.groups, &self.external_labels, tick)
+                    .await;
                 tick += tick_ms;
             }
             next_tick = Some(tick);
@@ -1028,32 +1020,13 @@ impl RuleManager {
         true
     }
 
-    /// The alert as Alertmanager receives it, plus `status` and Vigil's fields.
-    fn alert_json(&self, alert: &Alert, at: i64) -> JsonValue {
-        let status = match alert.state {
-            AlertState::Inactive => "resolved",
-            AlertState::Pending => "pending",
-            AlertState::Firing => "firing",
-        };
-        let ends_at = match alert.resolved_at {
-            Some(resolved) => rfc3339(resolved),
-            None => rfc3339(at + 4 * RESEND_MS),
-        };
-        json!({
-            "labels": labels_json(&alert.labels),
-            "annotations": alert.annotations,
-            "startsAt": rfc3339(alert.fired_at.unwrap_or(alert.active_at)),
-            "endsAt": ends_at,
-            "generatorURL": self.generator_url,
-            "status": status,
-            "activeAt": rfc3339(alert.active_at),
-            "value": vigil_queries::promql::format_value(alert.value),
-        })
-    }
-
     fn publish(&self, transition: &Transition) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut json = self.alert_json(&transition.alert, transition.at);
+        let mut json = api::alert_json(
+            &transition.alert,
+            transition.at,
+            self.notifier.generator_url(),
+        );
         json["seq"] = json!(seq);
         json["from"] = json!(transition.from.as_str());
         debug!(seq, labels = %transition.alert.labels, to = transition.alert.state.as_str(), "alert transition");
@@ -1063,196 +1036,29 @@ impl RuleManager {
             labels: transition.alert.labels.clone(),
             json,
         });
-        if matches!(
-            transition.alert.state,
-            AlertState::Firing | AlertState::Inactive
-        ) && !self.alertmanagers.is_empty()
-        {
-            let alert = transition.alert.clone();
-            let at = transition.at;
-            let body = json!([self.alertmanager_json(&alert, at)]);
-            self.last_sent.lock().insert(alert.labels.clone(), now_ms());
-            self.send(body);
-        }
-    }
-
-    fn alertmanager_json(&self, alert: &Alert, at: i64) -> JsonValue {
-        let mut labels = alert.labels.clone();
-        for (k, v) in &self.external_labels {
-            if labels.get(k).is_none() {
-                labels.set(k, v);
-            }
-        }
-        json!({
-            "labels": labels_json(&labels),
-            "annotations": alert.annotations,
-            "startsAt": rfc3339(alert.fired_at.unwrap_or(alert.active_at)),
-            "endsAt": match alert.resolved_at {
-                Some(resolved) => rfc3339(resolved),
-                None => rfc3339(at + 4 * RESEND_MS),
-            },
-            "generatorURL": self.generator_url,
-        })
-    }
-
-    fn send(&self, body: JsonValue) {
-        for url in &self.alertmanagers {
-            let request = self
-                .http
-                .post(url)
-                .header("Content-Type", "application/json")
-                .body(body.to_string());
-            let url = url.clone();
-            tokio::spawn(async move {
-                match request.send().await {
-                    Ok(response) if response.status().is_success() => {}
-                    Ok(response) => {
-                        warn!(%url, status = %response.status(), "alertmanager refused alerts")
-                    }
-                    Err(err) => warn!(%url, error = %err, "cannot send alerts"),
-                }
-            });
-        }
-    }
-
-    /// Re-sends firing and recently resolved alerts not sent for a minute.
-    async fn resend(&self, t: i64) {
-        if self.alertmanagers.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        let mut batch = Vec::new();
-        {
-            let groups = self.groups.lock();
-            let mut sent = self.last_sent.lock();
-            for alert in groups
-                .iter()
-                .flat_map(|g| g.rules.iter())
-                .flat_map(|r| r.active.values())
-            {
-                let due = match alert.state {
-                    AlertState::Firing => true,
-                    AlertState::Inactive => alert
-                        .resolved_at
-                        .is_some_and(|resolved| t - resolved <= RESOLVED_RETENTION_MS),
-                    AlertState::Pending => false,
-                };
-                let last = sent.get(&alert.labels).copied().unwrap_or(i64::MIN);
-                if due && now.saturating_sub(last) >= RESEND_MS {
-                    batch.push(self.alertmanager_json(alert, t));
-                    sent.insert(alert.labels.clone(), now);
-                }
-            }
-        }
-        if !batch.is_empty() {
-            self.send(JsonValue::Array(batch));
-        }
+        self.notifier.notify(transition, &self.external_labels);
     }
 
     /// Pending and firing alerts, in the stream's shape (sent to a new subscriber).
     pub fn current_alerts(&self) -> Vec<(LabelSet, JsonValue)> {
         let groups = self.groups.lock();
         let at = *self.last_eval.lock();
-        groups
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .flat_map(|r| r.alerts())
-            .filter(|a| a.state != AlertState::Inactive)
-            .map(|a| (a.labels.clone(), self.alert_json(a, at)))
-            .collect()
+        api::current_alerts(&groups, at, self.notifier.generator_url())
     }
 
     /// `GET /api/v1/alerts` data.
     pub fn alerts_api(&self) -> JsonValue {
         let groups = self.groups.lock();
-        let alerts: Vec<JsonValue> = groups
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .flat_map(|r| r.alerts())
-            .filter(|a| a.state != AlertState::Inactive)
-            .map(alert_api_json)
-            .collect();
-        json!({ "alerts": alerts })
+        api::alerts_api(&groups)
     }
 
     /// `GET /api/v1/rules` data (`type` = `alert` or `record` filters).
     pub fn rules_api(&self, kind: Option<&str>) -> JsonValue {
         let fallbacks = self.fallbacks.lock().clone();
         let groups = self.groups.lock();
-        let groups: Vec<JsonValue> = groups
-            .iter()
-            .enumerate()
-            .map(|(group_index, g)| {
-                let rules: Vec<JsonValue> = g
-                    .rules
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| match kind {
-                        Some("alert") => r.rule.kind == RuleKind::Alerting,
-                        Some("record") => r.rule.kind == RuleKind::Recording,
-                        _ => true,
-                    })
-                    .map(|(rule_index, r)| {
-                        let fallback = fallbacks
-                            .get(group_index)
-                            .and_then(|g| g.get(rule_index))
-                            .cloned()
-                            .unwrap_or_else(|| Some("not compiled".into()));
-                        let common = json!({
-                            "name": r.rule.name,
-                            "query": r.rule.expr_text.trim(),
-                            "labels": r.rule.labels,
-                            "health": r.health,
-                            "lastError": r.last_error.clone().unwrap_or_default(),
-                            "evaluationTime": r.evaluation_ms / 1000.0,
-                            "lastEvaluation": r.last_evaluation.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-                            "incremental": fallback.is_none(),
-                        });
-                        let mut rule = common;
-                        if let Some(reason) = fallback {
-                            rule["incrementalFallback"] = json!(reason);
-                        }
-                        match r.rule.kind {
-                            RuleKind::Recording => {
-                                rule["type"] = json!("recording");
-                            }
-                            RuleKind::Alerting => {
-                                let alerts: Vec<JsonValue> = r
-                                    .alerts()
-                                    .into_iter()
-                                    .filter(|a| a.state != AlertState::Inactive)
-                                    .map(alert_api_json)
-                                    .collect();
-                                let state = if alerts.iter().any(|a| a["state"] == "firing") {
-                                    "firing"
-                                } else if alerts.is_empty() {
-                                    "inactive"
-                                } else {
-                                    "pending"
-                                };
-                                rule["type"] = json!("alerting");
-                                rule["state"] = json!(state);
-                                rule["duration"] = json!(r.rule.for_ms as f64 / 1000.0);
-                                rule["keepFiringFor"] = json!(r.rule.keep_firing_for_ms as f64 / 1000.0);
-                                rule["annotations"] = json!(r.rule.annotations);
-                                rule["alerts"] = json!(alerts);
-                            }
-                        }
-                        rule
-                    })
-                    .collect();
-                json!({
-                    "name": g.group.name,
-                    "file": g.group.file,
-                    "interval": self.group_interval(&g.group) as f64 / 1000.0,
-                    "limit": g.group.limit,
-                    "rules": rules,
-                    "evaluationTime": g.evaluation_ms / 1000.0,
-                    "lastEvaluation": g.last_evaluation.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-                })
-            })
-            .collect();
-        json!({ "groups": groups })
+        api::rules_api(&groups, &fallbacks, kind, |group| {
+            self.group_interval(group)
+        })
     }
 }
 
@@ -1275,178 +1081,4 @@ fn observe_append(
     }
     *event_watermark = (*event_watermark).max(latest);
     *last_append = Some(std::time::Instant::now());
-}
-
-fn alert_api_json(alert: &Alert) -> JsonValue {
-    let mut value = json!({
-        "labels": labels_json(&alert.labels),
-        "annotations": alert.annotations,
-        "state": alert.state.as_str(),
-        "activeAt": rfc3339(alert.active_at),
-        "value": vigil_queries::promql::format_value(alert.value),
-    });
-    if let Some(since) = alert.keep_firing_since {
-        value["keepFiringSince"] = json!(rfc3339(since));
-    }
-    value
-}
-
-/// Loads every rule file matching the globs; `Err` lists every problem.
-pub fn load_rule_files(patterns: &[String]) -> anyhow::Result<Vec<Group>> {
-    let mut groups = Vec::new();
-    let mut problems = Vec::new();
-    for pattern in patterns {
-        let paths = vigil_engine::unittest::glob_paths(std::path::Path::new(pattern))
-            .map_err(|e| anyhow::anyhow!(e))?;
-        for path in paths {
-            match vigil_engine::rules::load_file(&path) {
-                Ok(loaded) => groups.extend(loaded),
-                Err(err) if is_unit_test_file(&path) => problems.push(format!(
-                    "{}: {err} (this is a promtool unit-test file: run it with `vigil rules \
-                     test`; rule_files should match rule files only)",
-                    path.display()
-                )),
-                Err(err) => problems.push(format!("{}: {err}", path.display())),
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(groups)
-    } else {
-        anyhow::bail!("invalid rule files:\n{}", problems.join("\n"))
-    }
-}
-
-/// Whether `path` is a `promtool test rules` file (a mapping with `tests`), which a
-/// broad `rule_files` glob may catch next to the rules it tests.
-fn is_unit_test_file(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
-        .is_some_and(|value| value.get("tests").is_some())
-}
-
-/// How rules read each other, per group and rule: which recording rules alerting rules
-/// read (directly or through other recordings), and which alerting rules read one.
-/// By name: a rule reads a recording if the recorded name is a token of its expression
-/// (over-approximating is safe: it only costs an ad hoc evaluation).
-#[derive(Debug, Default, Clone)]
-struct Dependencies {
-    /// Recording rules whose output alerting rules read.
-    feeds_alerts: Vec<Vec<bool>>,
-    /// Alerting rules that read a recording rule's output.
-    reads_recording: Vec<Vec<bool>>,
-}
-
-fn expression_tokens(text: &str) -> std::collections::HashSet<&str> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-        .filter(|token| !token.is_empty())
-        .collect()
-}
-
-impl Dependencies {
-    fn of(groups: &[GroupState]) -> Dependencies {
-        let rules = || groups.iter().flat_map(|g| g.rules.iter());
-        let recorded: std::collections::HashSet<&str> = rules()
-            .filter(|r| r.rule.kind == RuleKind::Recording)
-            .map(|r| r.rule.name.as_str())
-            .collect();
-        // Names alerting rules need, closed over recordings that read recordings.
-        let mut needed: std::collections::HashSet<&str> = rules()
-            .filter(|r| r.rule.kind == RuleKind::Alerting)
-            .flat_map(|r| expression_tokens(&r.rule.expr_text))
-            .filter(|token| recorded.contains(token))
-            .collect();
-        loop {
-            let more: Vec<&str> = rules()
-                .filter(|r| {
-                    r.rule.kind == RuleKind::Recording && needed.contains(r.rule.name.as_str())
-                })
-                .flat_map(|r| expression_tokens(&r.rule.expr_text))
-                .filter(|token| recorded.contains(token) && !needed.contains(token))
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            needed.extend(more);
-        }
-        let per_rule = |f: &dyn Fn(&vigil_engine::alerting::RuleState) -> bool| {
-            groups
-                .iter()
-                .map(|g| g.rules.iter().map(f).collect())
-                .collect()
-        };
-        Dependencies {
-            feeds_alerts: per_rule(&|r| {
-                r.rule.kind == RuleKind::Recording && needed.contains(r.rule.name.as_str())
-            }),
-            reads_recording: per_rule(&|r| {
-                r.rule.kind == RuleKind::Alerting
-                    && expression_tokens(&r.rule.expr_text)
-                        .iter()
-                        .any(|token| recorded.contains(token))
-            }),
-        }
-    }
-
-    fn get(table: &[Vec<bool>], group: usize, rule: usize) -> bool {
-        table
-            .get(group)
-            .and_then(|g| g.get(rule))
-            .copied()
-            .unwrap_or(false)
-    }
-}
-
-/// Storage plus the recording rules' output as of an ingest evaluation at `t` (not
-/// written: only ticks write): a recorded series gets its value at `t`, or a
-/// staleness marker at `t` where the rule no longer produces it.
-struct OverlaySource<'a> {
-    inner: &'a dyn vigil_queries::promql::SeriesSource,
-    at: i64,
-    /// Recorded series → value at `at` (`None`: no longer produced).
-    overlay: &'a std::collections::HashMap<LabelSet, Option<f64>>,
-}
-
-impl vigil_queries::promql::SeriesSource for OverlaySource<'_> {
-    fn select(
-        &self,
-        matchers: &[promql_parser::label::Matcher],
-        start: i64,
-        end: i64,
-    ) -> Result<Vec<vigil_queries::promql::Series>, vigil_queries::promql::EvalError> {
-        let mut series = self.inner.select(matchers, start, end)?;
-        if self.overlay.is_empty() || self.at <= start || self.at > end {
-            return Ok(series);
-        }
-        let point = |value: Option<f64>| vigil_queries::promql::Point {
-            t: self.at,
-            f: value.unwrap_or_else(vigil_storage::record::stale_marker),
-        };
-        let mut added = false;
-        for (labels, value) in self.overlay {
-            if !vigil_queries::promql::matches(matchers, labels) {
-                continue;
-            }
-            match series.iter_mut().find(|s| &s.labels == labels) {
-                Some(existing) => {
-                    existing.points.retain(|p| p.t < self.at);
-                    existing.points.push(point(*value));
-                }
-                None if value.is_some() => {
-                    added = true;
-                    series.push(vigil_queries::promql::Series {
-                        labels: labels.clone(),
-                        points: vec![point(*value)],
-                        drop_name: false,
-                    });
-                }
-                None => {}
-            }
-        }
-        if added {
-            series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        }
-        Ok(series)
-    }
 }
