@@ -135,6 +135,8 @@ enum Program {
 
 struct Running {
     definition: Definition,
+    /// The continuous queries this one reads.
+    reads: Vec<String>,
     /// A PromQL query's rule group.
     group: Option<crate::rules::Group>,
     hub: Arc<Hub>,
@@ -195,6 +197,7 @@ impl ContinuousQueries {
             .filter(|path| path.join("definition.json").is_file())
             .collect();
         entries.sort();
+        let mut pending = Vec::new();
         for path in entries {
             let loaded = std::fs::read(path.join("definition.json"))
                 .map_err(|e| e.to_string())
@@ -202,16 +205,31 @@ impl ContinuousQueries {
                     serde_json::from_slice::<Definition>(&bytes).map_err(|e| e.to_string())
                 });
             match loaded {
-                Ok(definition) => {
-                    let name = definition.name.clone();
-                    if let Err(err) = service.start(definition).await {
-                        tracing::error!(query = %name, error = %err, "continuous query not restarted");
-                    }
-                }
+                Ok(definition) => pending.push(definition),
                 Err(err) => {
                     tracing::error!(path = %path.display(), error = %err, "unreadable continuous query definition")
                 }
             }
+        }
+        // A query that reads another starts after it: retry until nothing more starts.
+        loop {
+            let mut failed = Vec::new();
+            let before = pending.len();
+            for definition in pending {
+                if let Err(err) = service.start(definition.clone()).await {
+                    failed.push((definition, err));
+                }
+            }
+            if failed.is_empty() || failed.len() == before {
+                for (definition, err) in failed {
+                    tracing::error!(query = %definition.name, error = %err, "continuous query not restarted");
+                }
+                break;
+            }
+            pending = failed
+                .into_iter()
+                .map(|(definition, _)| definition)
+                .collect();
         }
         Ok(service)
     }
@@ -277,9 +295,12 @@ impl ContinuousQueries {
 
     async fn compile(&self, definition: &Definition) -> Result<Program, ContinuousError> {
         match definition.language {
-            Language::Sql => Ok(Program::Sql(
-                sql::compile(&self.sql.state(), &definition.query).await?,
-            )),
+            Language::Sql => {
+                let running: Vec<String> = self.lock().keys().cloned().collect();
+                Ok(Program::Sql(
+                    sql::compile(&self.sql.state(), &definition.query, &running).await?,
+                ))
+            }
             Language::Promql => {
                 if self.rules.get().is_none() {
                     return Err(ContinuousError::Invalid(
@@ -366,14 +387,33 @@ impl ContinuousQueries {
             .from
             .sides()
             .iter()
-            .map(|side| side.source)
+            .map(|side| side.source.clone())
             .collect();
         sources.dedup();
         let mut feeds = Vec::new();
-        for source in sources {
+        for source in &sources {
             let store = match source {
                 sql::Source::Logs => self.storage.logs().clone(),
                 sql::Source::Spans => self.storage.spans().clone(),
+                sql::Source::Query(name) => {
+                    let upstream = self
+                        .lock()
+                        .get(name)
+                        .map(|running| running.hub.clone())
+                        .ok_or_else(|| ContinuousError::NotFound(name.clone()))?;
+                    let (rows, time, tap) = upstream.tap();
+                    let seed = subscription::ChangeBatch {
+                        seq: 0,
+                        time,
+                        changes: rows,
+                    };
+                    feeds.push(runner::Feed {
+                        source: source.clone(),
+                        seed: vec![runner::Input::Changes(Arc::new(seed))],
+                        tap: runner::Tap::Changes(tap),
+                    });
+                    continue;
+                }
             };
             let (files, tap) = store.tap(since);
             let mut seed = Vec::new();
@@ -381,10 +421,16 @@ impl ContinuousQueries {
                 seed.extend(
                     store
                         .read(file)
-                        .map_err(|e| ContinuousError::Io(e.to_string()))?,
+                        .map_err(|e| ContinuousError::Io(e.to_string()))?
+                        .into_iter()
+                        .map(|batch| runner::Input::Records(Arc::new(batch))),
                 );
             }
-            feeds.push(runner::Feed { source, seed, tap });
+            feeds.push(runner::Feed {
+                source: source.clone(),
+                seed,
+                tap: runner::Tap::Records(tap),
+            });
         }
         let stats = Arc::new(runner::Stats::default());
         let (stop, stopped) = crossbeam_channel::bounded(1);
@@ -408,6 +454,13 @@ impl ContinuousQueries {
             definition.name.clone(),
             Running {
                 definition,
+                reads: sources
+                    .iter()
+                    .filter_map(|source| match source {
+                        sql::Source::Query(name) => Some(name.clone()),
+                        _ => None,
+                    })
+                    .collect(),
                 hub,
                 stats,
                 stop: Some(stop),
@@ -439,6 +492,7 @@ impl ContinuousQueries {
             definition.name.clone(),
             Running {
                 definition,
+                reads: Vec::new(),
                 hub,
                 stats: Arc::default(),
                 stop: None,
@@ -473,10 +527,18 @@ impl ContinuousQueries {
     /// Stops and forgets a query, its table and its files (a PromQL query's group
     /// leaves the rule engine; the series it wrote go stale as a removed rule's do).
     pub async fn drop_query(&self, name: &str) -> Result<(), ContinuousError> {
-        let mut running = self
-            .lock()
-            .remove(name)
-            .ok_or_else(|| ContinuousError::NotFound(name.to_string()))?;
+        let mut running = {
+            let mut queries = self.lock();
+            if let Some(reader) = queries.values().find(|q| q.reads.iter().any(|r| r == name)) {
+                return Err(ContinuousError::Invalid(format!(
+                    "continuous query \"{}\" reads \"{name}\": drop it first",
+                    reader.definition.name
+                )));
+            }
+            queries
+                .remove(name)
+                .ok_or_else(|| ContinuousError::NotFound(name.to_string()))?
+        };
         let promql = running.group.is_some();
         tokio::task::spawn_blocking(move || running.halt())
             .await

@@ -28,7 +28,7 @@ use differential_dataflow::input::InputSession;
 use super::aggregate::{aggregate, from_totals, totals};
 use super::row::{row_at, Datum, Row};
 use super::sql::{From, PhysExpr, Side, Source, SqlProgram, Stage};
-use super::subscription::Hub;
+use super::subscription::{ChangeBatch, Hub};
 use differential_dataflow::operators::CountTotal;
 
 /// The budget of one continuous query.
@@ -93,12 +93,41 @@ pub struct Runner {
 /// Batches taken per epoch at most.
 const EPOCH_BATCHES: usize = 256;
 
-/// The input of one table: the batches storage already holds (the seed) and the tap of
-/// every later one.
+/// What a table sends: a durable batch of logs or spans, or a batch of another query's
+/// changes.
+#[derive(Clone)]
+pub enum Input {
+    Records(Arc<RecordBatch>),
+    Changes(Arc<ChangeBatch>),
+}
+
+pub enum Tap {
+    Records(Receiver<Arc<RecordBatch>>),
+    Changes(Receiver<Arc<ChangeBatch>>),
+}
+
+impl Tap {
+    fn try_recv(&self) -> Option<Input> {
+        match self {
+            Tap::Records(tap) => tap.try_recv().ok().map(Input::Records),
+            Tap::Changes(tap) => tap.try_recv().ok().map(Input::Changes),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Tap::Records(tap) => tap.len(),
+            Tap::Changes(tap) => tap.len(),
+        }
+    }
+}
+
+/// The input of one table: what it already holds (the seed) and the tap of every later
+/// batch.
 pub struct Feed {
     pub source: Source,
-    pub seed: Vec<RecordBatch>,
-    pub tap: Receiver<Arc<RecordBatch>>,
+    pub seed: Vec<Input>,
+    pub tap: Tap,
 }
 
 impl Runner {
@@ -198,7 +227,7 @@ impl Runner {
         let mut taps = Vec::new();
         let mut batches = Vec::new();
         for feed in feeds {
-            batches.extend(feed.seed.into_iter().map(|b| (feed.source, Arc::new(b))));
+            batches.extend(feed.seed.into_iter().map(|b| (feed.source.clone(), b)));
             taps.push((feed.source, feed.tap));
         }
         let (newest_seen, prepared) = self.prepare_all(&batches, true)?;
@@ -216,7 +245,10 @@ impl Runner {
         loop {
             let mut select = crossbeam_channel::Select::new();
             for (_, tap) in &taps {
-                select.recv(tap);
+                match tap {
+                    Tap::Records(tap) => select.recv(tap),
+                    Tap::Changes(tap) => select.recv(tap),
+                };
             }
             let stop_index = select.recv(&stop);
             let operation = match select.select_timeout(Duration::from_secs(1)) {
@@ -229,17 +261,20 @@ impl Runner {
                 return Ok(());
             }
             let (source, tap) = &taps[index];
-            let first = match operation.recv(tap) {
-                Ok(batch) => batch,
-                Err(_) => return Ok(()),
+            let first = match tap {
+                Tap::Records(tap) => operation.recv(tap).map(Input::Records),
+                Tap::Changes(tap) => operation.recv(tap).map(Input::Changes),
+            };
+            let Ok(first) = first else {
+                return Ok(());
             };
             let started = Instant::now();
-            let mut batches = vec![(*source, first)];
+            let mut batches = vec![(source.clone(), first)];
             for (source, tap) in &taps {
                 while batches.len() < EPOCH_BATCHES {
                     match tap.try_recv() {
-                        Ok(batch) => batches.push((*source, batch)),
-                        Err(_) => break,
+                        Some(input) => batches.push((source.clone(), input)),
+                        None => break,
                     }
                 }
             }
@@ -266,31 +301,69 @@ impl Runner {
 
     /// The first stage over every batch, for every side that reads its table. A batch the
     /// expressions cannot evaluate (a cast of a bad value) is left out and counted as
-    /// late input, unless it is part of the seed (then the query cannot start).
-    #[allow(clippy::type_complexity)]
+    /// late input, unless it is part of the seed (then the query cannot start). Another
+    /// query's changes come with their own signs and time.
     fn prepare_all(
         &self,
-        batches: &[(Source, Arc<RecordBatch>)],
+        batches: &[(Source, Input)],
         seeding: bool,
-    ) -> Result<(Option<i64>, Vec<(usize, i64, Row, Row)>), String> {
+    ) -> Result<(Option<i64>, Vec<Prepared>), String> {
         let mut newest_seen = None;
         let mut prepared = Vec::new();
-        for (source, batch) in batches {
+        for (source, input) in batches {
             for (index, side) in self.program.from.sides().iter().enumerate() {
                 if side.source != *source {
                     continue;
                 }
-                if let Ok(time) = newest(side, batch) {
-                    newest_seen = newest_seen.max(time);
-                }
-                match prepare(&self.program, index, batch) {
-                    Ok(rows) => prepared.extend(rows.into_iter().map(|(t, k, v)| (index, t, k, v))),
-                    Err(err) if seeding => return Err(err.to_string()),
-                    Err(err) => {
-                        tracing::debug!(query = %self.name, error = %err, "batch left out");
-                        self.stats
-                            .late_rows
-                            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                let parts: Vec<(RecordBatch, Option<i64>, isize)> = match input {
+                    Input::Records(batch) => {
+                        if let Ok(time) = newest(side, batch) {
+                            newest_seen = newest_seen.max(time);
+                        }
+                        vec![(batch.as_ref().clone(), None, 1)]
+                    }
+                    Input::Changes(changes) => {
+                        newest_seen = newest_seen.max(Some(changes.time));
+                        let mut parts = Vec::new();
+                        for sign in [1i64, -1] {
+                            let rows: Vec<&Row> = changes
+                                .changes
+                                .iter()
+                                .filter(|(_, diff)| diff.signum() == sign)
+                                .flat_map(|(row, diff)| {
+                                    std::iter::repeat_n(row, diff.unsigned_abs() as usize)
+                                })
+                                .collect();
+                            if rows.is_empty() {
+                                continue;
+                            }
+                            let batch = super::row::to_batch(&side.schema, rows.into_iter())
+                                .map_err(|e| e.to_string())?;
+                            parts.push((batch, Some(changes.time), sign as isize));
+                        }
+                        parts
+                    }
+                };
+                let tracked = side.time_index.is_some();
+                for (batch, time, diff) in parts {
+                    match prepare(&self.program, index, &batch, time) {
+                        Ok(rows) => {
+                            prepared.extend(rows.into_iter().map(|(t, key, values)| Prepared {
+                                side: index,
+                                time: t,
+                                key,
+                                values,
+                                diff,
+                                tracked,
+                            }))
+                        }
+                        Err(err) if seeding => return Err(err.to_string()),
+                        Err(err) => {
+                            tracing::debug!(query = %self.name, error = %err, "batch left out");
+                            self.stats
+                                .late_rows
+                                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -314,12 +387,14 @@ impl Runner {
         }
     }
 
-    /// Takes prepared rows in, moves the watermark, retracts what fell behind it.
+    /// Takes prepared rows in, moves the watermark, retracts what fell behind it. Rows of
+    /// another query are taken with their signs and never expire here (that query
+    /// retracts them).
     fn admit(
         &self,
         state: &mut State,
         newest: Option<i64>,
-        rows: Vec<(usize, i64, Row, Row)>,
+        rows: Vec<Prepared>,
         inputs: &mut [InputSession<u64, (Row, Row), isize>],
     ) {
         self.stats
@@ -330,19 +405,31 @@ impl Runner {
         }
         let cutoff = state.watermark.saturating_sub(self.horizon_ms);
         let mut late = 0;
-        for (side, time, key, values) in rows {
-            if time < cutoff {
+        for row in rows {
+            let bytes = row_bytes(&row.key) + row_bytes(&row.values);
+            if !row.tracked {
+                if row.diff > 0 {
+                    state.rows += 1;
+                    state.bytes += bytes;
+                } else {
+                    state.rows = state.rows.saturating_sub(1);
+                    state.bytes = state.bytes.saturating_sub(bytes);
+                }
+                inputs[row.side].update((row.key, row.values), row.diff);
+                continue;
+            }
+            if row.time < cutoff {
                 late += 1;
                 continue;
             }
             state.rows += 1;
-            state.bytes += row_bytes(&key) + row_bytes(&values);
-            inputs[side].insert((key.clone(), values.clone()));
+            state.bytes += bytes;
+            inputs[row.side].insert((row.key.clone(), row.values.clone()));
             state
                 .expiry
-                .entry(time)
+                .entry(row.time)
                 .or_default()
-                .push((side, key, values));
+                .push((row.side, row.key, row.values));
         }
         while let Some(entry) = state.expiry.first_entry() {
             if *entry.key() >= cutoff {
@@ -385,6 +472,18 @@ impl Runner {
     }
 }
 
+/// One row out of the first stage.
+pub struct Prepared {
+    side: usize,
+    time: i64,
+    key: Row,
+    values: Row,
+    diff: isize,
+    /// Expires with the horizon (rows of logs and spans), or is retracted by its source
+    /// (rows of another query).
+    tracked: bool,
+}
+
 struct State {
     watermark: i64,
     /// The admitted rows (side, key, values) by event time, to retract when they fall
@@ -424,8 +523,11 @@ fn mask(expr: &super::sql::PhysExpr, batch: &RecordBatch) -> Result<BooleanArray
 /// The newest event time in a batch (every row counts, filtered or not: the watermark
 /// follows the input, not the result).
 pub fn newest(side: &Side, batch: &RecordBatch) -> Result<Option<i64>, DataFusionError> {
+    let Some(time_index) = side.time_index else {
+        return Ok(None);
+    };
     let times = cast(
-        batch.column(side.time_index),
+        batch.column(time_index),
         &DataType::Timestamp(TimeUnit::Millisecond, None),
     )?;
     Ok(datafusion::arrow::compute::max(
@@ -450,6 +552,7 @@ pub fn prepare(
     program: &SqlProgram,
     index: usize,
     batch: &RecordBatch,
+    time: Option<i64>,
 ) -> Result<Vec<(i64, Row, Row)>, DataFusionError> {
     let sides = program.from.sides();
     let Some(side) = sides.get(index) else {
@@ -460,11 +563,20 @@ pub fn prepare(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let times = cast(
-        batch.column(side.time_index),
-        &DataType::Timestamp(TimeUnit::Millisecond, None),
-    )?;
-    let times = times.as_primitive::<TimestampMillisecondType>();
+    let times: Vec<i64> = match side.time_index {
+        Some(time_index) => {
+            let times = cast(
+                batch.column(time_index),
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            )?;
+            times
+                .as_primitive::<TimestampMillisecondType>()
+                .iter()
+                .map(|t| t.unwrap_or(i64::MIN))
+                .collect()
+        }
+        None => vec![time.unwrap_or(0); n],
+    };
     let rows = match &program.from {
         From::Table(_) => staged(&program.stage, &batch)?,
         From::Join { .. } => {
@@ -486,14 +598,14 @@ pub fn prepare(
             return Ok(rows
                 .into_iter()
                 .enumerate()
-                .filter_map(|(i, row)| row.map(|(k, v)| (times.value(i), k, v)))
+                .filter_map(|(i, row)| row.map(|(k, v)| (times[i], k, v)))
                 .collect());
         }
     };
     Ok(rows
         .into_iter()
         .enumerate()
-        .map(|(i, (key, values))| (times.value(i), key, values))
+        .map(|(i, (key, values))| (times[i], key, values))
         .collect())
 }
 

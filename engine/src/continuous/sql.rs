@@ -30,25 +30,22 @@ use super::ContinuousError;
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
 
 /// The tables a continuous SQL query can read, with their event-time column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Logs,
     Spans,
+    /// Another continuous query's result (its changes, at its event times).
+    Query(String),
 }
 
 impl Source {
-    pub fn table(self) -> &'static str {
+    /// The column that carries a row's event time (a query's rows carry the time of the
+    /// change that made them).
+    pub fn time_column(&self) -> Option<&'static str> {
         match self {
-            Source::Logs => "logs",
-            Source::Spans => "spans",
-        }
-    }
-
-    /// The column that carries a row's event time.
-    pub fn time_column(self) -> &'static str {
-        match self {
-            Source::Logs => "timestamp",
-            Source::Spans => "start",
+            Source::Logs => Some("timestamp"),
+            Source::Spans => Some("start"),
+            Source::Query(_) => None,
         }
     }
 }
@@ -112,8 +109,10 @@ pub enum Stage {
 /// One table read by a query.
 pub struct Side {
     pub source: Source,
-    /// Index of the event-time column in the table's schema.
-    pub time_index: usize,
+    /// Index of the event-time column in the table's schema (none for a query's result).
+    pub time_index: Option<usize>,
+    /// The table's columns (a query's result arrives as rows and is made a batch of it).
+    pub schema: SchemaRef,
     /// The side's own `WHERE` (a join's per-table conditions stay in the join's filter).
     pub filter: Option<PhysExpr>,
     /// A join side's equi-join keys (empty for a single table).
@@ -153,16 +152,25 @@ fn unsupported(construct: &str, why: &str) -> ContinuousError {
     ContinuousError::Unsupported(format!("{construct}: {why}"))
 }
 
-/// Plans `sql` with `state`'s catalog and compiles it.
-pub async fn compile(state: &SessionState, sql: &str) -> Result<SqlProgram, ContinuousError> {
+/// Plans `sql` with `state`'s catalog and compiles it; `queries` are the names of the
+/// running continuous queries (readable as sources).
+pub async fn compile(
+    state: &SessionState,
+    sql: &str,
+    queries: &[String],
+) -> Result<SqlProgram, ContinuousError> {
     let plan = state
         .create_logical_plan(sql)
         .await
         .map_err(|err| ContinuousError::Invalid(err.to_string()))?;
-    compile_plan(state, &plan)
+    compile_plan(state, &plan, queries)
 }
 
-fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, ContinuousError> {
+fn compile_plan(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    queries: &[String],
+) -> Result<SqlProgram, ContinuousError> {
     let output = Arc::new(plan.schema().as_arrow().clone());
     for field in output.fields() {
         if !supported_type(field.data_type()) {
@@ -197,7 +205,7 @@ fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, 
     };
     match node {
         LogicalPlan::Aggregate(aggregate) => {
-            let (from, input_schema) = compile_from(state, &aggregate.input)?;
+            let (from, input_schema) = compile_from(state, &aggregate.input, queries)?;
             let keys = aggregate
                 .group_expr
                 .iter()
@@ -251,7 +259,7 @@ fn compile_plan(state: &SessionState, plan: &LogicalPlan) -> Result<SqlProgram, 
             })
         }
         _ => {
-            let (from, input_schema) = compile_from(state, node)?;
+            let (from, input_schema) = compile_from(state, node, queries)?;
             let project = projection_exprs
                 .iter()
                 .map(|expr| physical(expr, &input_schema))
@@ -281,6 +289,7 @@ fn physical_expr(
 fn compile_from(
     state: &SessionState,
     plan: &LogicalPlan,
+    queries: &[String],
 ) -> Result<(From, DFSchema), ContinuousError> {
     let node = strip(plan)?;
     let (filter, below) = match node {
@@ -288,13 +297,13 @@ fn compile_from(
         other => (None, other),
     };
     if let LogicalPlan::Join(join) = below {
-        return compile_join(state, join, filter);
+        return compile_join(state, join, filter, queries);
     }
     let schema = match node {
         LogicalPlan::Filter(filter) => filter.input.schema().as_ref().clone(),
         other => other.schema().as_ref().clone(),
     };
-    let mut side = compile_side(state, below, &schema)?;
+    let mut side = compile_side(state, below, &schema, queries)?;
     side.filter = filter
         .map(|predicate| physical_expr(state, predicate, &schema))
         .transpose()?;
@@ -306,6 +315,7 @@ fn compile_side(
     state: &SessionState,
     plan: &LogicalPlan,
     schema: &DFSchema,
+    queries: &[String],
 ) -> Result<Side, ContinuousError> {
     let _ = state;
     let scan_node = strip(plan)?;
@@ -318,24 +328,31 @@ fn compile_side(
     let source = match scan.table_name.table() {
         "logs" => Source::Logs,
         "spans" => Source::Spans,
+        name if queries.iter().any(|q| q == name) => Source::Query(name.to_string()),
         other => {
             return Err(unsupported(
                 &format!("table \"{other}\""),
-                "continuous queries read `logs` or `spans`",
+                "continuous queries read `logs`, `spans` or another continuous query",
             ))
         }
     };
     if scan.fetch.is_some() || !scan.filters.is_empty() {
         return Err(unsupported("LIMIT", "a continuous result has no row limit"));
     }
-    let time_index = schema
-        .fields()
-        .iter()
-        .position(|f| f.name() == source.time_column())
-        .ok_or_else(|| ContinuousError::Invalid(format!("no column {}", source.time_column())))?;
+    let time_index = match source.time_column() {
+        Some(column) => Some(
+            schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == column)
+                .ok_or_else(|| ContinuousError::Invalid(format!("no column {column}")))?,
+        ),
+        None => None,
+    };
     Ok(Side {
         source,
         time_index,
+        schema: nullable(schema.as_arrow()),
         filter: None,
         join_keys: Vec::new(),
     })
@@ -345,6 +362,7 @@ fn compile_join(
     state: &SessionState,
     join: &datafusion::logical_expr::Join,
     where_filter: Option<&Expr>,
+    queries: &[String],
 ) -> Result<(From, DFSchema), ContinuousError> {
     use datafusion::logical_expr::utils::split_conjunction;
     use datafusion::logical_expr::JoinType;
@@ -387,8 +405,8 @@ fn compile_join(
             "join on a key, e.g. ON l.trace_id = s.trace_id",
         ));
     }
-    let mut left = compile_side(state, &join.left, &left_schema)?;
-    let mut right = compile_side(state, &join.right, &right_schema)?;
+    let mut left = compile_side(state, &join.left, &left_schema, queries)?;
+    let mut right = compile_side(state, &join.right, &right_schema, queries)?;
     for (l, r) in &pairs {
         left.join_keys.push(physical_expr(state, l, &left_schema)?);
         right

@@ -52,6 +52,14 @@ pub enum MessageKind {
     Progress,
 }
 
+/// A change batch as another continuous query reads it (`Hub::tap`).
+#[derive(Debug)]
+pub struct ChangeBatch {
+    pub seq: u64,
+    pub time: i64,
+    pub changes: Vec<(Row, i64)>,
+}
+
 /// A change batch as persisted.
 #[derive(Serialize, Deserialize)]
 struct Logged {
@@ -86,6 +94,8 @@ struct Inner {
     recent: VecDeque<Arc<Message>>,
     log: Option<File>,
     logged: usize,
+    /// Readers of the structured changes (queries reading this one).
+    taps: Vec<crossbeam_channel::Sender<Arc<ChangeBatch>>>,
 }
 
 pub struct Hub {
@@ -192,6 +202,7 @@ impl Hub {
                 recent,
                 log,
                 logged: 0,
+                taps: Vec::new(),
             }),
             columns,
             dir,
@@ -267,10 +278,34 @@ impl Hub {
             inner.recent.pop_front();
         }
         let _ = self.sender.send(message);
+        if !inner.taps.is_empty() {
+            let shared = Arc::new(ChangeBatch {
+                seq: batch.seq,
+                time: batch.time,
+                changes: batch.changes.clone(),
+            });
+            inner.taps.retain(|tap| tap.send(shared.clone()).is_ok());
+        }
         if inner.logged >= LOG_BATCHES {
             self.fold(&mut inner)?;
         }
         Ok(inner.seq)
+    }
+
+    /// The current result, its time, and a receiver of every later change batch (each
+    /// change is in exactly one of the two); dropped to unsubscribe.
+    pub fn tap(
+        &self,
+    ) -> (
+        Vec<(Row, i64)>,
+        i64,
+        crossbeam_channel::Receiver<Arc<ChangeBatch>>,
+    ) {
+        let mut inner = self.lock();
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        inner.taps.push(sender);
+        let rows = inner.rows.iter().map(|(r, c)| (r.clone(), *c)).collect();
+        (rows, inner.time, receiver)
     }
 
     /// The result is complete up to `time`: tells subscribers when time moved.
