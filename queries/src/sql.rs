@@ -155,7 +155,7 @@ fn default_memory_bytes() -> usize {
 
 /// The statement text's operator and parenthesis count, from the tokenizer (linear, no
 /// recursion): a 10,000-term `1+1+…` is refused before the parser builds a tree as deep.
-fn check_shape(sql: &str, max_operators: usize) -> Result<()> {
+pub fn check_shape(sql: &str, max_operators: usize) -> Result<()> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};

@@ -1168,3 +1168,42 @@ fn continuous_queries_read_each_others_results() {
     assert_eq!(drop("running_total").0, 200);
     assert_eq!(drop("per_minute").0, 200);
 }
+
+/// Hostile query texts: deep nesting, a 5,000-term expression, a 1 MiB body, a name
+/// with a path in it; each is a 400 and the server goes on.
+#[test]
+fn hostile_continuous_query_definitions_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let deep = format!(
+        "SELECT count(*) AS n FROM logs WHERE {}true{}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let wide = format!(
+        "SELECT count(*) AS n FROM logs WHERE length(body) = {}",
+        vec!["1"; 5000].join(" + ")
+    );
+    let huge = format!("SELECT '{}' AS x FROM logs", "x".repeat(1 << 20));
+    for (name, query) in [
+        ("deep", deep.as_str()),
+        ("wide", wide.as_str()),
+        ("huge", huge.as_str()),
+        ("../../etc", "SELECT count(*) AS n FROM logs"),
+        ("ok", "SELECT read_parquet('/etc/passwd')"),
+        ("ok", "SELECT * FROM read_csv('/etc/passwd')"),
+        ("ok", "COPY (SELECT 1) TO '/tmp/x'"),
+        ("ok", "CREATE TABLE t AS SELECT 1"),
+    ] {
+        let (status, body) = create(
+            &vigil,
+            &json!({"name": name, "language": "sql", "query": query}),
+        );
+        assert_eq!(status, 400, "{name}: {body}");
+    }
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "ok", "language": "sql", "query": "SELECT count(*) AS n FROM logs"}),
+    );
+    assert_eq!(status, 201, "{body}");
+}

@@ -296,6 +296,12 @@ impl ContinuousQueries {
     async fn compile(&self, definition: &Definition) -> Result<Program, ContinuousError> {
         match definition.language {
             Language::Sql => {
+                // The shape check `/api/v1/sql` applies, before a parser builds a tree.
+                vigil_queries::sql::check_shape(
+                    &definition.query,
+                    vigil_queries::SqlLimits::default().max_operators,
+                )
+                .map_err(|err| ContinuousError::Invalid(err.to_string()))?;
                 let running: Vec<String> = self.lock().keys().cloned().collect();
                 Ok(Program::Sql(
                     sql::compile(&self.sql.state(), &definition.query, &running).await?,
