@@ -265,9 +265,74 @@ pub fn row_at(columns: &[ArrayRef], i: usize) -> datafusion::error::Result<Row> 
         .collect()
 }
 
-/// Every row of `columns` (all of the same length).
+/// Every value of one column, converted once per column (typed loops for the common
+/// types; other types through `ScalarValue`).
+pub fn column_datums(column: &ArrayRef) -> datafusion::error::Result<Vec<Datum>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes as t;
+    let n = column.len();
+    let valid = |i: usize| column.is_valid(i);
+    macro_rules! typed {
+        ($array:expr, $make:expr) => {{
+            let array = $array;
+            (0..n)
+                .map(|i| {
+                    if valid(i) {
+                        $make(array.value(i))
+                    } else {
+                        Datum::Null
+                    }
+                })
+                .collect()
+        }};
+    }
+    Ok(match column.data_type() {
+        DataType::Utf8 => typed!(column.as_string::<i32>(), |v: &str| Datum::Str(
+            v.to_string()
+        )),
+        DataType::LargeUtf8 => {
+            typed!(column.as_string::<i64>(), |v: &str| Datum::Str(
+                v.to_string()
+            ))
+        }
+        DataType::Utf8View => typed!(column.as_string_view(), |v: &str| Datum::Str(v.to_string())),
+        DataType::Boolean => typed!(column.as_boolean(), Datum::Bool),
+        DataType::Int64 => typed!(column.as_primitive::<t::Int64Type>(), Datum::Int),
+        DataType::Int32 => typed!(column.as_primitive::<t::Int32Type>(), |v: i32| Datum::Int(
+            v.into()
+        )),
+        DataType::UInt64 => typed!(column.as_primitive::<t::UInt64Type>(), Datum::UInt),
+        DataType::Float64 => typed!(column.as_primitive::<t::Float64Type>(), |v: f64| {
+            Datum::Float(F64(v))
+        }),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => typed!(
+            column.as_primitive::<t::TimestampNanosecondType>(),
+            Datum::Time
+        ),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => typed!(
+            column.as_primitive::<t::TimestampMillisecondType>(),
+            |v: i64| Datum::Time(v.saturating_mul(1_000_000))
+        ),
+        _ => (0..n)
+            .map(|i| ScalarValue::try_from_array(column, i).map(Datum::from_scalar))
+            .collect::<datafusion::error::Result<Vec<_>>>()?,
+    })
+}
+
+/// Every row of `columns` (all of the same length), converted column by column.
 pub fn rows_of(columns: &[ArrayRef], len: usize) -> datafusion::error::Result<Vec<Row>> {
-    (0..len).map(|i| row_at(columns, i)).collect()
+    let mut converted = columns
+        .iter()
+        .map(|column| column_datums(column).map(Vec::into_iter))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok((0..len)
+        .map(|_| {
+            converted
+                .iter_mut()
+                .map(|column| column.next().unwrap_or(Datum::Null))
+                .collect()
+        })
+        .collect())
 }
 
 /// `rows` as a batch of `schema` (each datum cast to its column's type).

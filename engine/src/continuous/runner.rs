@@ -26,7 +26,7 @@ use datafusion::error::DataFusionError;
 use differential_dataflow::input::InputSession;
 
 use super::aggregate::{aggregate, from_totals, totals};
-use super::row::{row_at, Datum, Row};
+use super::row::{column_datums, rows_of, Datum, Row};
 use super::sql::{From, PhysExpr, Side, Source, SqlProgram, Stage};
 use super::subscription::{ChangeBatch, Hub};
 use differential_dataflow::operators::CountTotal;
@@ -586,14 +586,14 @@ pub fn prepare(
                 .map(|e| evaluate(e, &batch))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut rows = Vec::with_capacity(n);
-            for i in 0..n {
-                let key = row_at(&keys, i)?;
+            let whole = rows_of(batch.columns(), n)?;
+            for (key, row) in rows_of(&keys, n)?.into_iter().zip(whole) {
                 // SQL equality: a null key matches nothing.
                 if key.iter().any(Datum::is_null) {
                     rows.push(None);
                     continue;
                 }
-                rows.push(Some((key, row_at(batch.columns(), i)?)));
+                rows.push(Some((key, row)));
             }
             return Ok(rows
                 .into_iter()
@@ -632,9 +632,11 @@ fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFus
                 .iter()
                 .map(|e| evaluate(e, batch))
                 .collect::<Result<Vec<_>, _>>()?;
-            for i in 0..n {
-                out.push((row_at(&columns, i)?, Vec::new()));
-            }
+            out.extend(
+                rows_of(&columns, n)?
+                    .into_iter()
+                    .map(|row| (row, Vec::new())),
+            );
         }
         Stage::Aggregate { keys, aggs, .. } => {
             let keys = keys
@@ -647,17 +649,18 @@ fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFus
                 args.push(spec.arg.as_ref().map(|e| evaluate(e, batch)).transpose()?);
                 filters.push(spec.filter.as_ref().map(|e| mask(e, batch)).transpose()?);
             }
-            for i in 0..n {
-                let key = row_at(&keys, i)?;
+            let mut args = args
+                .iter()
+                .map(|arg| arg.as_ref().map(column_datums).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
+            for (i, key) in rows_of(&keys, n)?.into_iter().enumerate() {
                 let mut values = Vec::with_capacity(aggs.len());
-                for (arg, filter) in args.iter().zip(&filters) {
+                for (arg, filter) in args.iter_mut().zip(&filters) {
                     let admitted = filter.as_ref().is_none_or(|f| f.is_valid(i) && f.value(i));
                     values.push(match (admitted, arg) {
                         (false, _) => Datum::Null,
                         (true, None) => Datum::Bool(true),
-                        (true, Some(column)) => row_at(std::slice::from_ref(column), i)?
-                            .pop()
-                            .unwrap_or(Datum::Null),
+                        (true, Some(column)) => std::mem::replace(&mut column[i], Datum::Null),
                     });
                 }
                 out.push((key, values));
@@ -691,9 +694,10 @@ pub fn finish(
         .map(|e| evaluate(e, &batch))
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(changes.len());
-    for (i, (_, diff)) in changes.iter().enumerate() {
+    let rows = rows_of(&columns, changes.len())?;
+    for (i, (row, (_, diff))) in rows.into_iter().zip(&changes).enumerate() {
         if keep.as_ref().is_none_or(|k| k.is_valid(i) && k.value(i)) {
-            out.push((row_at(&columns, i)?, *diff));
+            out.push((row, *diff));
         }
     }
     Ok(out)
