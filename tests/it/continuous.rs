@@ -1207,3 +1207,58 @@ fn hostile_continuous_query_definitions_are_refused() {
     );
     assert_eq!(status, 201, "{body}");
 }
+
+/// Top k per group: `row_number() OVER (PARTITION BY … ORDER BY …) <= k`, over another
+/// query's counts and straight over logs; equal to the same query ad hoc as logs arrive.
+#[test]
+fn top_k_per_group_is_maintained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let top_pods = "SELECT ns, pod, errors FROM (SELECT ns, pod, errors, row_number() OVER \
+        (PARTITION BY ns ORDER BY errors DESC, pod) AS rank FROM per_pod) WHERE rank <= 2";
+    let longest = "SELECT ns, body FROM (SELECT stream['namespace'] AS ns, body, row_number() \
+        OVER (PARTITION BY stream['namespace'] ORDER BY length(body) DESC, body) AS rank \
+        FROM logs) WHERE rank <= 3";
+    for (name, query) in [
+        ("per_pod", "SELECT stream['namespace'] AS ns, stream['pod'] AS pod, count(*) AS errors FROM logs WHERE severity = 'error' GROUP BY 1, 2"),
+        ("top_pods", top_pods),
+        ("longest", longest),
+    ] {
+        let (status, body) = create(
+            &vigil,
+            &json!({"name": name, "language": "sql", "query": query}),
+        );
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "bad_rank", "language": "sql", "query": "SELECT ns FROM (SELECT ns, rank() OVER (PARTITION BY ns ORDER BY errors) AS r FROM per_pod) WHERE r <= 2"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let mut rng = Rng(77);
+    for round in 0..5 {
+        for _ in 0..3 {
+            let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
+            assert_eq!(status, 204, "{body}");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (a, b) = (
+                sql_rows(&vigil, "SELECT * FROM top_pods"),
+                sql_rows(&vigil, top_pods),
+            );
+            let (c, d) = (
+                sql_rows(&vigil, "SELECT * FROM longest"),
+                sql_rows(&vigil, longest),
+            );
+            if a == b && c == d && !a.is_empty() && !c.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {a:?} vs {b:?}; {c:?} vs {d:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

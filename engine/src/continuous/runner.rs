@@ -194,6 +194,19 @@ impl Runner {
                             key
                         })
                 }
+                Stage::TopK { .. } => {
+                    let program = program.clone();
+                    rows.reduce(move |_key, values: &[(&Row, isize)], output| {
+                        if let Stage::TopK { order, k, .. } = &program.stage {
+                            let directions: Vec<(bool, bool)> =
+                                order.iter().map(|(_, asc, nulls)| (*asc, *nulls)).collect();
+                            for row in top_k(&directions, *k, values) {
+                                output.push((row, 1isize));
+                            }
+                        }
+                    })
+                    .map(|(_partition, row)| row)
+                }
                 Stage::Aggregate { .. } => {
                     let program = program.clone();
                     rows.reduce(move |_key, values: &[(&Row, isize)], output| {
@@ -627,6 +640,25 @@ fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFus
     let n = batch.num_rows();
     let mut out = Vec::with_capacity(n);
     match stage {
+        Stage::TopK {
+            partition, order, ..
+        } => {
+            let partition = partition
+                .iter()
+                .map(|e| evaluate(e, batch))
+                .collect::<Result<Vec<_>, _>>()?;
+            let order = order
+                .iter()
+                .map(|(e, _, _)| evaluate(e, batch))
+                .collect::<Result<Vec<_>, _>>()?;
+            let keys = rows_of(&partition, n)?;
+            let orders = rows_of(&order, n)?;
+            let whole = rows_of(batch.columns(), n)?;
+            for ((key, mut values), row) in keys.into_iter().zip(orders).zip(whole) {
+                values.extend(row);
+                out.push((key, values));
+            }
+        }
         Stage::Project(exprs) => {
             let columns = exprs
                 .iter()
@@ -670,11 +702,81 @@ fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFus
     Ok(out)
 }
 
+/// The first `k` rows of a partition in the order of `directions` (ascending, nulls
+/// first) over the leading order columns, ties broken by the rows' values; each comes out
+/// as the row (the values after the order columns) with its rank appended.
+fn top_k(directions: &[(bool, bool)], k: usize, values: &[(&Row, isize)]) -> Vec<Row> {
+    use std::cmp::Ordering;
+    let n = directions.len();
+    let mut sorted: Vec<(&Row, isize)> = values.iter().map(|(r, c)| (*r, *c)).collect();
+    sorted.sort_by(|(a, _), (b, _)| {
+        for (i, (asc, nulls_first)) in directions.iter().enumerate() {
+            let ordering = match (&a[i], &b[i]) {
+                (Datum::Null, Datum::Null) => Ordering::Equal,
+                (Datum::Null, _) if *nulls_first => Ordering::Less,
+                (Datum::Null, _) => Ordering::Greater,
+                (_, Datum::Null) if *nulls_first => Ordering::Greater,
+                (_, Datum::Null) => Ordering::Less,
+                (x, y) if *asc => x.cmp(y),
+                (x, y) => y.cmp(x),
+            };
+            if ordering != Ordering::Equal {
+                return ordering;
+            }
+        }
+        a[n..].cmp(&b[n..])
+    });
+    let mut out = Vec::with_capacity(k);
+    for (row, count) in sorted {
+        for _ in 0..count.max(0) {
+            if out.len() == k {
+                return out;
+            }
+            let mut ranked: Row = row[n..].to_vec();
+            ranked.push(Datum::UInt(out.len() as u64 + 1));
+            out.push(ranked);
+        }
+    }
+    out
+}
+
 /// The last stage: `HAVING` and the projection over the aggregation's changed rows.
 pub fn finish(
     program: &SqlProgram,
     changes: Vec<(Row, i64)>,
 ) -> Result<Vec<(Row, i64)>, DataFusionError> {
+    if let Stage::TopK {
+        window_schema,
+        inner,
+        inner_schema,
+        filter,
+        project,
+        ..
+    } = &program.stage
+    {
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let batch = super::row::to_batch(window_schema, changes.iter().map(|(row, _)| row))?;
+        let columns = inner
+            .iter()
+            .map(|e| evaluate(e, &batch))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(inner_schema.clone(), columns)?;
+        let keep = mask(filter, &batch)?;
+        let columns = project
+            .iter()
+            .map(|e| evaluate(e, &batch))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = rows_of(&columns, changes.len())?;
+        return Ok(rows
+            .into_iter()
+            .zip(&changes)
+            .enumerate()
+            .filter(|(i, _)| keep.is_valid(*i) && keep.value(*i))
+            .map(|(_, (row, (_, diff)))| (row, *diff))
+            .collect());
+    }
     let Stage::Aggregate {
         agg_schema,
         having,

@@ -88,7 +88,7 @@ impl Stage {
                 AggKind::Sum | AggKind::Avg => spec.integer_arg,
                 _ => false,
             }),
-            Stage::Project(_) => false,
+            Stage::Project(_) | Stage::TopK { .. } => false,
         }
     }
 }
@@ -96,6 +96,22 @@ impl Stage {
 pub enum Stage {
     /// No aggregation: the projected rows are the result.
     Project(Vec<PhysExpr>),
+    /// Top k per partition (`row_number() OVER (PARTITION BY … ORDER BY …)` filtered by
+    /// `<= k`): per row, the partition key, then the order key followed by the row; the
+    /// first k rows of each partition come out with their rank appended, and go through
+    /// the inner projection, the filter and the outer projection.
+    TopK {
+        partition: Vec<PhysExpr>,
+        /// Order expressions with (ascending, nulls first).
+        order: Vec<(PhysExpr, bool, bool)>,
+        k: usize,
+        /// The window's output: the input's columns then the rank.
+        window_schema: SchemaRef,
+        inner: Vec<PhysExpr>,
+        inner_schema: SchemaRef,
+        filter: PhysExpr,
+        project: Vec<PhysExpr>,
+    },
     Aggregate {
         keys: Vec<PhysExpr>,
         aggs: Vec<AggSpec>,
@@ -190,6 +206,19 @@ fn compile_plan(
     };
     let projection_exprs = projection.expr.clone();
     node = strip(&projection.input)?;
+    if let LogicalPlan::Filter(filter) = node {
+        if let Some((inner, window)) = top_k_shape(&filter.input) {
+            return compile_top_k(
+                state,
+                filter,
+                inner,
+                window,
+                &projection_exprs,
+                output,
+                queries,
+            );
+        }
+    }
     let mut having = None;
     if let LogicalPlan::Filter(filter) = node {
         if matches!(strip(&filter.input)?, LogicalPlan::Aggregate(_)) {
@@ -432,6 +461,152 @@ fn compile_join(
     ))
 }
 
+/// `[Alias] Projection(… row_number() … AS rank) ← Window`, the shape of a top-k query.
+fn top_k_shape(
+    plan: &LogicalPlan,
+) -> Option<(
+    &datafusion::logical_expr::Projection,
+    &datafusion::logical_expr::Window,
+)> {
+    let mut node = plan;
+    while let LogicalPlan::SubqueryAlias(alias) = node {
+        node = &alias.input;
+    }
+    let LogicalPlan::Projection(inner) = node else {
+        return None;
+    };
+    let mut below = inner.input.as_ref();
+    while let LogicalPlan::SubqueryAlias(alias) = below {
+        below = &alias.input;
+    }
+    match below {
+        LogicalPlan::Window(window) => Some((inner, window)),
+        _ => None,
+    }
+}
+
+fn compile_top_k(
+    state: &SessionState,
+    filter: &datafusion::logical_expr::Filter,
+    inner: &datafusion::logical_expr::Projection,
+    window: &datafusion::logical_expr::Window,
+    outer: &[Expr],
+    output: SchemaRef,
+    queries: &[String],
+) -> Result<SqlProgram, ContinuousError> {
+    use datafusion::logical_expr::{Operator, WindowFunctionDefinition};
+    let [expr] = window.window_expr.as_slice() else {
+        return Err(unsupported(
+            "several window functions",
+            "one row_number() per continuous query",
+        ));
+    };
+    let expr = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    let Expr::WindowFunction(function) = expr else {
+        return Err(unsupported(
+            "window expression",
+            "expected row_number() OVER (…)",
+        ));
+    };
+    let name = match &function.fun {
+        WindowFunctionDefinition::WindowUDF(udf) => udf.name().to_string(),
+        WindowFunctionDefinition::AggregateUDF(udf) => udf.name().to_string(),
+    };
+    if name != "row_number" {
+        return Err(unsupported(
+            &format!("window function {name}()"),
+            "top-k per group is row_number() OVER (PARTITION BY … ORDER BY …) with WHERE rank <= k",
+        ));
+    }
+    let params = &function.params;
+    if params.order_by.is_empty() {
+        return Err(unsupported(
+            "row_number() without ORDER BY",
+            "the top k of a partition needs an order",
+        ));
+    }
+    // The filter: `<rank column> <= k` or `< k`.
+    let window_column = window
+        .schema
+        .fields()
+        .last()
+        .map(|f| f.name().clone())
+        .unwrap_or_default();
+    let k = match &filter.predicate {
+        Expr::BinaryExpr(binary) => {
+            let literal = match binary.right.as_ref() {
+                Expr::Literal(value, _) => value.to_string().parse::<i64>().ok(),
+                _ => None,
+            };
+            match (binary.op, literal) {
+                (Operator::LtEq, Some(k)) => Some(k),
+                (Operator::Lt, Some(k)) => Some(k - 1),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(k) = k.filter(|k| (1..=10_000).contains(k)) else {
+        return Err(unsupported(
+            "the filter on row_number()",
+            "write WHERE rank <= k with a constant k between 1 and 10000",
+        ));
+    };
+    let _ = window_column;
+    let (from, input_schema) = compile_from(state, &window.input, queries)?;
+    if matches!(from, From::Join { .. }) {
+        return Err(unsupported(
+            "top-k over a join",
+            "make the join a continuous query and take the top k of its result",
+        ));
+    }
+    let partition = params
+        .partition_by
+        .iter()
+        .map(|e| physical_expr(state, e, &input_schema))
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = params
+        .order_by
+        .iter()
+        .map(|sort| {
+            Ok((
+                physical_expr(state, &sort.expr, &input_schema)?,
+                sort.asc,
+                sort.nulls_first,
+            ))
+        })
+        .collect::<Result<Vec<_>, ContinuousError>>()?;
+    let window_schema = nullable(window.schema.as_arrow());
+    let inner_exprs = inner
+        .expr
+        .iter()
+        .map(|e| physical_expr(state, e, &window.schema))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inner_schema = nullable(inner.schema.as_arrow());
+    let filter_expr = physical_expr(state, &filter.predicate, &inner.schema)?;
+    let project = outer
+        .iter()
+        .map(|e| physical_expr(state, e, filter.input.schema()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SqlProgram {
+        from,
+        stage: Stage::TopK {
+            partition,
+            order,
+            k: k as usize,
+            window_schema,
+            inner: inner_exprs,
+            inner_schema,
+            filter: filter_expr,
+            project,
+        },
+        output,
+    })
+}
+
 /// Skips nodes that do not change rows (aliases); refuses those a continuous result
 /// cannot have.
 fn strip(plan: &LogicalPlan) -> Result<&LogicalPlan, ContinuousError> {
@@ -447,7 +622,8 @@ fn strip(plan: &LogicalPlan) -> Result<&LogicalPlan, ContinuousError> {
         )),
         LogicalPlan::Window(_) => Err(unsupported(
             "window functions (OVER)",
-            "use a tumbling window in GROUP BY: date_bin(INTERVAL '1 minute', timestamp)",
+            "for time windows group by date_bin(INTERVAL '1 minute', timestamp); for the top k \
+             per group, filter row_number() OVER (PARTITION BY … ORDER BY …) <= k",
         )),
         LogicalPlan::Distinct(_) => Err(unsupported(
             "SELECT DISTINCT",
