@@ -129,7 +129,7 @@ impl Default for ContinuousLimits {
 }
 
 enum Program {
-    Sql(sql::SqlProgram),
+    Sql(Box<sql::SqlProgram>),
     Promql(crate::rules::Group),
 }
 
@@ -303,9 +303,9 @@ impl ContinuousQueries {
                 )
                 .map_err(|err| ContinuousError::Invalid(err.to_string()))?;
                 let running: Vec<String> = self.lock().keys().cloned().collect();
-                Ok(Program::Sql(
+                Ok(Program::Sql(Box::new(
                     sql::compile(&self.sql.state(), &definition.query, &running).await?,
-                ))
+                )))
             }
             Language::Promql => {
                 if self.rules.get().is_none() {
@@ -373,7 +373,7 @@ impl ContinuousQueries {
 
     fn launch(&self, definition: Definition, program: Program) -> Result<(), ContinuousError> {
         let program = match program {
-            Program::Sql(program) => Arc::new(program),
+            Program::Sql(program) => Arc::<sql::SqlProgram>::from(program),
             Program::Promql(group) => return self.launch_promql(definition, group),
         };
         let columns = program
