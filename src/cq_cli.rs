@@ -264,8 +264,15 @@ pub fn tail(
     loop {
         match socket.read() {
             Ok(tungstenite::Message::Text(text)) => {
-                print_message(&mut out, &text, output)?;
-                out.flush()?;
+                let written = print_message(&mut out, &text, output)
+                    .and_then(|()| out.flush().map_err(anyhow::Error::from));
+                if let Err(err) = written {
+                    // The reader went away (`| head`): stop quietly, as `tail -f` does.
+                    let gone = err
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+                    return if gone { Ok(()) } else { Err(err) };
+                }
             }
             Ok(tungstenite::Message::Close(frame)) => return closed(frame),
             Ok(_) => {}

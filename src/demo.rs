@@ -457,3 +457,20 @@ pub async fn run(
         }
     }
 }
+
+/// The demo's continuous query: error logs per namespace and minute, maintained as the
+/// simulated pods' logs arrive.
+pub fn continuous_query() -> vigil_engine::continuous::Definition {
+    vigil_engine::continuous::Definition {
+        name: "errors_per_minute".into(),
+        language: vigil_engine::continuous::Language::Sql,
+        query: "SELECT date_bin(INTERVAL '1 minute', timestamp) AS minute, \
+                stream['namespace'] AS namespace, count(*) AS errors, \
+                count(DISTINCT stream['pod']) AS pods \
+                FROM logs WHERE severity = 'error' GROUP BY 1, 2"
+            .into(),
+        horizon_ms: vigil_engine::continuous::DEFAULT_HORIZON_MS,
+        step_ms: None,
+        owner: "demo".into(),
+    }
+}

@@ -167,6 +167,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     .await?;
     manager.set_continuous_sink(&continuous);
     continuous.sync_rules().await?;
+    if options.demo {
+        continuous
+            .ensure(crate::demo::continuous_query())
+            .await
+            .context("the demo's continuous query")?;
+    }
     for configured in &options.config.continuous_queries {
         continuous
             .ensure(configured.definition()?)

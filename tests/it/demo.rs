@@ -148,4 +148,18 @@ fn demo_ships_linked_logs_and_traces_through_the_real_protocols() {
     for service in ["api", "cart", "frontend"] {
         assert!(body.contains(&format!("\"{service}\"")), "{body}");
     }
+    // The demo's continuous query keeps the error counts per minute of the last hour
+    // (its horizon) of logs.
+    vigil.wait_for_rows(
+        "SELECT (SELECT sum(errors) FROM errors_per_minute) AS maintained, \
+         (SELECT count(*) FROM logs WHERE severity = 'error' AND timestamp >= \
+          (SELECT max(timestamp) FROM logs) - INTERVAL '1 hour') AS stored",
+        Duration::from_secs(30),
+        |rows| {
+            rows.first().is_some_and(|row| {
+                row["maintained"].as_i64().is_some_and(|n| n > 0)
+                    && row["maintained"] == row["stored"]
+            })
+        },
+    );
 }
