@@ -346,6 +346,7 @@ fn main() {
     }
     latencies.sort_by(f64::total_cmp);
     let windowed = describe(&server, "windowed");
+    let rss_windowed = rss_kib(server.child.id());
 
     // 3: throughput of a count/sum program.
     create(&server, "counting", COUNTING);
@@ -408,9 +409,15 @@ fn main() {
         windowed["memory_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
     );
     println!(
-        "| server RSS before the queries → after both | {:.0} → {:.0} MiB |",
+        "| server RSS: start → after the latency phase → after the throughput phase | {:.0} → {:.0} → {:.0} MiB |",
         rss_before as f64 / 1024.0,
+        rss_windowed as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "| counting query state (own estimate) | {} rows in horizon, {:.1} MiB |",
+        counting["state_rows"],
+        counting["memory_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
     );
     println!("| `count`/`sum` GROUP BY throughput | {rows:.0} records in {busy_s:.2} s of the query's time = {:.0} records/s per core |", rows / busy_s.max(1e-9));
     println!();
