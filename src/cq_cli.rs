@@ -344,6 +344,11 @@ fn print_message(out: &mut impl Write, text: &str, output: TailOutput) -> anyhow
             }
         }
         Some("progress") if progress => writeln!(out, "progress seq={seq} time={time}")?,
+        Some("stopped") => writeln!(
+            out,
+            "stopped seq={seq} time={time}: {}",
+            message["reason"].as_str().unwrap_or("no reason given")
+        )?,
         _ => {}
     }
     Ok(())

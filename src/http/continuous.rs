@@ -165,6 +165,9 @@ async fn stream(mut socket: WebSocket, subscription: vigil_engine::continuous::S
         if !send(&mut socket, &message.json).await {
             return;
         }
+        if message.kind == vigil_engine::continuous::MessageKind::Stopped {
+            return close(&mut socket, 1011, "query stopped").await;
+        }
     }
     loop {
         tokio::select! {
@@ -180,6 +183,9 @@ async fn stream(mut socket: WebSocket, subscription: vigil_engine::continuous::S
                     last = last.max(message.seq);
                     if !send(&mut socket, &message.json).await {
                         return;
+                    }
+                    if message.kind == vigil_engine::continuous::MessageKind::Stopped {
+                        return close(&mut socket, 1011, "query stopped").await;
                     }
                 }
                 Err(RecvError::Lagged(_)) => return close(&mut socket, 1008, "slow consumer").await,

@@ -787,6 +787,11 @@ fn continuous_queries_over_budget_stop_with_a_reason() {
         assert_eq!(status, 400, "{bad}: {answer}");
         assert!(answer.contains("\"errorType\":\"bad_data\""), "{answer}");
     }
+    let (mut socket, _) = tungstenite::connect(format!(
+        "{}/api/v1/subscribe?name=per_body",
+        vigil.url.replacen("http://", "ws://", 1)
+    ))
+    .expect("subscribe");
     // Ten distinct bodies: ten result rows, over the budget of five.
     let mut rng = Rng(11);
     let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
@@ -816,6 +821,24 @@ fn continuous_queries_over_budget_stop_with_a_reason() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Its subscribers are told why, and closed.
+    let mut told = None;
+    while let Ok(message) = socket.read() {
+        match message {
+            tungstenite::Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).expect("json");
+                if value["type"] == "stopped" {
+                    told = value["reason"].as_str().map(str::to_string);
+                }
+            }
+            tungstenite::Message::Close(frame) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1011));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(told.is_some_and(|r| r.contains("result rows")));
     // The other query and the server go on.
     let rows = vigil.wait_for_rows(
         "SELECT n FROM per_namespace",

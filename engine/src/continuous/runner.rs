@@ -143,10 +143,12 @@ impl Runner {
             .spawn(move || {
                 let stats = self.stats.clone();
                 let name = self.name.clone();
+                let hub = self.hub.clone();
                 let outcome =
                     timely::execute_directly(move |worker| self.work(worker, feeds, stop));
                 if let Err(reason) = outcome {
                     tracing::warn!(query = %name, %reason, "continuous query stopped");
+                    hub.fail(&reason);
                     stats.stop(reason);
                 }
             })

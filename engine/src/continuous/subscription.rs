@@ -50,6 +50,8 @@ pub enum MessageKind {
     Snapshot,
     Changes,
     Progress,
+    /// The query stopped (over its budget): no more changes will come.
+    Stopped,
 }
 
 /// A change batch as another continuous query reads it (`Hub::tap`).
@@ -96,6 +98,8 @@ struct Inner {
     logged: usize,
     /// Readers of the structured changes (queries reading this one).
     taps: Vec<crossbeam_channel::Sender<Arc<ChangeBatch>>>,
+    /// Why the query stopped, once it has.
+    stopped: Option<Arc<Message>>,
 }
 
 pub struct Hub {
@@ -203,6 +207,7 @@ impl Hub {
                 log,
                 logged: 0,
                 taps: Vec::new(),
+                stopped: None,
             }),
             columns,
             dir,
@@ -292,6 +297,22 @@ impl Hub {
         Ok(inner.seq)
     }
 
+    /// The query stopped: subscribers are told why (and new ones too), and the result
+    /// stays as it was.
+    pub fn fail(&self, reason: &str) {
+        let mut inner = self.lock();
+        let message = Arc::new(Message {
+            seq: inner.seq,
+            time: inner.time,
+            kind: MessageKind::Stopped,
+            json:
+                json!({"type": "stopped", "seq": inner.seq, "time": inner.time, "reason": reason})
+                    .to_string(),
+        });
+        inner.stopped = Some(message.clone());
+        let _ = self.sender.send(message);
+    }
+
     /// The current result, its time, and a receiver of every later change batch (each
     /// change is in exactly one of the two); dropped to unsubscribe.
     pub fn tap(
@@ -360,6 +381,8 @@ impl Hub {
                 .collect(),
             other => vec![Arc::new(self.snapshot(&inner, other.is_some()))],
         };
+        let mut initial = initial;
+        initial.extend(inner.stopped.clone());
         Subscription { initial, receiver }
     }
 
