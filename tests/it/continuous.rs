@@ -1285,3 +1285,68 @@ fn top_k_per_group_is_maintained() {
         }
     }
 }
+
+/// A continuous query over the `metrics` view (samples with their series' name and
+/// labels, from remote_write): seeded from what storage holds, then following appends,
+/// equal to the ad hoc query within the horizon, also after a kill -9.
+#[test]
+fn continuous_sql_over_metrics_matches_ad_hoc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let query = "SELECT labels['code'] AS code, count(*) AS n, max(value) AS peak, \
+        min(timestamp) AS first FROM metrics WHERE name = 'http_requests_total' GROUP BY 1";
+    let start = now_ms() - 300_000;
+    let write = |vigil: &Vigil, from: i64, to: i64| {
+        let mut batch = vigil_storage::SampleBatch::default();
+        for code in ["200", "404", "500"] {
+            let idx = batch.push_series(
+                vigil_storage::LabelSet::from_pairs([
+                    ("__name__", "http_requests_total"),
+                    ("code", code),
+                    ("job", "api"),
+                ])
+                .expect("labels"),
+            );
+            let mut t = from;
+            while t < to {
+                batch.push_sample(idx, t, ((t - start) / 1000) as f64);
+                t += 1000;
+            }
+        }
+        let other = batch.push_series(
+            vigil_storage::LabelSet::from_pairs([("__name__", "up"), ("job", "api")])
+                .expect("labels"),
+        );
+        batch.push_sample(other, to - 1, 1.0);
+        let (status, body) = vigil.write(&batch);
+        assert_eq!(status, 204, "{body}");
+    };
+    // Before the query exists (its seed), then after (its tap).
+    write(&vigil, start, start + 120_000);
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "requests", "language": "sql", "query": query, "horizon_ms": HORIZON_MS}),
+    );
+    assert_eq!(status, 201, "{body}");
+    write(&vigil, start + 120_000, start + 200_000);
+    let compare = |vigil: &Vigil| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let maintained = sql_rows(vigil, "SELECT * FROM requests");
+            let ad_hoc = sql_rows(vigil, query);
+            if maintained == ad_hoc && maintained.len() == 3 {
+                return maintained;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{maintained:?} vs {ad_hoc:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = compare(&vigil);
+    let vigil = vigil.kill_and_restart();
+    write(&vigil, start + 200_000, start + 260_000);
+    let after = compare(&vigil);
+    assert_ne!(before, after);
+}

@@ -276,7 +276,7 @@ impl ContinuousQueries {
         write_definition(&dir, &definition)?;
         let name = definition.name.clone();
         let promql = definition.language == Language::Promql;
-        if let Err(err) = self.launch(definition, program) {
+        if let Err(err) = self.launch(definition, program).await {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(err);
         }
@@ -322,7 +322,7 @@ impl ContinuousQueries {
     /// Starts a persisted query (at open).
     async fn start(&self, definition: Definition) -> Result<(), ContinuousError> {
         let program = self.compile(&definition).await?;
-        self.launch(definition, program)
+        self.launch(definition, program).await
     }
 
     /// Hands the rule engine the groups of every PromQL query (after `open`, once the
@@ -371,7 +371,11 @@ impl ContinuousQueries {
         }
     }
 
-    fn launch(&self, definition: Definition, program: Program) -> Result<(), ContinuousError> {
+    async fn launch(
+        &self,
+        definition: Definition,
+        program: Program,
+    ) -> Result<(), ContinuousError> {
         let program = match program {
             Program::Sql(program) => Arc::<sql::SqlProgram>::from(program),
             Program::Promql(group) => return self.launch_promql(definition, group),
@@ -397,10 +401,39 @@ impl ContinuousQueries {
             .collect();
         sources.dedup();
         let mut feeds = Vec::new();
+        let mut seen = std::collections::HashMap::new();
         for source in &sources {
             let store = match source {
                 sql::Source::Logs => self.storage.logs().clone(),
                 sql::Source::Spans => self.storage.spans().clone(),
+                sql::Source::Metrics => {
+                    // Follow the appends first, then read what storage holds: a sample
+                    // in both is skipped by its series' newest seeded time.
+                    let tap = self.storage.tap_appends();
+                    let query = format!(
+                        "SELECT * FROM metrics WHERE timestamp >= to_timestamp_millis({since})"
+                    );
+                    let seed = self
+                        .sql
+                        .sql(&query)
+                        .await
+                        .map_err(|e| ContinuousError::Io(e.to_string()))?
+                        .collect()
+                        .await
+                        .map_err(|e| ContinuousError::Io(e.to_string()))?;
+                    for batch in &seed {
+                        record_newest(batch, &mut seen);
+                    }
+                    feeds.push(runner::Feed {
+                        source: source.clone(),
+                        seed: seed
+                            .into_iter()
+                            .map(|batch| runner::Input::Records(Arc::new(batch)))
+                            .collect(),
+                        tap: runner::Tap::Samples(tap),
+                    });
+                    continue;
+                }
                 sql::Source::Query(name) => {
                     let upstream = self
                         .lock()
@@ -441,6 +474,7 @@ impl ContinuousQueries {
         let stats = Arc::new(runner::Stats::default());
         let (stop, stopped) = crossbeam_channel::bounded(1);
         let runner = runner::Runner {
+            seen: Mutex::new(seen),
             name: definition.name.clone(),
             program: program.clone(),
             hub: hub.clone(),
@@ -697,6 +731,38 @@ fn promql_schema() -> datafusion::arrow::datatypes::SchemaRef {
         Field::new("labels", labels, true),
         Field::new("value", DataType::Float64, true),
     ]))
+}
+
+/// The newest sample time per series in a batch of the `metrics` view.
+fn record_newest(
+    batch: &datafusion::arrow::array::RecordBatch,
+    seen: &mut std::collections::HashMap<u64, i64>,
+) {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType, UInt64Type};
+    let (Some(ids), Some(times)) = (
+        batch.column_by_name("series_id"),
+        batch.column_by_name("timestamp"),
+    ) else {
+        return;
+    };
+    let Ok(times) =
+        datafusion::arrow::compute::cast(times, &DataType::Timestamp(TimeUnit::Millisecond, None))
+    else {
+        return;
+    };
+    let (Some(ids), Some(times)) = (
+        ids.as_primitive_opt::<UInt64Type>(),
+        times.as_primitive_opt::<TimestampMillisecondType>(),
+    ) else {
+        return;
+    };
+    for i in 0..ids.len() {
+        if ids.is_valid(i) && times.is_valid(i) {
+            let newest = seen.entry(ids.value(i)).or_insert(i64::MIN);
+            *newest = (*newest).max(times.value(i));
+        }
+    }
 }
 
 fn write_definition(dir: &Path, definition: &Definition) -> Result<(), ContinuousError> {

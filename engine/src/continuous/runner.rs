@@ -82,6 +82,9 @@ impl Stats {
 }
 
 pub struct Runner {
+    /// The newest sample time per series the seed held (appends at or before it are
+    /// already counted; remote_write keeps each series in time order).
+    pub seen: Mutex<std::collections::HashMap<u64, i64>>,
     pub name: String,
     pub program: Arc<SqlProgram>,
     pub hub: Arc<Hub>,
@@ -99,11 +102,14 @@ const EPOCH_BATCHES: usize = 256;
 pub enum Input {
     Records(Arc<RecordBatch>),
     Changes(Arc<ChangeBatch>),
+    /// Samples as appended (the `metrics` view's rows, made a batch by the runner).
+    Samples(Arc<vigil_storage::Appended>),
 }
 
 pub enum Tap {
     Records(Receiver<Arc<RecordBatch>>),
     Changes(Receiver<Arc<ChangeBatch>>),
+    Samples(Receiver<Arc<vigil_storage::Appended>>),
 }
 
 impl Tap {
@@ -111,6 +117,7 @@ impl Tap {
         match self {
             Tap::Records(tap) => tap.try_recv().ok().map(Input::Records),
             Tap::Changes(tap) => tap.try_recv().ok().map(Input::Changes),
+            Tap::Samples(tap) => tap.try_recv().ok().map(Input::Samples),
         }
     }
 
@@ -118,6 +125,7 @@ impl Tap {
         match self {
             Tap::Records(tap) => tap.len(),
             Tap::Changes(tap) => tap.len(),
+            Tap::Samples(tap) => tap.len(),
         }
     }
 }
@@ -263,6 +271,7 @@ impl Runner {
                 match tap {
                     Tap::Records(tap) => select.recv(tap),
                     Tap::Changes(tap) => select.recv(tap),
+                    Tap::Samples(tap) => select.recv(tap),
                 };
             }
             let stop_index = select.recv(&stop);
@@ -279,6 +288,7 @@ impl Runner {
             let first = match tap {
                 Tap::Records(tap) => operation.recv(tap).map(Input::Records),
                 Tap::Changes(tap) => operation.recv(tap).map(Input::Changes),
+                Tap::Samples(tap) => operation.recv(tap).map(Input::Samples),
             };
             let Ok(first) = first else {
                 return Ok(());
@@ -323,6 +333,7 @@ impl Runner {
         batches: &[(Source, Input)],
         seeding: bool,
     ) -> Result<(Option<i64>, Vec<Prepared>), String> {
+        let seen = &self.seen;
         let mut newest_seen = None;
         let mut prepared = Vec::new();
         for (source, input) in batches {
@@ -330,6 +341,20 @@ impl Runner {
                 if side.source != *source {
                     continue;
                 }
+                let converted;
+                let input = match input {
+                    Input::Samples(appended) => {
+                        let batch = metrics_batch(
+                            &side.schema,
+                            appended,
+                            &mut seen.lock().unwrap_or_else(|p| p.into_inner()),
+                        )
+                        .map_err(|e| e.to_string())?;
+                        converted = Input::Records(Arc::new(batch));
+                        &converted
+                    }
+                    other => other,
+                };
                 let parts: Vec<(RecordBatch, Option<i64>, isize)> = match input {
                     Input::Records(batch) => {
                         if let Ok(time) = newest(side, batch) {
@@ -358,6 +383,7 @@ impl Runner {
                         }
                         parts
                     }
+                    Input::Samples(_) => Vec::new(),
                 };
                 let tracked = side.time_index.is_some();
                 for (batch, time, diff) in parts {
@@ -702,6 +728,57 @@ fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFus
         }
     }
     Ok(out)
+}
+
+/// Appended samples as rows of the `metrics` view (`schema`): stale markers left out, as
+/// the view leaves them out, and samples the seed already held skipped.
+fn metrics_batch(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    appended: &vigil_storage::Appended,
+    seen: &mut std::collections::HashMap<u64, i64>,
+) -> Result<RecordBatch, DataFusionError> {
+    let mut rows: Vec<Row> = Vec::with_capacity(appended.samples.len());
+    let mut converted: Vec<Option<(Datum, Datum, u64)>> = vec![None; appended.series.len()];
+    for sample in &appended.samples {
+        if vigil_storage::record::is_stale_marker(sample.value) {
+            continue;
+        }
+        let index = sample.series_idx as usize;
+        let (Some(labels), Some(id)) = (appended.series.get(index), appended.ids.get(index)) else {
+            continue;
+        };
+        if seen
+            .get(id)
+            .is_some_and(|newest| sample.timestamp_ms <= *newest)
+        {
+            continue;
+        }
+        let (name, map, id) = converted[index]
+            .get_or_insert_with(|| {
+                let name = labels.metric_name().unwrap_or_default().to_string();
+                let pairs = labels
+                    .labels()
+                    .iter()
+                    .filter(|l| l.name != vigil_storage::labels::METRIC_NAME)
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                (Datum::Str(name), Datum::Map(pairs), *id)
+            })
+            .clone();
+        let mut row = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            row.push(match field.name().as_str() {
+                "name" => name.clone(),
+                "labels" => map.clone(),
+                "timestamp" => Datum::Time(sample.timestamp_ms.saturating_mul(1_000_000)),
+                "value" => Datum::Float(super::row::F64(sample.value)),
+                "series_id" => Datum::UInt(id),
+                _ => Datum::Null,
+            });
+        }
+        rows.push(row);
+    }
+    super::row::to_batch(schema, rows.iter())
 }
 
 /// The first `k` rows of a partition in the order of `directions` (ascending, nulls

@@ -34,6 +34,8 @@ pub type PhysExpr = Arc<dyn PhysicalExpr>;
 pub enum Source {
     Logs,
     Spans,
+    /// The `metrics` view: every sample with its series' name and labels.
+    Metrics,
     /// Another continuous query's result (its changes, at its event times).
     Query(String),
 }
@@ -43,7 +45,7 @@ impl Source {
     /// change that made them).
     pub fn time_column(&self) -> Option<&'static str> {
         match self {
-            Source::Logs => Some("timestamp"),
+            Source::Logs | Source::Metrics => Some("timestamp"),
             Source::Spans => Some("start"),
             Source::Query(_) => None,
         }
@@ -348,6 +350,16 @@ fn compile_side(
 ) -> Result<Side, ContinuousError> {
     let _ = state;
     let scan_node = strip(plan)?;
+    if is_metrics_view(scan_node) {
+        let time_index = schema.fields().iter().position(|f| f.name() == "timestamp");
+        return Ok(Side {
+            source: Source::Metrics,
+            time_index,
+            schema: nullable(schema.as_arrow()),
+            filter: None,
+            join_keys: Vec::new(),
+        });
+    }
     let LogicalPlan::TableScan(scan) = scan_node else {
         return Err(unsupported(
             node_name(scan_node),
@@ -459,6 +471,12 @@ fn compile_join(
         },
         joined,
     ))
+}
+
+/// The inlined `metrics` view (`SubqueryAlias(metrics)` over its join of samples and
+/// series).
+fn is_metrics_view(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::SubqueryAlias(alias) if alias.alias.table() == "metrics")
 }
 
 /// `[Alias] Projection(… row_number() … AS rank) ← Window`, the shape of a top-k query.
@@ -611,6 +629,8 @@ fn compile_top_k(
 /// cannot have.
 fn strip(plan: &LogicalPlan) -> Result<&LogicalPlan, ContinuousError> {
     match plan {
+        // The `metrics` view is a source of its own (the samples as they are appended).
+        LogicalPlan::SubqueryAlias(_) if is_metrics_view(plan) => Ok(plan),
         LogicalPlan::SubqueryAlias(alias) => strip(&alias.input),
         LogicalPlan::Sort(_) => Err(unsupported(
             "ORDER BY",
