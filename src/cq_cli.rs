@@ -28,6 +28,7 @@ pub async fn create(
     sql: Option<&str>,
     promql: Option<&str>,
     horizon: Option<Duration>,
+    step: Option<Duration>,
 ) -> anyhow::Result<()> {
     let (language, query) = match (sql, promql) {
         (Some(query), None) => ("sql", query),
@@ -38,6 +39,10 @@ pub async fn create(
     if let Some(horizon) = horizon {
         let ms = i64::try_from(horizon.as_millis()).context("--horizon is too long")?;
         definition["horizon_ms"] = json!(ms);
+    }
+    if let Some(step) = step {
+        let ms = i64::try_from(step.as_millis()).context("--step is too long")?;
+        definition["step_ms"] = json!(ms);
     }
     let request = reqwest::Client::new()
         .post(endpoint(url, None)?)

@@ -134,7 +134,8 @@ enum CqCommand {
     Create {
         /// Name of the query (and of the SQL table holding its result).
         name: String,
-        /// The query in SQL, e.g. 'SELECT job, count(*) FROM samples GROUP BY job'.
+        /// The query in SQL, e.g. "SELECT stream['namespace'] AS ns, count(*) AS n FROM logs
+        /// WHERE severity = 'error' GROUP BY 1".
         #[arg(long, conflicts_with = "promql", required_unless_present = "promql")]
         sql: Option<String>,
         /// The query in PromQL, e.g. 'sum by (job) (rate(http_requests_total[5m]))'.
@@ -144,6 +145,9 @@ enum CqCommand {
         /// default otherwise.
         #[arg(long, value_parser = parse_duration)]
         horizon: Option<std::time::Duration>,
+        /// Evaluation step of a PromQL query (e.g. 30s); 60s otherwise.
+        #[arg(long, value_parser = parse_duration, requires = "promql")]
+        step: Option<std::time::Duration>,
         /// Base URL of the Vigil server.
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
@@ -458,8 +462,19 @@ fn main() -> anyhow::Result<()> {
                     sql,
                     promql,
                     horizon,
+                    step,
                     url,
-                } => cq_cli::create(&url, &name, sql.as_deref(), promql.as_deref(), horizon).await,
+                } => {
+                    cq_cli::create(
+                        &url,
+                        &name,
+                        sql.as_deref(),
+                        promql.as_deref(),
+                        horizon,
+                        step,
+                    )
+                    .await
+                }
                 CqCommand::List { url, json } => cq_cli::list(&url, json).await,
                 CqCommand::Drop { name, url } => cq_cli::drop_query(&url, &name).await,
                 CqCommand::Tail { .. } => Ok(()),

@@ -1350,3 +1350,70 @@ fn continuous_sql_over_metrics_matches_ad_hoc() {
     let after = compare(&vigil);
     assert_ne!(before, after);
 }
+
+/// The CLI as a user runs it: `vigil cq create` (SQL and PromQL with `--step`), `list`,
+/// a refused query's message, `drop`.
+#[test]
+fn cq_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let cq = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("cq")
+            .args(args)
+            .args(["--url", &vigil.url])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run vigil cq");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cq(&[
+        "create",
+        "up_jobs",
+        "--promql",
+        "count by (job) (up)",
+        "--step",
+        "5s",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("created up_jobs") && out.contains("labels, value"),
+        "{out}"
+    );
+    let (ok, out, err) = cq(&[
+        "create",
+        "errors",
+        "--sql",
+        "SELECT stream['namespace'] AS ns, count(*) AS n FROM logs WHERE severity = 'error' GROUP BY 1",
+        "--horizon",
+        "30m",
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = cq(&["list", "--json"]);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(listed[1]["step_ms"], 5000, "{listed}");
+    assert_eq!(listed[0]["horizon_ms"], 1_800_000, "{listed}");
+    let (ok, out, _) = cq(&["list"]);
+    assert!(
+        ok && out.starts_with("NAME") && out.contains("errors"),
+        "{out}"
+    );
+    let (ok, _, err) = cq(&[
+        "create",
+        "bad",
+        "--sql",
+        "SELECT body FROM logs ORDER BY timestamp",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("HTTP 400, bad_data") && err.contains("ORDER BY"),
+        "{err}"
+    );
+    let (ok, out, err) = cq(&["drop", "errors"]);
+    assert!(ok && out.contains("dropped errors"), "{out}{err}");
+}
