@@ -48,6 +48,10 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 pub const DELETE_GRACE: Duration = Duration::from_secs(300);
 /// Key of the merged file's metadata that lists the files it replaces.
 const REPLACES: &str = "vigil.replaces";
+/// File metadata: the newest event time (ms) in the file. A batch lands in the partition
+/// of its oldest record and may hold records past the partition's end; the file's range
+/// is what pruning must use.
+const MAX_MS: &str = "vigil.max_ms";
 
 /// One file of the store.
 #[derive(Debug, Clone)]
@@ -60,8 +64,18 @@ pub struct FileEntry {
     /// The partition's time range `[start, end)` in milliseconds.
     pub partition_start: i64,
     pub partition_end: i64,
+    /// The newest event time in the file (`i64::MAX` when a file does not say).
+    pub max_ms: i64,
     /// When this process added it (`None`: found at start).
     added: Option<Instant>,
+}
+
+impl FileEntry {
+    /// The end (exclusive) of the times the file may hold: its partition's end, or past
+    /// it when a batch that began in the partition ran over.
+    pub fn reaches(&self) -> i64 {
+        self.partition_end.max(self.max_ms.saturating_add(1))
+    }
 }
 
 /// A directory of Parquet files in time partitions, with its manifest.
@@ -134,8 +148,8 @@ impl BatchFiles {
                 continue;
             }
             let size = std::fs::metadata(&path)?.len();
-            let rows = match parquet_rows(&path) {
-                Ok(rows) => rows,
+            let (rows, max_ms) = match parquet_rows(&path) {
+                Ok(found) => found,
                 Err(err) => {
                     warn!(path = %path.display(), error = %err, "unreadable file left out of the table");
                     continue;
@@ -147,6 +161,7 @@ impl BatchFiles {
                 rows,
                 partition_start: start,
                 partition_end: end,
+                max_ms,
                 added: None,
             });
         }
@@ -181,7 +196,7 @@ impl BatchFiles {
         self.files
             .read()
             .iter()
-            .filter(|f| f.partition_end > start_ms && f.partition_start <= end_ms)
+            .filter(|f| f.reaches() > start_ms && f.partition_start <= end_ms)
             .cloned()
             .collect()
     }
@@ -202,7 +217,7 @@ impl BatchFiles {
         self.taps.lock().push(sender);
         let listed = files
             .iter()
-            .filter(|f| f.partition_end > start_ms)
+            .filter(|f| f.reaches() > start_ms)
             .cloned()
             .collect();
         (listed, receiver)
@@ -225,12 +240,17 @@ impl BatchFiles {
 
     /// Writes `batch` (rows of this store's schema; `min_ms` its earliest time, which
     /// picks the partition) as one file and returns once it is durable.
-    pub async fn append_batch(self: &Arc<Self>, batch: RecordBatch, min_ms: i64) -> Result<usize> {
+    pub async fn append_batch(
+        self: &Arc<Self>,
+        batch: RecordBatch,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<usize> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write_file(&batch, min_ms))
+        tokio::task::spawn_blocking(move || store.write_file(&batch, min_ms, max_ms))
             .await
             .map_err(|err| Error::Wal(format!("write task failed: {err}")))?
     }
@@ -248,12 +268,16 @@ impl BatchFiles {
             .join(format!("block={start}_{}", start + self.block_ms))
     }
 
-    fn write_file(&self, batch: &RecordBatch, min_ms: i64) -> Result<usize> {
+    fn write_file(&self, batch: &RecordBatch, min_ms: i64, max_ms: i64) -> Result<usize> {
         let start = min_ms.div_euclid(self.block_ms) * self.block_ms;
         let partition = self.partition_dir(start);
         std::fs::create_dir_all(&partition)?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                MAX_MS.to_string(),
+                max_ms.to_string(),
+            )]))
             .build();
         let path = self.write_durably(&partition, &self.next_name(""), batch, props)?;
         let size = std::fs::metadata(&path)?.len();
@@ -264,6 +288,7 @@ impl BatchFiles {
             rows: batch.num_rows(),
             partition_start: start,
             partition_end: start + self.block_ms,
+            max_ms,
             added: Some(Instant::now()),
         });
         // Under the manifest's lock, so `tap` sees each batch either listed or sent.
@@ -376,6 +401,7 @@ impl BatchFiles {
             let indices = lexsort_to_indices(&columns, None)?;
             take_record_batch(&merged, &indices)?
         };
+        let max_ms = inputs.iter().map(|f| f.max_ms).max().unwrap_or(i64::MAX);
         let names: Vec<String> = inputs
             .iter()
             .filter_map(|f| f.path.rsplit('/').next().map(str::to_string))
@@ -384,10 +410,10 @@ impl BatchFiles {
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(MERGED_ROW_GROUP))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                REPLACES.to_string(),
-                names.join(","),
-            )]))
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(REPLACES.to_string(), names.join(",")),
+                KeyValue::new(MAX_MS.to_string(), max_ms.to_string()),
+            ]))
             .build();
         let partition = self.partition_dir(start);
         let path = self.write_durably(&partition, &self.next_name("merged-"), &sorted, props)?;
@@ -397,6 +423,7 @@ impl BatchFiles {
             rows: sorted.num_rows(),
             partition_start: start,
             partition_end: start + self.block_ms,
+            max_ms,
             added: None,
         };
         let gone: HashSet<&str> = inputs.iter().map(|f| f.path.as_str()).collect();
@@ -495,10 +522,18 @@ fn relative(blocks_dir: &Path, path: &Path) -> String {
         .into_owned()
 }
 
-fn parquet_rows(path: &Path) -> Result<usize> {
+/// A file's row count and newest event time (`i64::MAX` if its metadata does not say).
+fn parquet_rows(path: &Path) -> Result<(usize, i64)> {
     let file = std::fs::File::open(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    Ok(builder.metadata().file_metadata().num_rows().max(0) as usize)
+    let metadata = builder.metadata().file_metadata();
+    let max_ms = metadata
+        .key_value_metadata()
+        .and_then(|kvs| kvs.iter().find(|kv| kv.key == MAX_MS))
+        .and_then(|kv| kv.value.as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(i64::MAX);
+    Ok((metadata.num_rows().max(0) as usize, max_ms))
 }
 
 /// The file names a merged file's metadata says it replaces.
@@ -570,16 +605,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_across_a_partition_end_is_found_by_its_later_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let batch = to_batch(&[record(7_199_000, "before"), record(7_200_500, "after")]).unwrap();
+        store
+            .append_batch(batch, 7_199_000, 7_200_500)
+            .await
+            .unwrap();
+        // It lands in the partition of its oldest record, [0, 7_200_000), but a query
+        // from 7_200_100 on must still read it — also after a restart.
+        assert_eq!(store.files(7_200_100, 7_300_000).len(), 1);
+        assert_eq!(store.tap(7_200_100).0.len(), 1);
+        assert!(store.files(7_200_501, 7_300_000).is_empty());
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.files(7_200_100, 7_300_000).len(), 1);
+    }
+
+    #[tokio::test]
     async fn batches_merge_sorted_and_a_crash_after_the_merge_keeps_one_copy() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         for i in (0..10).rev() {
             let batch = to_batch(&[record(1000 + i, &format!("b{i}"))]).unwrap();
-            store.append_batch(batch, 1000 + i).await.unwrap();
+            store.append_batch(batch, 1000 + i, 1000 + i).await.unwrap();
         }
         // A second partition with one file is left alone.
         store
-            .append_batch(to_batch(&[record(7_200_001, "later")]).unwrap(), 7_200_001)
+            .append_batch(
+                to_batch(&[record(7_200_001, "later")]).unwrap(),
+                7_200_001,
+                7_200_001,
+            )
             .await
             .unwrap();
         let before = all_bodies(&store, dir.path());
@@ -618,11 +676,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store
-            .append_batch(to_batch(&[record(10, "old")]).unwrap(), 10)
+            .append_batch(to_batch(&[record(10, "old")]).unwrap(), 10, 10)
             .await
             .unwrap();
         store
-            .append_batch(to_batch(&[record(7_200_010, "new")]).unwrap(), 7_200_010)
+            .append_batch(
+                to_batch(&[record(7_200_010, "new")]).unwrap(),
+                7_200_010,
+                7_200_010,
+            )
             .await
             .unwrap();
         std::fs::write(

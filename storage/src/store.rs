@@ -714,8 +714,9 @@ impl Storage {
             return Ok(0);
         }
         let min = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+        let max = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
         let batch = crate::logs::to_batch(&records)?;
-        self.logs.append_batch(batch, min).await
+        self.logs.append_batch(batch, min, max).await
     }
 
     /// A log record's time: not later than the clock plus `limits.max_future_skew`, not
@@ -767,9 +768,10 @@ impl Storage {
             .attributes_trimmed
             .fetch_add(trimmed, Ordering::Relaxed);
         let min = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        let max = spans.iter().map(|s| s.start_ns).max().unwrap_or(0);
         let batch = crate::spans::to_batch(&spans)?;
         self.spans
-            .append_batch(batch, min.div_euclid(1_000_000))
+            .append_batch(batch, min.div_euclid(1_000_000), max.div_euclid(1_000_000))
             .await
     }
 
