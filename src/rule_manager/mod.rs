@@ -938,15 +938,9 @@ impl RuleManager {
                 .flat_map(|r| r.alerts())
                 .filter(|a| a.state != AlertState::Inactive)
                 .map(|a| {
-                    let labels = a
-                        .labels
-                        .labels()
-                        .iter()
-                        .map(|l| (l.name.clone(), l.value.clone()))
-                        .collect();
                     (
                         vec![
-                            Datum::Map(labels),
+                            Datum::labels(&a.labels, false),
                             Datum::Str(a.state.as_str().to_string()),
                             Datum::Time(a.active_at.saturating_mul(1_000_000)),
                         ],

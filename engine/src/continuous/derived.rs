@@ -22,6 +22,8 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use vigil_storage::{AppendMode, LabelSet, SampleBatch, Storage};
 
+use super::now_ms;
+
 /// The spanmetrics connector's default buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 16] = [
     0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
@@ -222,6 +224,7 @@ impl Derived {
     /// The current values as one batch of samples at `t`.
     pub fn samples(&self, t: i64) -> SampleBatch {
         let counters = self.lock();
+        let bounds: Vec<String> = DURATION_BUCKETS.iter().map(|b| b.to_string()).collect();
         let mut batch = SampleBatch::default();
         let mut push = |pairs: &[(&str, &str)], value: f64| {
             if let Ok(labels) = LabelSet::from_pairs(pairs.iter().copied()) {
@@ -250,7 +253,6 @@ impl Derived {
                 &with("traces_span_metrics_duration_seconds_sum"),
                 c.sum_seconds,
             );
-            let bounds: Vec<String> = DURATION_BUCKETS.iter().map(|b| b.to_string()).collect();
             for (bound, count) in bounds.iter().zip(c.buckets) {
                 let mut pairs = with("traces_span_metrics_duration_seconds_bucket");
                 pairs.push(("le", bound));
@@ -315,12 +317,6 @@ pub fn level(severity: &str) -> &'static str {
         "" => "unknown",
         _ => "unknown",
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

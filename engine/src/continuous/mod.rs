@@ -355,15 +355,11 @@ impl ContinuousQueries {
         let rows = samples
             .iter()
             .map(|(labels, value)| {
-                let pairs = labels
-                    .labels()
-                    .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect();
-                (
-                    vec![row::Datum::Map(pairs), row::Datum::Float(row::F64(*value))],
-                    1,
-                )
+                let row = vec![
+                    row::Datum::labels(labels, false),
+                    row::Datum::Float(row::F64(*value)),
+                ];
+                (row, 1)
             })
             .collect();
         if let Err(err) = hub.reconcile(t, rows) {
@@ -485,13 +481,8 @@ impl ContinuousQueries {
         let thread = runner
             .spawn(feeds, stopped)
             .map_err(|e| ContinuousError::Io(e.to_string()))?;
-        let table = table::ResultTable::new(sql::nullable(&program.output), hub.clone());
-        let _ = self.sql.deregister_table(definition.name.as_str());
-        self.sql
-            .register_table(definition.name.as_str(), Arc::new(table))
-            .map_err(|e| ContinuousError::Invalid(e.to_string()))?;
-        self.lock().insert(
-            definition.name.clone(),
+        self.install(
+            sql::nullable(&program.output),
             Running {
                 definition,
                 reads: sources
@@ -507,8 +498,7 @@ impl ContinuousQueries {
                 thread: Some(thread),
                 group: None,
             },
-        );
-        Ok(())
+        )
     }
 
     fn launch_promql(
@@ -523,13 +513,8 @@ impl ContinuousQueries {
             )
             .map_err(|e| ContinuousError::Io(e.to_string()))?,
         );
-        let table = table::ResultTable::new(promql_schema(), hub.clone());
-        let _ = self.sql.deregister_table(definition.name.as_str());
-        self.sql
-            .register_table(definition.name.as_str(), Arc::new(table))
-            .map_err(|e| ContinuousError::Invalid(e.to_string()))?;
-        self.lock().insert(
-            definition.name.clone(),
+        self.install(
+            promql_schema(),
             Running {
                 definition,
                 reads: Vec::new(),
@@ -539,7 +524,22 @@ impl ContinuousQueries {
                 thread: None,
                 group: Some(group),
             },
-        );
+        )
+    }
+
+    /// Makes a started query's result the table of its name and lists the query.
+    fn install(
+        &self,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        running: Running,
+    ) -> Result<(), ContinuousError> {
+        let name = running.definition.name.clone();
+        let table = table::ResultTable::new(schema, running.hub.clone());
+        let _ = self.sql.deregister_table(name.as_str());
+        self.sql
+            .register_table(name.as_str(), Arc::new(table))
+            .map_err(|e| ContinuousError::Invalid(e.to_string()))?;
+        self.lock().insert(name, running);
         Ok(())
     }
 
@@ -787,7 +787,7 @@ fn write_definition(dir: &Path, definition: &Definition) -> Result<(), Continuou
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

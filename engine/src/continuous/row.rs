@@ -130,6 +130,19 @@ impl Datum {
         }
     }
 
+    /// A label set as a map (sorted, as `LabelSet` keeps it); `__name__` left out when
+    /// `without_name` (the `metrics` view carries it as `name`).
+    pub fn labels(labels: &vigil_storage::LabelSet, without_name: bool) -> Datum {
+        Datum::Map(
+            labels
+                .labels()
+                .iter()
+                .filter(|l| !(without_name && l.name == vigil_storage::labels::METRIC_NAME))
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect(),
+        )
+    }
+
     /// As a number, for sums and averages (`None` for non-numbers and nulls).
     pub fn as_f64(&self) -> Option<f64> {
         match self {

@@ -756,13 +756,7 @@ fn metrics_batch(
         let (name, map, id) = converted[index]
             .get_or_insert_with(|| {
                 let name = labels.metric_name().unwrap_or_default().to_string();
-                let pairs = labels
-                    .labels()
-                    .iter()
-                    .filter(|l| l.name != vigil_storage::labels::METRIC_NAME)
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect();
-                (Datum::Str(name), Datum::Map(pairs), *id)
+                (Datum::Str(name), Datum::labels(labels, true), *id)
             })
             .clone();
         let mut row = Vec::with_capacity(schema.fields().len());

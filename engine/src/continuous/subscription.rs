@@ -91,6 +91,9 @@ pub enum HubError {
 
 struct Inner {
     rows: BTreeMap<Row, i64>,
+    /// The result's row count (multiplicities summed), kept as changes apply: the runner
+    /// checks it against the budget after every epoch.
+    total: i64,
     seq: u64,
     time: i64,
     recent: VecDeque<Arc<Message>>,
@@ -172,7 +175,7 @@ impl Hub {
         log.set_len(valid_len).map_err(io(&log_path))?;
         let mut rows: BTreeMap<Row, i64> = state.rows.drain(..).collect();
         for batch in &tail {
-            apply(&mut rows, &batch.changes);
+            let _ = apply(&mut rows, &batch.changes);
             state.seq = batch.seq;
             state.time = state.time.max(batch.time);
         }
@@ -200,6 +203,7 @@ impl Hub {
             .collect();
         Hub {
             inner: Mutex::new(Inner {
+                total: state.rows.iter().map(|(_, c)| (*c).max(0)).sum(),
                 rows: state.rows.into_iter().collect(),
                 seq: state.seq,
                 time: state.time,
@@ -241,11 +245,7 @@ impl Hub {
     }
 
     pub fn row_count(&self) -> usize {
-        self.lock()
-            .rows
-            .values()
-            .map(|c| (*c).max(0) as usize)
-            .sum()
+        self.lock().total.max(0) as usize
     }
 
     /// Publishes one batch of changes at `time` (consolidated here; nothing is sent for
@@ -274,7 +274,7 @@ impl Hub {
             })?;
             inner.logged += 1;
         }
-        apply(&mut inner.rows, &batch.changes);
+        inner.total += apply(&mut inner.rows, &batch.changes);
         inner.seq = batch.seq;
         inner.time = batch.time;
         let message = Arc::new(render_changes(&self.columns, &batch));
@@ -454,7 +454,8 @@ fn write_state(dir: &Path, state: &SavedState) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn apply(rows: &mut BTreeMap<Row, i64>, changes: &[(Row, i64)]) {
+/// Applies `changes`; returns how the row count moved.
+fn apply(rows: &mut BTreeMap<Row, i64>, changes: &[(Row, i64)]) -> i64 {
     for (row, diff) in changes {
         let count = rows.entry(row.clone()).or_insert(0);
         *count += diff;
@@ -462,6 +463,7 @@ fn apply(rows: &mut BTreeMap<Row, i64>, changes: &[(Row, i64)]) {
             rows.remove(row);
         }
     }
+    changes.iter().map(|(_, diff)| diff).sum()
 }
 
 /// Sums the diffs of equal rows and drops the zeros, in row order.
