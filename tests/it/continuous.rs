@@ -132,6 +132,18 @@ fn run_client(
     serde_json::from_str(stdout.trim()).expect("client output")
 }
 
+/// A GET on `vigil`: (status, body).
+fn get(vigil: &Vigil, path: &str) -> (u16, String) {
+    http_request(
+        "GET",
+        &format!("{}{path}", vigil.url),
+        b"",
+        "text/plain",
+        "",
+    )
+    .expect("GET")
+}
+
 fn create(vigil: &Vigil, definition: &Value) -> (u16, Value) {
     let (status, body) = ureq_post(
         &format!("{}/api/v1/continuous", vigil.url),
@@ -278,7 +290,7 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
     );
 
     // Logs before the query exists are its seed.
-    let seeded = run_client_without_subscription(&vigil);
+    push_before_creation(&vigil);
     let (status, body) = create(&vigil, &definition());
     assert_eq!(status, 201, "{body}");
     assert_eq!(
@@ -293,7 +305,16 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
     assert_eq!(status, 201, "{body}");
     let (status, _) = create(&vigil, &definition());
     assert_eq!(status, 409);
-    assert!(seeded > 0);
+    // The logs pushed before it existed are in its result at once (its seed).
+    vigil.wait_for_rows(
+        &format!("SELECT count(*) AS n FROM {NAME}"),
+        Duration::from_secs(10),
+        |rows| {
+            rows.first()
+                .and_then(|r| r["n"].as_i64())
+                .is_some_and(|n| n > 0)
+        },
+    );
 
     // Subscribe, push, disconnect, push while away, resume: every batch exactly once.
     let output = run_client(&vigil, &state, 1, 6, true);
@@ -316,14 +337,7 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
     );
 
     // The listing reports it.
-    let (status, body) = http_request(
-        "GET",
-        &format!("{}/api/v1/continuous", vigil.url),
-        b"",
-        "text/plain",
-        "",
-    )
-    .expect("list");
+    let (status, body) = get(&vigil, "/api/v1/continuous");
     assert_eq!(status, 200);
     let listed: Value = serde_json::from_str(&body).expect("json");
     let entry = &listed["data"][0];
@@ -381,14 +395,7 @@ fn continuous_sql_is_maintained_subscribed_resumed_and_matches_ad_hoc() {
     assert_eq!(status, 200);
     let (status, _) = vigil.sql_raw(&format!("SELECT * FROM {NAME}"), "json");
     assert_ne!(status, 200);
-    let (status, _) = http_request(
-        "GET",
-        &format!("{}/api/v1/continuous/{NAME}", vigil.url),
-        b"",
-        "text/plain",
-        "",
-    )
-    .expect("describe");
+    let (status, _) = get(&vigil, &format!("/api/v1/continuous/{NAME}"));
     assert_eq!(status, 404);
 }
 
@@ -411,13 +418,12 @@ fn push_errors(url: &str, rng: &mut Rng) -> std::io::Result<(u16, String)> {
     )
 }
 
-fn run_client_without_subscription(vigil: &Vigil) -> usize {
+fn push_before_creation(vigil: &Vigil) {
     let mut rng = Rng(5);
     for _ in 0..4 {
         let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
         assert_eq!(status, 204, "{body}");
     }
-    200
 }
 
 /// A PromQL continuous query from the config file: a recording rule of the shared rule
@@ -431,14 +437,7 @@ fn promql_continuous_query_from_config_is_recorded_tabled_and_streamed() {
         "rules_lateness: 1s\ncontinuous_queries:\n  - name: requests_by_code\n    promql: '{expr}'\n    step: 2s\n  - name: error_lines\n    sql: \"SELECT stream['namespace'] AS namespace, count(*) AS n FROM logs WHERE severity = 'error' GROUP BY 1\"\n    horizon: 30m\n"
     );
     let vigil = Vigil::start(&dir.path().join("data"), Some(&config));
-    let (status, body) = http_request(
-        "GET",
-        &format!("{}/api/v1/continuous", vigil.url),
-        b"",
-        "text/plain",
-        "",
-    )
-    .expect("list");
+    let (status, body) = get(&vigil, "/api/v1/continuous");
     assert_eq!(status, 200);
     let listed: Value = serde_json::from_str(&body).expect("json");
     let names: Vec<&str> = listed["data"]
@@ -520,19 +519,14 @@ fn promql_continuous_query_from_config_is_recorded_tabled_and_streamed() {
         if message["type"] == "changes" && state.len() == 3 {
             // The maintained result at this tick equals the instant query at the tick.
             let t = message["time"].as_i64().expect("time");
-            let (status, body) = http_request(
-                "GET",
+            let (status, body) = get(
+                &vigil,
                 &format!(
-                    "{}/api/v1/query?query={}&time={}",
-                    vigil.url,
+                    "/api/v1/query?query={}&time={}",
                     urlencode(expr),
                     t as f64 / 1000.0
                 ),
-                b"",
-                "text/plain",
-                "",
-            )
-            .expect("query");
+            );
             assert_eq!(status, 200, "{body}");
             let answer: Value = serde_json::from_str(&body).expect("json");
             let expected: BTreeMap<String, f64> = answer["data"]["result"]
@@ -576,28 +570,14 @@ fn promql_continuous_query_from_config_is_recorded_tabled_and_streamed() {
     let recorded =
         vigil.sql("SELECT labels['code'] AS code, value FROM requests_by_code ORDER BY code");
     assert_eq!(recorded.len(), 3, "{recorded:?}");
-    let (status, body) = http_request(
-        "GET",
-        &format!("{}/api/v1/query?query=count(requests_by_code)", vigil.url),
-        b"",
-        "text/plain",
-        "",
-    )
-    .expect("query");
+    let (status, body) = get(&vigil, "/api/v1/query?query=count(requests_by_code)");
     assert_eq!(status, 200);
     assert!(body.contains("\"3\""), "{body}");
     drop(socket);
 
     // After a restart the config's queries are kept, not recreated.
     let vigil = vigil.kill_and_restart();
-    let (_, body) = http_request(
-        "GET",
-        &format!("{}/api/v1/continuous", vigil.url),
-        b"",
-        "text/plain",
-        "",
-    )
-    .expect("list");
+    let (_, body) = get(&vigil, "/api/v1/continuous");
     let listed: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(2), "{listed}");
     assert!(
@@ -666,14 +646,7 @@ fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
         assert_eq!(status, 204, "{body}");
     }
     let query = |expr: &str| -> Vec<Value> {
-        let (status, body) = http_request(
-            "GET",
-            &format!("{}/api/v1/query?query={}", vigil.url, urlencode(expr)),
-            b"",
-            "text/plain",
-            "",
-        )
-        .expect("query");
+        let (status, body) = get(&vigil, &format!("/api/v1/query?query={}", urlencode(expr)));
         assert_eq!(status, 200, "{body}");
         let value: Value = serde_json::from_str(&body).expect("json");
         value["data"]["result"]
@@ -735,14 +708,7 @@ fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
     let (status, _) = push_errors(&vigil.url, &mut rng).expect("loki");
     assert_eq!(status, 204);
     std::thread::sleep(Duration::from_millis(2500));
-    let (_, body) = http_request(
-        "GET",
-        &format!("{}/api/v1/query?query=vigil_log_errors_total", vigil.url),
-        b"",
-        "text/plain",
-        "",
-    )
-    .expect("query");
+    let (_, body) = get(&vigil, "/api/v1/query?query=vigil_log_errors_total");
     assert!(body.contains("\"result\":[]"), "{body}");
 }
 
@@ -798,14 +764,7 @@ fn continuous_queries_over_budget_stop_with_a_reason() {
     assert_eq!(status, 204, "{body}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, body) = http_request(
-            "GET",
-            &format!("{}/api/v1/continuous/per_body", vigil.url),
-            b"",
-            "text/plain",
-            "",
-        )
-        .expect("describe");
+        let (_, body) = get(&vigil, "/api/v1/continuous/per_body");
         let described: Value = serde_json::from_str(&body).expect("json");
         if described["data"]["status"] == "stopped" {
             let reason = described["data"]["reason"].as_str().unwrap_or_default();
@@ -936,14 +895,7 @@ fn continuous_join_of_logs_and_spans_matches_ad_hoc() {
     // Wait until the query has seen the newest event time, then compare.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let watermark = loop {
-        let (_, body) = http_request(
-            "GET",
-            &format!("{}/api/v1/continuous/errors_by_service", vigil.url),
-            b"",
-            "text/plain",
-            "",
-        )
-        .expect("describe");
+        let (_, body) = get(&vigil, "/api/v1/continuous/errors_by_service");
         let described: Value = serde_json::from_str(&body).expect("json");
         let watermark = described["data"]["watermark_ms"].as_i64().unwrap_or(0);
         if watermark >= newest && described["data"]["pending_batches"] == 0 {
