@@ -566,6 +566,9 @@ fn call(name: &str, args: Vec<Val>) -> Result<Val, String> {
     })
 }
 
+/// The largest width or precision `printf` honours.
+const MAX_PRINTF_PAD: usize = 4096;
+
 /// Go's `%.*g`: `precision` significant digits, trailing zeros removed.
 fn go_g(value: f64, precision: usize) -> String {
     if value.is_nan() || value.is_infinite() {
@@ -713,9 +716,12 @@ fn printf(format: &str, args: &[Val]) -> String {
             out.push_str(&format!("%!{verb}(MISSING)"));
             continue;
         };
+        // Widths and precisions are capped: a template may not ask for megabytes of
+        // padding (Rust's formatter refuses more than 65535 anyway).
         let precision = spec
             .split_once('.')
-            .and_then(|(_, p)| p.parse::<usize>().ok());
+            .and_then(|(_, p)| p.parse::<usize>().ok())
+            .map(|p| p.min(MAX_PRINTF_PAD));
         let text = match verb {
             'd' => match arg.number() {
                 Ok(n) => format!("{}", n as i64),
@@ -739,7 +745,8 @@ fn printf(format: &str, args: &[Val]) -> String {
         let width = spec
             .split('.')
             .next()
-            .and_then(|w| w.trim_start_matches(['-', '+']).parse::<usize>().ok());
+            .and_then(|w| w.trim_start_matches(['-', '+']).parse::<usize>().ok())
+            .map(|w| w.min(MAX_PRINTF_PAD));
         match width {
             Some(width) if spec.starts_with('-') => out.push_str(&format!("{text:<width$}")),
             Some(width) => out.push_str(&format!("{text:>width$}")),
@@ -767,6 +774,13 @@ mod tests {
             },
         )
         .expect("renders")
+    }
+
+    #[test]
+    fn printf_widths_are_capped() {
+        // Found by fuzzing: a width over 65535 made Rust's formatter panic.
+        assert_eq!(render(r#"{{printf "%-95808f" $value}}"#, 1.0).len(), 4096);
+        assert_eq!(render(r#"{{printf "%.99999f" $value}}"#, 1.0).len(), 4098);
     }
 
     #[test]
