@@ -143,6 +143,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    // One set of dataflow workers for the rules and every continuous query.
+    let dataflows = vigil_engine::service::Service::start(options.config.rule_workers)
+        .context("the dataflow workers")?;
     let manager = crate::rule_manager::RuleManager::new(
         storage.clone(),
         options.config.rule_files.clone(),
@@ -151,7 +154,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         options.config.global.external_labels.clone(),
         options.config.alerting.endpoints(),
         format!("{scheme}://{local}"),
-        options.config.rule_workers,
+        dataflows.clone(),
         options.config.rules_lateness,
     )
     .await?;
@@ -163,6 +166,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         &state.sql,
         Some(manager.clone() as Arc<dyn vigil_engine::continuous::RuleHost>),
         options.config.continuous_limits.limits(),
+        dataflows,
     )
     .await?;
     manager.set_continuous_sink(&continuous);

@@ -25,5 +25,6 @@ pub mod alerting;
 pub mod continuous;
 pub mod incremental;
 pub mod rules;
+pub mod service;
 pub mod template;
 pub mod unittest;

@@ -107,7 +107,9 @@ pub struct RuleManager {
     /// Locked before `groups` when both are needed.
     incremental: Mutex<Option<Incremental>>,
     fallbacks: Mutex<Fallbacks>,
-    workers: usize,
+    /// The dataflow workers the rules' program is installed on (shared with the
+    /// continuous queries).
+    dataflows: vigil_engine::service::Service,
     lateness_ms: i64,
     /// Samples that arrived behind the last evaluation minus the allowed lateness.
     late_samples: AtomicU64,
@@ -173,7 +175,7 @@ impl RuleManager {
         external_labels: BTreeMap<String, String>,
         alertmanagers: Vec<String>,
         external_url: String,
-        workers: usize,
+        dataflows: vigil_engine::service::Service,
         lateness: Duration,
     ) -> anyhow::Result<Arc<RuleManager>> {
         let mut groups = load_rule_files(&patterns)?;
@@ -186,7 +188,7 @@ impl RuleManager {
             groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
             incremental: Mutex::new(None),
             fallbacks: Mutex::new(Vec::new()),
-            workers,
+            dataflows,
             lateness_ms: lateness.as_millis() as i64,
             late_samples: AtomicU64::new(0),
             incremental_evaluations: AtomicU64::new(0),
@@ -354,7 +356,7 @@ impl RuleManager {
                 seed_batches.push(samples);
             }
         }
-        let engine = match Engine::start(program, self.workers) {
+        let engine = match Engine::install(&self.dataflows, program) {
             Ok(engine) => engine,
             Err(err) => {
                 warn!(error = %err, "incremental rule engine unavailable; evaluating rules ad hoc");

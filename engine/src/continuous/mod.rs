@@ -6,7 +6,8 @@
 //! | `row.rs` | `Row`/`Datum`, the named row type (Arrow ↔ rows ↔ JSON) |
 //! | `sql.rs` | SQL → `SqlProgram` through DataFusion's planner; the supported subset |
 //! | `aggregate.rs` | the aggregation operator's arithmetic per group |
-//! | `runner.rs` | one query's thread: first stage, dataflow, last stage, watermark |
+//! | `runner.rs` | one query's dataflow on the service's workers: first stage, dataflow, last stage, watermark |
+//! | `intake.rs` | the thread that waits on every query's taps and hands batches to the feeding worker |
 //! | `subscription.rs` | `Hub`: the maintained result, numbered change batches, resume |
 //! | `table.rs` | a query's result as a DataFusion table |
 //! | `derived.rs` | span RED metrics and error-log counts as Prometheus series |
@@ -18,6 +19,7 @@
 
 pub mod aggregate;
 pub mod derived;
+mod intake;
 pub mod row;
 pub mod runner;
 pub mod sql;
@@ -141,20 +143,20 @@ struct Running {
     group: Option<crate::rules::Group>,
     hub: Arc<Hub>,
     stats: Arc<runner::Stats>,
-    stop: Option<crossbeam_channel::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// A SQL query's dataflow on the service (dropping it stops the query).
+    installed: Option<runner::Installed>,
 }
 
 impl Running {
     fn halt(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.installed.take();
     }
 }
 
 pub struct ContinuousQueries {
+    /// The workers every query's dataflow runs on (the rules' too).
+    service: crate::service::Service,
+    intake: intake::Intake,
     rules: std::sync::OnceLock<Arc<dyn RuleHost>>,
     dir: PathBuf,
     storage: Arc<Storage>,
@@ -178,9 +180,12 @@ impl ContinuousQueries {
         sql: &SqlEngine,
         rules: Option<Arc<dyn RuleHost>>,
         limits: ContinuousLimits,
+        dataflows: crate::service::Service,
     ) -> Result<Arc<ContinuousQueries>, ContinuousError> {
         std::fs::create_dir_all(dir).map_err(|e| ContinuousError::Io(e.to_string()))?;
         let service = Arc::new(ContinuousQueries {
+            service: dataflows,
+            intake: intake::Intake::start().map_err(|e| ContinuousError::Io(e.to_string()))?,
             rules: std::sync::OnceLock::new(),
             dir: dir.to_path_buf(),
             storage,
@@ -468,7 +473,6 @@ impl ContinuousQueries {
             });
         }
         let stats = Arc::new(runner::Stats::default());
-        let (stop, stopped) = crossbeam_channel::bounded(1);
         let runner = runner::Runner {
             seen: Mutex::new(seen),
             name: definition.name.clone(),
@@ -478,8 +482,8 @@ impl ContinuousQueries {
             horizon_ms: definition.horizon_ms,
             budget: self.limits.budget.clone(),
         };
-        let thread = runner
-            .spawn(feeds, stopped)
+        let installed = runner
+            .install(&self.service, &self.intake, feeds)
             .map_err(|e| ContinuousError::Io(e.to_string()))?;
         self.install(
             sql::nullable(&program.output),
@@ -494,8 +498,7 @@ impl ContinuousQueries {
                     .collect(),
                 hub,
                 stats,
-                stop: Some(stop),
-                thread: Some(thread),
+                installed: Some(installed),
                 group: None,
             },
         )
@@ -520,8 +523,7 @@ impl ContinuousQueries {
                 reads: Vec::new(),
                 hub,
                 stats: Arc::default(),
-                stop: None,
-                thread: None,
+                installed: None,
                 group: Some(group),
             },
         )

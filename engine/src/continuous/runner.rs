@@ -1,8 +1,10 @@
-//! One continuous SQL query at run time: its own thread with a one-worker timely
-//! dataflow. Input batches (durable log or span batches from the storage tap) go through
-//! the linear first stage, into the dataflow (the aggregation as a differential
-//! `reduce` per group), and the dataflow's output differences through the linear last
-//! stage to the query's `Hub`.
+//! One continuous SQL query at run time: a dataflow on the service's workers
+//! (`crate::service`). Input batches (durable log or span batches, appended samples,
+//! another query's changes) reach the query's feeding worker through the intake; they
+//! go through the linear first stage, into the dataflow (the aggregation as a
+//! differential `reduce` or running totals per group, spread over the workers by key),
+//! and the dataflow's output differences, gathered on the feeding worker, through the
+//! linear last stage to the query's `Hub`.
 //!
 //! Time: the watermark is the latest event time seen. The result is the query over the
 //! rows whose event time is within `horizon` of the watermark: rows that fall behind are
@@ -16,7 +18,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
@@ -30,6 +32,7 @@ use super::row::{column_datums, rows_of, Datum, Row};
 use super::sql::{From, PhysExpr, Side, Source, SqlProgram, Stage};
 use super::subscription::{ChangeBatch, Hub};
 use differential_dataflow::operators::CountTotal;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
 
 /// The budget of one continuous query.
 #[derive(Debug, Clone)]
@@ -112,24 +115,6 @@ pub enum Tap {
     Samples(Receiver<Arc<vigil_storage::Appended>>),
 }
 
-impl Tap {
-    fn try_recv(&self) -> Option<Input> {
-        match self {
-            Tap::Records(tap) => tap.try_recv().ok().map(Input::Records),
-            Tap::Changes(tap) => tap.try_recv().ok().map(Input::Changes),
-            Tap::Samples(tap) => tap.try_recv().ok().map(Input::Samples),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Tap::Records(tap) => tap.len(),
-            Tap::Changes(tap) => tap.len(),
-            Tap::Samples(tap) => tap.len(),
-        }
-    }
-}
-
 /// The input of one table: what it already holds (the seed) and the tap of every later
 /// batch.
 pub struct Feed {
@@ -138,190 +123,289 @@ pub struct Feed {
     pub tap: Tap,
 }
 
-impl Runner {
-    /// Runs on its own thread until `stop` fires or disconnects, a tap closes, or the
-    /// query exceeds its budget (the reason lands in `stats.stopped`).
-    pub fn spawn(
-        self,
-        feeds: Vec<Feed>,
-        stop: Receiver<()>,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name(format!("cq-{}", self.name))
-            .spawn(move || {
-                let stats = self.stats.clone();
-                let name = self.name.clone();
-                let hub = self.hub.clone();
-                let outcome =
-                    timely::execute_directly(move |worker| self.work(worker, feeds, stop));
-                if let Err(reason) = outcome {
-                    tracing::warn!(query = %name, %reason, "continuous query stopped");
-                    hub.fail(&reason);
-                    stats.stop(reason);
-                }
-            })
-    }
+/// The dataflow of one query on one worker: its inputs (only the feeding worker's are
+/// kept), the probe, and what reached the output (gathered on the feeding worker).
+struct Dataflow {
+    inputs: Vec<InputSession<u64, (Row, Row), isize>>,
+    probe: timely::dataflow::ProbeHandle<u64>,
+    sink: Rc<RefCell<Vec<(Row, i64)>>>,
+}
 
-    fn work(
-        &self,
-        worker: &mut timely::worker::Worker,
-        feeds: Vec<Feed>,
-        stop: Receiver<()>,
-    ) -> Result<(), String> {
-        let sides = self.program.from.sides().len();
-        let mut inputs: Vec<InputSession<u64, (Row, Row), isize>> =
-            (0..sides).map(|_| InputSession::new()).collect();
-        let probe = timely::dataflow::ProbeHandle::new();
-        let sink: Rc<RefCell<Vec<(Row, i64)>>> = Rc::default();
-        let program = self.program.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            let collections: Vec<_> = inputs.iter_mut().map(|i| i.to_collection(scope)).collect();
-            // (key, values) rows: a table's straight from the first stage; a join's from
-            // the joined rows, filtered and evaluated one by one.
-            let rows = match &program.from {
-                From::Table(_) => collections[0].clone(),
-                From::Join { .. } => {
-                    let program = program.clone();
-                    collections[0]
-                        .clone()
-                        .join(collections[1].clone())
-                        .flat_map(move |(_key, (mut left, right))| {
-                            left.extend(right);
-                            joined(&program, left).unwrap_or_default()
-                        })
-                }
-            };
-            let output = match &program.stage {
-                Stage::Project(_) => rows.map(|(row, _)| row),
-                stage @ Stage::Aggregate { .. } if stage.abelian() => {
-                    let program = program.clone();
-                    rows.explode(|(key, values)| Some((key, totals(&values))))
-                        .count_total()
-                        .map(move |(mut key, totals)| {
-                            if let Stage::Aggregate { aggs, .. } = &program.stage {
-                                key.extend(from_totals(aggs, &totals));
-                            }
-                            key
-                        })
-                }
-                Stage::TopK { .. } => {
-                    let program = program.clone();
-                    rows.reduce(move |_key, values: &[(&Row, isize)], output| {
-                        if let Stage::TopK { order, k, .. } = &program.stage {
-                            let directions: Vec<(bool, bool)> =
-                                order.iter().map(|(_, asc, nulls)| (*asc, *nulls)).collect();
-                            for row in top_k(&directions, *k, values) {
-                                output.push((row, 1isize));
-                            }
-                        }
+/// Builds the query's dataflow on `worker`; its output is exchanged to worker `owner`.
+fn build(worker: &mut timely::worker::Worker, program: &Arc<SqlProgram>, owner: usize) -> Dataflow {
+    let sides = program.from.sides().len();
+    let mut inputs: Vec<InputSession<u64, (Row, Row), isize>> =
+        (0..sides).map(|_| InputSession::new()).collect();
+    let probe = timely::dataflow::ProbeHandle::new();
+    let sink: Rc<RefCell<Vec<(Row, i64)>>> = Rc::default();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let collections: Vec<_> = inputs.iter_mut().map(|i| i.to_collection(scope)).collect();
+        // (key, values) rows: a table's straight from the first stage; a join's from
+        // the joined rows, filtered and evaluated one by one.
+        let rows = match &program.from {
+            From::Table(_) => collections[0].clone(),
+            From::Join { .. } => {
+                let program = program.clone();
+                collections[0]
+                    .clone()
+                    .join(collections[1].clone())
+                    .flat_map(move |(_key, (mut left, right))| {
+                        left.extend(right);
+                        joined(&program, left).unwrap_or_default()
                     })
-                    .map(|(_partition, row)| row)
-                }
-                Stage::Aggregate { .. } => {
-                    let program = program.clone();
-                    rows.reduce(move |_key, values: &[(&Row, isize)], output| {
+            }
+        };
+        let output = match &program.stage {
+            Stage::Project(_) => rows.map(|(row, _)| row),
+            stage @ Stage::Aggregate { .. } if stage.abelian() => {
+                let program = program.clone();
+                rows.explode(|(key, values)| Some((key, totals(&values))))
+                    .count_total()
+                    .map(move |(mut key, totals)| {
                         if let Stage::Aggregate { aggs, .. } = &program.stage {
-                            output.push((aggregate(aggs, values), 1isize));
+                            key.extend(from_totals(aggs, &totals));
                         }
-                    })
-                    .map(|(mut key, aggs)| {
-                        key.extend(aggs);
                         key
                     })
-                }
-            };
-            let sink = sink.clone();
-            output
-                .inspect(move |(row, _time, diff)| {
-                    sink.borrow_mut().push((row.clone(), *diff as i64));
+            }
+            Stage::TopK { .. } => {
+                let program = program.clone();
+                rows.reduce(move |_key, values: &[(&Row, isize)], output| {
+                    if let Stage::TopK { order, k, .. } = &program.stage {
+                        let directions: Vec<(bool, bool)> =
+                            order.iter().map(|(_, asc, nulls)| (*asc, *nulls)).collect();
+                        for row in top_k(&directions, *k, values) {
+                            output.push((row, 1isize));
+                        }
+                    }
                 })
-                .probe_with(&probe);
-        });
-        let mut state = State {
-            watermark: self.hub.position().1,
-            expiry: BTreeMap::new(),
-            rows: 0,
-            bytes: 0,
+                .map(|(_partition, row)| row)
+            }
+            Stage::Aggregate { .. } => {
+                let program = program.clone();
+                rows.reduce(move |_key, values: &[(&Row, isize)], output| {
+                    if let Stage::Aggregate { aggs, .. } = &program.stage {
+                        output.push((aggregate(aggs, values), 1isize));
+                    }
+                })
+                .map(|(mut key, aggs)| {
+                    key.extend(aggs);
+                    key
+                })
+            }
         };
-        let mut epoch = 0u64;
-        // Seed: everything storage holds within the horizon, as one epoch whose result
-        // replaces what subscribers were last told (a restart publishes only the
-        // difference).
-        let mut taps = Vec::new();
+        let sink = sink.clone();
+        output
+            .inner
+            .exchange(move |_| owner as u64)
+            .inspect(move |(row, _time, diff)| {
+                sink.borrow_mut().push((row.clone(), *diff as i64));
+            })
+            .probe_with(&probe);
+    });
+    Dataflow {
+        inputs,
+        probe,
+        sink,
+    }
+}
+
+/// A worker that only helps (the query's groups hashed to it): its inputs are closed.
+struct Helper {
+    _dataflow: Dataflow,
+}
+
+impl crate::service::Hosted for Helper {
+    fn poll(&mut self, _worker: &mut timely::worker::Worker) -> bool {
+        true
+    }
+}
+
+/// The feeding worker's share: the runner, its state and its batches.
+struct Feeder {
+    runner: Runner,
+    dataflow: Dataflow,
+    state: State,
+    epoch: u64,
+    /// The seed, taken at the first poll.
+    seed: Option<Vec<(Source, Input)>>,
+    intake: Receiver<(Source, Input)>,
+}
+
+impl crate::service::Hosted for Feeder {
+    fn poll(&mut self, worker: &mut timely::worker::Worker) -> bool {
+        match self.step(worker) {
+            Ok(running) => running,
+            Err(reason) => {
+                tracing::warn!(query = %self.runner.name, %reason, "continuous query stopped");
+                self.runner.hub.fail(&reason);
+                self.runner.stats.stop(reason);
+                false
+            }
+        }
+    }
+}
+
+impl Feeder {
+    /// The seed at the first poll, then every batch waiting (up to a limit) as one
+    /// epoch; false once the input has ended.
+    fn step(&mut self, worker: &mut timely::worker::Worker) -> Result<bool, String> {
+        if let Some(batches) = self.seed.take() {
+            // Seed: everything storage holds within the horizon, as one epoch whose
+            // result replaces what subscribers were last told (a restart publishes only
+            // the difference).
+            let runner = &self.runner;
+            let (newest_seen, prepared) = runner.prepare_all(&batches, true)?;
+            drop(batches);
+            runner.admit(
+                &mut self.state,
+                newest_seen,
+                prepared,
+                &mut self.dataflow.inputs,
+            );
+            self.epoch += 1;
+            settle(worker, &mut self.dataflow, self.epoch);
+            let initial = finish(
+                &runner.program,
+                std::mem::take(&mut *self.dataflow.sink.borrow_mut()),
+            )
+            .map_err(|e| e.to_string())?;
+            let initial = super::subscription::consolidate(initial);
+            runner.check(&self.state, initial.len())?;
+            runner
+                .hub
+                .reconcile(self.state.watermark, initial)
+                .map_err(|e| e.to_string())?;
+        }
         let mut batches = Vec::new();
+        let mut ended = false;
+        while batches.len() < EPOCH_BATCHES {
+            match self.intake.try_recv() {
+                Ok(batch) => batches.push(batch),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if batches.is_empty() {
+            return Ok(!ended);
+        }
+        let runner = &self.runner;
+        let started = Instant::now();
+        runner
+            .stats
+            .pending_batches
+            .store(self.intake.len() as u64, Ordering::Relaxed);
+        let (newest_seen, prepared) = runner.prepare_all(&batches, false)?;
+        runner.admit(
+            &mut self.state,
+            newest_seen,
+            prepared,
+            &mut self.dataflow.inputs,
+        );
+        self.epoch += 1;
+        settle(worker, &mut self.dataflow, self.epoch);
+        let changes = finish(
+            &runner.program,
+            std::mem::take(&mut *self.dataflow.sink.borrow_mut()),
+        )
+        .map_err(|e| e.to_string())?;
+        runner
+            .hub
+            .publish(self.state.watermark, changes)
+            .map_err(|e| e.to_string())?;
+        runner.check(&self.state, runner.hub.row_count())?;
+        runner.stats.epochs.fetch_add(1, Ordering::Relaxed);
+        let spent = started.elapsed().as_micros() as u64;
+        runner.stats.last_epoch_us.store(spent, Ordering::Relaxed);
+        runner.stats.busy_us.fetch_add(spent, Ordering::Relaxed);
+        Ok(true)
+    }
+}
+
+/// Closes epoch `epoch` and steps the worker until the output has it all.
+fn settle(worker: &mut timely::worker::Worker, dataflow: &mut Dataflow, epoch: u64) {
+    for input in dataflow.inputs.iter_mut() {
+        input.advance_to(epoch);
+        input.flush();
+    }
+    while dataflow.probe.less_than(&epoch) {
+        worker.step();
+    }
+}
+
+/// A query installed on the service: dropping it stops the query.
+pub struct Installed {
+    _lease: crate::service::Lease,
+    _watching: super::intake::Watching,
+}
+
+impl Runner {
+    /// Installs the query on the service's workers: every worker builds its dataflow,
+    /// one (chosen by the query's name) feeds it — the seed, then the batches the
+    /// intake forwards from the taps — and publishes the output to the hub. Runs until
+    /// dropped, a tap closes, or the query exceeds its budget (the reason lands in
+    /// `stats.stopped`).
+    pub(crate) fn install(
+        self,
+        service: &crate::service::Service,
+        intake: &super::intake::Intake,
+        feeds: Vec<Feed>,
+    ) -> Result<Installed, crate::service::ServiceError> {
+        let owner = (xxhash_of(&self.name) % service.workers() as u64) as usize;
+        let (to, from) = crossbeam_channel::unbounded();
+        let mut seed = Vec::new();
+        let mut taps = Vec::new();
         for feed in feeds {
-            batches.extend(feed.seed.into_iter().map(|b| (feed.source.clone(), b)));
+            seed.extend(feed.seed.into_iter().map(|b| (feed.source.clone(), b)));
             taps.push((feed.source, feed.tap));
         }
-        let (newest_seen, prepared) = self.prepare_all(&batches, true)?;
-        drop(batches);
-        self.admit(&mut state, newest_seen, prepared, &mut inputs);
-        epoch += 1;
-        self.settle(worker, &mut inputs, &probe, epoch);
-        let initial = finish(&self.program, std::mem::take(&mut *sink.borrow_mut()))
-            .map_err(|e| e.to_string())?;
-        let initial = super::subscription::consolidate(initial);
-        self.check(&state, initial.len())?;
-        self.hub
-            .reconcile(state.watermark, initial)
-            .map_err(|e| e.to_string())?;
-        loop {
-            let mut select = crossbeam_channel::Select::new();
-            for (_, tap) in &taps {
-                match tap {
-                    Tap::Records(tap) => select.recv(tap),
-                    Tap::Changes(tap) => select.recv(tap),
-                    Tap::Samples(tap) => select.recv(tap),
-                };
-            }
-            let stop_index = select.recv(&stop);
-            let operation = match select.select_timeout(Duration::from_secs(1)) {
-                Ok(operation) => operation,
-                Err(_) => continue,
+        let program = self.program.clone();
+        let watermark = self.hub.position().1;
+        let feeder = Arc::new(Mutex::new(Some((self, seed, from))));
+        let lease = service.install(Arc::new(move |worker: &mut timely::worker::Worker| {
+            let mut dataflow = build(worker, &program, owner);
+            let mine = if worker.index() == owner {
+                feeder.lock().ok().and_then(|mut slot| slot.take())
+            } else {
+                None
             };
-            let index = operation.index();
-            if index == stop_index {
-                let _ = operation.recv(&stop);
-                return Ok(());
-            }
-            let (source, tap) = &taps[index];
-            let first = match tap {
-                Tap::Records(tap) => operation.recv(tap).map(Input::Records),
-                Tap::Changes(tap) => operation.recv(tap).map(Input::Changes),
-                Tap::Samples(tap) => operation.recv(tap).map(Input::Samples),
-            };
-            let Ok(first) = first else {
-                return Ok(());
-            };
-            let started = Instant::now();
-            let mut batches = vec![(source.clone(), first)];
-            for (source, tap) in &taps {
-                while batches.len() < EPOCH_BATCHES {
-                    match tap.try_recv() {
-                        Some(input) => batches.push((source.clone(), input)),
-                        None => break,
-                    }
+            match mine {
+                Some((runner, seed, intake)) => Box::new(Feeder {
+                    runner,
+                    dataflow,
+                    state: State {
+                        watermark,
+                        expiry: BTreeMap::new(),
+                        rows: 0,
+                        bytes: 0,
+                    },
+                    epoch: 0,
+                    seed: Some(seed),
+                    intake,
+                })
+                    as Box<dyn crate::service::Hosted>,
+                None => {
+                    // Only the feeding worker's inputs stay open.
+                    dataflow.inputs.clear();
+                    Box::new(Helper {
+                        _dataflow: dataflow,
+                    })
                 }
             }
-            let pending: usize = taps.iter().map(|(_, tap)| tap.len()).sum();
-            self.stats
-                .pending_batches
-                .store(pending as u64, Ordering::Relaxed);
-            let (newest_seen, prepared) = self.prepare_all(&batches, false)?;
-            self.admit(&mut state, newest_seen, prepared, &mut inputs);
-            epoch += 1;
-            self.settle(worker, &mut inputs, &probe, epoch);
-            let changes = finish(&self.program, std::mem::take(&mut *sink.borrow_mut()))
-                .map_err(|e| e.to_string())?;
-            self.hub
-                .publish(state.watermark, changes)
-                .map_err(|e| e.to_string())?;
-            self.check(&state, self.hub.row_count())?;
-            self.stats.epochs.fetch_add(1, Ordering::Relaxed);
-            let spent = started.elapsed().as_micros() as u64;
-            self.stats.last_epoch_us.store(spent, Ordering::Relaxed);
-            self.stats.busy_us.fetch_add(spent, Ordering::Relaxed);
-        }
+        }))?;
+        let watching = intake.watch(super::intake::Watch {
+            taps,
+            to,
+            waker: service.waker(),
+            worker: owner,
+        });
+        Ok(Installed {
+            _lease: lease,
+            _watching: watching,
+        })
     }
 
     /// The first stage over every batch, for every side that reads its table. A batch the
@@ -412,22 +496,6 @@ impl Runner {
         Ok((newest_seen, prepared))
     }
 
-    fn settle(
-        &self,
-        worker: &mut timely::worker::Worker,
-        inputs: &mut [InputSession<u64, (Row, Row), isize>],
-        probe: &timely::dataflow::ProbeHandle<u64>,
-        epoch: u64,
-    ) {
-        for input in inputs.iter_mut() {
-            input.advance_to(epoch);
-            input.flush();
-        }
-        while probe.less_than(&epoch) {
-            worker.step();
-        }
-    }
-
     /// Takes prepared rows in, moves the watermark, retracts what fell behind it. Rows of
     /// another query are taken with their signs and never expire here (that query
     /// retracts them).
@@ -511,6 +579,13 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// A stable hash of a query's name (which worker feeds it).
+fn xxhash_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// One row out of the first stage.

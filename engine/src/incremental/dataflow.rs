@@ -449,13 +449,27 @@ impl Partial {
     }
 }
 
-pub(super) fn work(
+/// One worker's share of the rules' dataflow, hosted by the service: the driver for
+/// the series hashed to this worker, the leaves' inputs and the probe.
+pub(super) struct RulesWorker {
+    driver: Driver,
+    inputs: Vec<InputSession<u64, Row, isize>>,
+    unit_input: InputSession<u64, (), isize>,
+    clock_input: InputSession<u64, i64, isize>,
+    clock: Option<i64>,
+    probe: timely::dataflow::ProbeHandle<u64>,
+    commands: crossbeam_channel::Receiver<Command>,
+    done: crossbeam_channel::Sender<()>,
+}
+
+/// Builds the rules' dataflow on `worker`.
+pub(super) fn build_worker(
     worker: &mut timely::worker::Worker,
-    program: &Program,
+    program: Arc<Program>,
     commands: crossbeam_channel::Receiver<Command>,
     done: crossbeam_channel::Sender<()>,
     sink: Arc<Mutex<Vec<(usize, Row, isize)>>>,
-) {
+) -> RulesWorker {
     let mut inputs: Vec<InputSession<u64, Row, isize>> =
         program.leaves.iter().map(|_| InputSession::new()).collect();
     let mut unit_input: InputSession<u64, (), isize> = InputSession::new();
@@ -463,7 +477,6 @@ pub(super) fn work(
         unit_input.insert(());
     }
     let mut clock_input: InputSession<u64, i64, isize> = InputSession::new();
-    let mut clock: Option<i64> = None;
     let probe = timely::dataflow::ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let dataflow_inputs = Inputs {
@@ -489,31 +502,51 @@ pub(super) fn work(
                 .probe_with(&probe);
         }
     });
-    let mut driver = Driver::new(program, worker.index(), worker.peers());
-    while let Ok(command) = commands.recv() {
-        match command {
-            Command::Push(batch) => driver.receive(&batch),
-            Command::Evaluate { epoch, at, refresh } => {
-                driver.apply(at, refresh.as_deref().map(Vec::as_slice), &mut inputs);
-                for input in &mut inputs {
-                    input.advance_to(epoch + 1);
-                    input.flush();
-                }
-                if worker.index() == 0 && clock != Some(at) {
-                    if let Some(previous) = clock.replace(at) {
-                        clock_input.remove(previous);
+    RulesWorker {
+        driver: Driver::new(program, worker.index(), worker.peers()),
+        inputs,
+        unit_input,
+        clock_input,
+        clock: None,
+        probe,
+        commands,
+        done,
+    }
+}
+
+impl crate::service::Hosted for RulesWorker {
+    fn poll(&mut self, worker: &mut timely::worker::Worker) -> bool {
+        loop {
+            let command = match self.commands.try_recv() {
+                Ok(command) => command,
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            };
+            match command {
+                Command::Push(batch) => self.driver.receive(&batch),
+                Command::Evaluate { epoch, at, refresh } => {
+                    self.driver
+                        .apply(at, refresh.as_deref().map(Vec::as_slice), &mut self.inputs);
+                    for input in &mut self.inputs {
+                        input.advance_to(epoch + 1);
+                        input.flush();
                     }
-                    clock_input.insert(at);
-                }
-                unit_input.advance_to(epoch + 1);
-                unit_input.flush();
-                clock_input.advance_to(epoch + 1);
-                clock_input.flush();
-                while probe.less_than(&(epoch + 1)) {
-                    worker.step();
-                }
-                if done.send(()).is_err() {
-                    return;
+                    if worker.index() == 0 && self.clock != Some(at) {
+                        if let Some(previous) = self.clock.replace(at) {
+                            self.clock_input.remove(previous);
+                        }
+                        self.clock_input.insert(at);
+                    }
+                    self.unit_input.advance_to(epoch + 1);
+                    self.unit_input.flush();
+                    self.clock_input.advance_to(epoch + 1);
+                    self.clock_input.flush();
+                    while self.probe.less_than(&(epoch + 1)) {
+                        worker.step();
+                    }
+                    if self.done.send(()).is_err() {
+                        return false;
+                    }
                 }
             }
         }

@@ -67,8 +67,8 @@ struct SeriesInfo {
 }
 
 /// One worker's share of the series and the leaves' state for them.
-pub(super) struct Driver<'a> {
-    program: &'a Program,
+pub(super) struct Driver {
+    program: std::sync::Arc<Program>,
     index: usize,
     peers: usize,
     /// `None` for series no leaf selects.
@@ -83,10 +83,10 @@ pub(super) struct Driver<'a> {
 /// (often under test, so the property test runs through it).
 const PRUNE_EVERY: u64 = if cfg!(test) { 7 } else { 4096 };
 
-impl<'a> Driver<'a> {
-    pub(super) fn new(program: &'a Program, index: usize, peers: usize) -> Driver<'a> {
+impl Driver {
+    pub(super) fn new(program: std::sync::Arc<Program>, index: usize, peers: usize) -> Driver {
         Driver {
-            program,
+            program: program.clone(),
             index,
             peers: peers.max(1),
             series: IdMap::default(),
@@ -118,6 +118,7 @@ impl<'a> Driver<'a> {
     }
 
     pub(super) fn receive(&mut self, batch: &Appended) {
+        let program = self.program.clone();
         for &BatchSample {
             series_idx,
             timestamp_ms,
@@ -131,7 +132,6 @@ impl<'a> Driver<'a> {
             if id % self.peers as u64 != self.index as u64 {
                 continue;
             }
-            let program = self.program;
             let info = self.series.entry(id).or_insert_with(|| {
                 let labels = batch.series.get(idx)?;
                 let leaves: Vec<usize> = program

@@ -49,7 +49,13 @@ pub enum EngineError {
     Start(String),
 }
 
-enum Command {
+impl From<crate::service::ServiceError> for EngineError {
+    fn from(err: crate::service::ServiceError) -> Self {
+        EngineError::Start(err.to_string())
+    }
+}
+
+pub(crate) enum Command {
     Push(Arc<Appended>),
     Evaluate {
         epoch: u64,
@@ -58,10 +64,12 @@ enum Command {
     },
 }
 
-/// The dataflow of a [`Program`] on its own timely worker threads.
+/// The dataflow of a [`Program`], installed on the service's workers (series are shared
+/// among them by id).
 pub struct Engine {
     program: Arc<Program>,
     workers: Vec<crossbeam_channel::Sender<Command>>,
+    waker: crate::service::Waker,
     done: crossbeam_channel::Receiver<()>,
     sink: Arc<Mutex<Vec<(usize, Row, isize)>>>,
     counts: Vec<HashMap<Row, isize>>,
@@ -69,24 +77,27 @@ pub struct Engine {
     /// A worker stopped answering (it died, or an epoch overran the limit): every
     /// answer is a fallback from then on.
     failed: bool,
-    guards: Option<timely::communication::initialize::WorkerGuards<()>>,
+    /// Removes the program from the workers when the engine is dropped.
+    _lease: crate::service::Lease,
 }
 
 /// How long an epoch may take before the engine is declared failed.
 const EPOCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // Closing the channels ends the workers' loops; the guards join them.
-        self.workers.clear();
-        self.guards.take();
-    }
-}
-
 impl Engine {
-    /// Starts `threads` timely workers (series are shared among them by id).
+    /// Starts `threads` workers of its own and installs `program` on them (tests, the
+    /// unit-test runner; the server shares one [`crate::service::Service`]).
     pub fn start(program: Program, threads: usize) -> Result<Engine, EngineError> {
-        let threads = threads.max(1);
+        let service = crate::service::Service::start(threads)?;
+        Engine::install(&service, program)
+    }
+
+    /// Installs `program` on the service's workers.
+    pub fn install(
+        service: &crate::service::Service,
+        program: Program,
+    ) -> Result<Engine, EngineError> {
+        let threads = service.workers();
         let program = Arc::new(program);
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut workers = Vec::with_capacity(threads);
@@ -98,25 +109,32 @@ impl Engine {
         }
         let sink: Arc<Mutex<Vec<(usize, Row, isize)>>> = Arc::default();
         let shared = (program.clone(), Arc::new(receivers), done_tx, sink.clone());
-        let guards = timely::execute(timely::Config::process(threads), move |worker| {
+        let lease = service.install(Arc::new(move |worker: &mut timely::worker::Worker| {
             let (program, receivers, done, sink) = &shared;
-            let receiver = receivers
+            // A worker without its receiver (never: one per worker) gets a closed one
+            // and its share ends at once.
+            let commands = receivers
                 .get(worker.index())
-                .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
-            if let Some(receiver) = receiver {
-                dataflow::work(worker, program, receiver, done.clone(), sink.clone());
-            }
-        })
-        .map_err(EngineError::Start)?;
+                .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()))
+                .unwrap_or_else(|| crossbeam_channel::unbounded().1);
+            Box::new(dataflow::build_worker(
+                worker,
+                program.clone(),
+                commands,
+                done.clone(),
+                sink.clone(),
+            ))
+        }))?;
         Ok(Engine {
             counts: vec![HashMap::new(); program.rules.len()],
             program,
             workers,
+            waker: service.waker(),
             done,
             sink,
             epoch: 0,
             failed: false,
-            guards: Some(guards),
+            _lease: lease,
         })
     }
 
@@ -131,6 +149,7 @@ impl Engine {
         for worker in &self.workers {
             let _ = worker.send(Command::Push(batch.clone()));
         }
+        self.waker.wake();
     }
 
     /// Hands samples given by labels to the workers.
@@ -177,6 +196,7 @@ impl Engine {
                 refresh: refresh.clone(),
             });
         }
+        self.waker.wake();
         if self.failed {
             return;
         }
