@@ -1,12 +1,15 @@
 //! Rules and alerts over HTTP: `/api/v1/rules` and `/api/v1/alerts` in Prometheus'
 //! shape, and the websocket alert stream `/api/v1/alerts/stream`.
 //!
-//! The stream sends the current pending and firing alerts on connect, then every
-//! transition (pending, firing, resolved) as one JSON message in Alertmanager's alert
-//! shape with `seq` and `status`; `?match={severity="critical"}` (or
-//! `?match=severity="critical"`) filters by labels; a heartbeat every 15 seconds; a
-//! consumer that falls behind the engine is closed with code 1008 and reason
-//! "slow consumer" instead of slowing anything down.
+//! The stream is a subscription to the alerts hub (the one behind
+//! `/api/v1/subscribe?name=alerts`), rendered in Alertmanager's alert shape: on connect
+//! the current pending and firing alerts (`snapshot: true`), then every transition
+//! (pending, firing, resolved) as one JSON message with `seq` (the hub's change batch),
+//! `status` and `from`; `?from_seq=N` resumes after batch `N` (also across restarts:
+//! the batches the client missed, or a snapshot when they are gone);
+//! `?match={severity="critical"}` (or `?match=severity="critical"`) filters by labels; a
+//! heartbeat every 15 seconds; a consumer that falls behind is closed with code 1008
+//! and reason "slow consumer" instead of slowing anything down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,6 +86,17 @@ pub async fn stream_handler(
             )
         }
     };
+    let from_seq = match query.get("from_seq").map(|text| text.parse::<u64>()) {
+        None => None,
+        Some(Ok(seq)) => Some(seq),
+        Some(Err(_)) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                "invalid parameter \"from_seq\": not a sequence number".into(),
+            )
+        }
+    };
     let Some(rules) = state.rules.get().cloned() else {
         return api_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -90,7 +104,9 @@ pub async fn stream_handler(
             "no rules are loaded".into(),
         );
     };
-    upgrade.on_upgrade(move |socket| stream(socket, rules, matchers))
+    // Subscribed before the upgrade, so nothing published in between is missed.
+    let subscription = rules.alerts_hub().subscribe(from_seq);
+    upgrade.on_upgrade(move |socket| stream(socket, rules, subscription, matchers))
 }
 
 /// A client that does not take a message within this long is closed as a slow consumer
@@ -119,34 +135,40 @@ async fn send(socket: &mut WebSocket, text: String) -> bool {
 async fn stream(
     mut socket: WebSocket,
     rules: Arc<crate::rule_manager::RuleManager>,
+    subscription: vigil_engine::continuous::Subscription,
     matchers: Vec<Matcher>,
 ) {
     let wanted =
         |labels: &vigil_storage::LabelSet| vigil_queries::promql::matches(&matchers, labels);
-    // Subscribe before the snapshot so no transition falls in between.
-    let mut events = rules.subscribe();
-    let snapshot_seq = rules.last_seq();
-    for (labels, mut alert) in rules.current_alerts() {
-        if !wanted(&labels) {
-            continue;
-        }
-        alert["seq"] = json!(snapshot_seq);
-        alert["snapshot"] = json!(true);
-        if !send(&mut socket, alert.to_string()).await {
-            return;
+    let vigil_engine::continuous::Subscription {
+        initial,
+        mut receiver,
+    } = subscription;
+    let mut last = 0;
+    for message in initial {
+        last = message.seq;
+        for (labels, alert) in rules.stream_messages(&message) {
+            if wanted(&labels) && !send(&mut socket, alert.to_string()).await {
+                return;
+            }
         }
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if event.seq <= snapshot_seq || !wanted(&event.labels) {
+            message = receiver.recv() => match message {
+                Ok(message) => {
+                    // The initial messages cover what was published before the
+                    // subscription was taken.
+                    if message.seq <= last {
                         continue;
                     }
-                    if !send(&mut socket, event.json.to_string()).await {
-                        return;
+                    last = message.seq;
+                    for (labels, alert) in rules.stream_messages(&message) {
+                        if wanted(&labels) && !send(&mut socket, alert.to_string()).await {
+                            return;
+                        }
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
@@ -163,7 +185,7 @@ async fn stream(
                 }
             },
             _ = heartbeat.tick() => {
-                let beat = json!({"type": "heartbeat", "seq": rules.last_seq()});
+                let beat = json!({"type": "heartbeat", "seq": rules.alerts_hub().position().0});
                 if !send(&mut socket, beat.to_string()).await {
                     return;
                 }

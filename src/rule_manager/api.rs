@@ -1,7 +1,7 @@
-//! JSON rendering for the HTTP API and the alert stream: `/api/v1/rules`,
-//! `/api/v1/alerts`, and the alert messages of `/api/v1/alerts/stream` (also the
-//! snapshot a new subscriber gets). Free functions over the group states the
-//! `RuleManager` locks and hands them.
+//! JSON rendering for the HTTP API and the alert stream: `/api/v1/rules` and
+//! `/api/v1/alerts` (free functions over the group states the `RuleManager` locks and
+//! hands them), and the messages of `/api/v1/alerts/stream`, made from the alerts
+//! hub's messages (one subscription mechanism for the alert stream and `ALERTS`).
 
 use serde_json::{json, Value as JsonValue};
 use vigil_engine::alerting::{Alert, AlertState, GroupState};
@@ -24,44 +24,6 @@ pub(super) fn labels_json(labels: &LabelSet) -> JsonValue {
             .map(|l| (l.name.clone(), JsonValue::String(l.value.clone())))
             .collect(),
     )
-}
-
-/// The alert as Alertmanager receives it, plus `status` and Vigil's fields.
-pub(super) fn alert_json(alert: &Alert, at: i64, generator_url: &str) -> JsonValue {
-    let status = match alert.state {
-        AlertState::Inactive => "resolved",
-        AlertState::Pending => "pending",
-        AlertState::Firing => "firing",
-    };
-    let ends_at = match alert.resolved_at {
-        Some(resolved) => rfc3339(resolved),
-        None => rfc3339(at + 4 * RESEND_MS),
-    };
-    json!({
-        "labels": labels_json(&alert.labels),
-        "annotations": alert.annotations,
-        "startsAt": rfc3339(alert.fired_at.unwrap_or(alert.active_at)),
-        "endsAt": ends_at,
-        "generatorURL": generator_url,
-        "status": status,
-        "activeAt": rfc3339(alert.active_at),
-        "value": vigil_queries::promql::format_value(alert.value),
-    })
-}
-
-/// Pending and firing alerts, in the stream's shape (sent to a new subscriber).
-pub(super) fn current_alerts(
-    groups: &[GroupState],
-    at: i64,
-    generator_url: &str,
-) -> Vec<(LabelSet, JsonValue)> {
-    groups
-        .iter()
-        .flat_map(|g| g.rules.iter())
-        .flat_map(|r| r.alerts())
-        .filter(|a| a.state != AlertState::Inactive)
-        .map(|a| (a.labels.clone(), alert_json(a, at, generator_url)))
-        .collect()
 }
 
 /// `GET /api/v1/alerts` data.
@@ -173,4 +135,101 @@ fn alert_api_json(alert: &Alert) -> JsonValue {
         value["keepFiringSince"] = json!(rfc3339(since));
     }
     value
+}
+
+/// The alert stream's messages (`/api/v1/alerts/stream`) from one message of the alerts
+/// hub: a snapshot's rows as the current alerts (`snapshot: true`); a change batch's
+/// state changes as transitions, one per alert whose state changed (a retracted row
+/// without a new one is a resolution at the batch's time). Each with the label set the
+/// stream's `match` filters on.
+pub(crate) fn stream_messages(
+    message: &vigil_engine::continuous::Message,
+    generator_url: &str,
+) -> Vec<(LabelSet, JsonValue)> {
+    use vigil_engine::continuous::MessageKind;
+    let Ok(parsed) = serde_json::from_str::<JsonValue>(&message.json) else {
+        return Vec::new();
+    };
+    let at_ms = message.time;
+    let render =
+        |row: &JsonValue, status: &str, ends_at: String| -> Option<(LabelSet, JsonValue)> {
+            let labels_object = row.get("labels")?.as_object()?;
+            let labels = LabelSet::from_pairs(
+                labels_object
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str().unwrap_or_default())),
+            )
+            .ok()?;
+            let active_at = row.get("active_at").cloned().unwrap_or(JsonValue::Null);
+            let starts_at = match row.get("fired_at") {
+                Some(JsonValue::String(fired)) => JsonValue::String(fired.clone()),
+                _ => active_at.clone(),
+            };
+            let value = match row.get("value") {
+                Some(JsonValue::Number(n)) => {
+                    vigil_queries::promql::format_value(n.as_f64().unwrap_or(f64::NAN))
+                }
+                Some(JsonValue::String(special)) => special.clone(),
+                _ => "NaN".into(),
+            };
+            Some((
+                labels,
+                json!({
+                    "labels": row["labels"],
+                    "annotations": row.get("annotations").cloned().unwrap_or_else(|| json!({})),
+                    "startsAt": starts_at,
+                    "endsAt": ends_at,
+                    "generatorURL": generator_url,
+                    "status": status,
+                    "activeAt": active_at,
+                    "value": value,
+                    "seq": message.seq,
+                }),
+            ))
+        };
+    let state_of = |row: &JsonValue| row["state"].as_str().unwrap_or("inactive").to_string();
+    match message.kind {
+        MessageKind::Snapshot => parsed["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| {
+                let (labels, mut alert) =
+                    render(row, &state_of(row), rfc3339(at_ms + 4 * RESEND_MS))?;
+                alert["snapshot"] = json!(true);
+                Some((labels, alert))
+            })
+            .collect(),
+        MessageKind::Changes => {
+            // Per alert (its labels): the row it had and the row it has.
+            let mut changed: std::collections::BTreeMap<
+                String,
+                (Option<&JsonValue>, Option<&JsonValue>),
+            > = std::collections::BTreeMap::new();
+            for change in parsed["changes"].as_array().into_iter().flatten() {
+                let row = &change["row"];
+                let key = row["labels"].to_string();
+                let entry = changed.entry(key).or_default();
+                if change["diff"].as_i64().unwrap_or(0) < 0 {
+                    entry.0 = Some(row);
+                } else {
+                    entry.1 = Some(row);
+                }
+            }
+            changed
+                .into_values()
+                .filter_map(|(old, new)| {
+                    let from = old.map_or_else(|| "inactive".to_string(), state_of);
+                    let (labels, mut alert) = match new {
+                        Some(row) if state_of(row) == from => return None,
+                        Some(row) => render(row, &state_of(row), rfc3339(at_ms + 4 * RESEND_MS))?,
+                        None => render(old?, "resolved", rfc3339(at_ms))?,
+                    };
+                    alert["from"] = json!(from);
+                    Some((labels, alert))
+                })
+                .collect()
+        }
+        MessageKind::Progress | MessageKind::Stopped => Vec::new(),
+    }
 }

@@ -50,8 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde_json::{json, Value as JsonValue};
-use tokio::sync::broadcast;
+use serde_json::Value as JsonValue;
 use tracing::{debug, warn};
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition};
 use vigil_engine::continuous::row::{Datum, Row};
@@ -70,18 +69,16 @@ use dependencies::{Dependencies, OverlaySource};
 pub use files::load_rule_files;
 use notifier::Notifier;
 
-/// The columns of the alerts hub (`ALERTS` subscriptions): one row per pending or firing
-/// alert.
-const ALERT_COLUMNS: [&str; 3] = ["labels", "state", "active_at"];
-
-/// One message of the alert stream: an alert in Alertmanager's shape plus the state
-/// Vigil knows (`pending` included) and a sequence number.
-#[derive(Debug, Clone)]
-pub struct StreamEvent {
-    pub seq: u64,
-    pub labels: LabelSet,
-    pub json: JsonValue,
-}
+/// The columns of the alerts hub (`ALERTS` subscriptions and `/api/v1/alerts/stream`):
+/// one row per pending or firing alert, as of its latest transition.
+const ALERT_COLUMNS: [&str; 6] = [
+    "labels",
+    "state",
+    "active_at",
+    "fired_at",
+    "value",
+    "annotations",
+];
 
 /// The incremental engine over the current rules.
 struct Incremental {
@@ -122,8 +119,6 @@ pub struct RuleManager {
     default_interval_ms: i64,
     /// The latest evaluation time; evaluations never go back in time.
     last_eval: Mutex<i64>,
-    seq: AtomicU64,
-    events: broadcast::Sender<StreamEvent>,
     /// The Alertmanagers alerts are sent to.
     notifier: Notifier,
     /// Which rules read which recordings (rebuilt with the groups).
@@ -198,8 +193,6 @@ impl RuleManager {
             external_labels,
             default_interval_ms: (default_interval.as_millis() as i64).max(1),
             last_eval: Mutex::new(i64::MIN),
-            seq: AtomicU64::new(0),
-            events: broadcast::channel(4096).0,
             notifier: Notifier::new(alertmanagers, external_url)?,
             dependencies: Mutex::new(Dependencies::default()),
             seed_error: Mutex::new(None),
@@ -215,7 +208,7 @@ impl RuleManager {
             restoring.restore_for_state();
             // Subscribers resuming after the restart get what changed while it was down.
             let at = (*restoring.last_eval.lock()).max(restoring.alerts_hub.position().1);
-            restoring.publish_alert_rows(at);
+            restoring.publish_alert_rows(at, &std::collections::HashSet::new());
             let groups: Vec<GroupState> = restoring.groups.lock().clone();
             let dependencies = Dependencies::of(&groups);
             let (incremental, fallbacks) = restoring.build_incremental(&groups, &dependencies);
@@ -616,12 +609,17 @@ impl RuleManager {
         *last = (*last).max(last_written.min(now));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
-        self.events.subscribe()
+    /// The pending and firing alerts as a subscribable result.
+    pub fn alerts_hub(&self) -> &Arc<Hub> {
+        &self.alerts_hub
     }
 
-    pub fn last_seq(&self) -> u64 {
-        self.seq.load(Ordering::Relaxed)
+    /// The alert stream's messages for one message of the alerts hub.
+    pub fn stream_messages(
+        &self,
+        message: &vigil_engine::continuous::Message,
+    ) -> Vec<(LabelSet, JsonValue)> {
+        api::stream_messages(message, self.notifier.generator_url())
     }
 
     fn group_interval(&self, group: &Group) -> i64 {
@@ -922,7 +920,11 @@ impl RuleManager {
         }
         drop(incremental);
         if !transitions.is_empty() {
-            self.publish_alert_rows(t);
+            let changed = transitions
+                .iter()
+                .map(|transition| transition.alert.labels.clone())
+                .collect();
+            self.publish_alert_rows(t, &changed);
         }
         for transition in transitions {
             self.publish(&transition);
@@ -930,8 +932,17 @@ impl RuleManager {
     }
 
     /// The pending and firing alerts as rows of the alerts hub, published as the changes
-    /// since the last time (after transitions, and once restored after a restart).
-    fn publish_alert_rows(&self, t: i64) {
+    /// since the last time (after transitions, and once restored after a restart). An
+    /// alert keeps its row (value and annotations as of its latest transition) unless
+    /// it is in `changed`, so a batch holds exactly the transitions.
+    fn publish_alert_rows(&self, t: i64, changed: &std::collections::HashSet<LabelSet>) {
+        let mut previous: std::collections::HashMap<Datum, Row> = self
+            .alerts_hub
+            .rows()
+            .into_iter()
+            .filter(|(row, _)| row.len() == ALERT_COLUMNS.len())
+            .filter_map(|(row, _)| Some((row.first()?.clone(), row)))
+            .collect();
         let rows: Vec<(Row, i64)> = {
             let groups = self.groups.lock();
             groups
@@ -940,14 +951,32 @@ impl RuleManager {
                 .flat_map(|r| r.alerts())
                 .filter(|a| a.state != AlertState::Inactive)
                 .map(|a| {
-                    (
+                    let labels = Datum::labels(&a.labels, false);
+                    let state = Datum::Str(a.state.as_str().to_string());
+                    let active_at = Datum::Time(a.active_at.saturating_mul(1_000_000));
+                    let kept = previous.remove(&labels).filter(|row| {
+                        !changed.contains(&a.labels)
+                            && row.get(1) == Some(&state)
+                            && row.get(2) == Some(&active_at)
+                    });
+                    let row = kept.unwrap_or_else(|| {
                         vec![
-                            Datum::labels(&a.labels, false),
-                            Datum::Str(a.state.as_str().to_string()),
-                            Datum::Time(a.active_at.saturating_mul(1_000_000)),
-                        ],
-                        1,
-                    )
+                            labels,
+                            state,
+                            active_at,
+                            a.fired_at.map_or(Datum::Null, |fired| {
+                                Datum::Time(fired.saturating_mul(1_000_000))
+                            }),
+                            Datum::Float(vigil_engine::continuous::row::F64(a.value)),
+                            Datum::Map(
+                                a.annotations
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            ),
+                        ]
+                    });
+                    (row, 1)
                 })
                 .collect()
         };
@@ -1017,29 +1046,8 @@ impl RuleManager {
     }
 
     fn publish(&self, transition: &Transition) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut json = api::alert_json(
-            &transition.alert,
-            transition.at,
-            self.notifier.generator_url(),
-        );
-        json["seq"] = json!(seq);
-        json["from"] = json!(transition.from.as_str());
-        debug!(seq, labels = %transition.alert.labels, to = transition.alert.state.as_str(), "alert transition");
-        // No receiver is fine: nobody is subscribed.
-        let _ = self.events.send(StreamEvent {
-            seq,
-            labels: transition.alert.labels.clone(),
-            json,
-        });
+        debug!(labels = %transition.alert.labels, to = transition.alert.state.as_str(), "alert transition");
         self.notifier.notify(transition, &self.external_labels);
-    }
-
-    /// Pending and firing alerts, in the stream's shape (sent to a new subscriber).
-    pub fn current_alerts(&self) -> Vec<(LabelSet, JsonValue)> {
-        let groups = self.groups.lock();
-        let at = *self.last_eval.lock();
-        api::current_alerts(&groups, at, self.notifier.generator_url())
     }
 
     /// `GET /api/v1/alerts` data.

@@ -143,6 +143,32 @@ fn alerts_reach_websocket_and_alertmanager() {
             .expect("RFC 3339 time")
     };
     assert_eq!(instant("startsAt") - instant("activeAt"), 2_000, "{firing}");
+    assert_eq!(firing["from"], "pending", "{firing}");
+
+    // The stream is a subscription to the alerts hub: a client that reconnects after
+    // the pending message resumes there and gets the firing transition again, with
+    // the same sequence number; one without `from_seq` gets the snapshot.
+    let resume_url = format!("{ws_url}&from_seq={}", pending["seq"]);
+    let (mut resumed, _) = tungstenite::connect(&resume_url).expect("websocket reconnects");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = resumed.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+    }
+    let again = next_alert(&mut resumed, Duration::from_secs(5));
+    assert_eq!(again["status"], "firing", "{again}");
+    assert_eq!(again["seq"], firing["seq"], "{again}");
+    assert_eq!(again["startsAt"], firing["startsAt"], "{again}");
+    let (mut fresh, _) = tungstenite::connect(&ws_url).expect("websocket connects");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = fresh.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+    }
+    let snapshot = next_alert(&mut fresh, Duration::from_secs(5));
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    assert_eq!(snapshot["status"], "firing", "{snapshot}");
+    assert_eq!(snapshot["labels"]["instance"], "db-1", "{snapshot}");
 
     let alerts = json_get(&format!("{}/api/v1/alerts", vigil.url));
     assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");

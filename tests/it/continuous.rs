@@ -962,7 +962,17 @@ fn alerts_are_a_subscribable_result() {
     let mut socket = subscribe(&vigil, None);
     let snapshot = read(&mut socket);
     assert_eq!(snapshot["type"], "snapshot");
-    assert_eq!(snapshot["columns"], json!(["labels", "state", "active_at"]));
+    assert_eq!(
+        snapshot["columns"],
+        json!([
+            "labels",
+            "state",
+            "active_at",
+            "fired_at",
+            "value",
+            "annotations"
+        ])
+    );
     assert_eq!(snapshot["rows"], json!([]));
     let write = |vigil: &Vigil, value: f64| {
         let mut batch = vigil_storage::SampleBatch::default();
