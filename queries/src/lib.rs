@@ -12,6 +12,7 @@
 //! ```
 
 pub mod error;
+pub mod hop;
 pub mod promql;
 pub mod promql_table;
 pub mod sql;

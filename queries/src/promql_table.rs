@@ -278,7 +278,7 @@ fn parse_time_text(text: &str) -> Option<i64> {
 }
 
 /// A step: an interval, a duration string (`30s`, `1m`) or seconds.
-fn step_of(value: &ScalarValue) -> Result<i64> {
+pub(crate) fn step_of(value: &ScalarValue) -> Result<i64> {
     let ms = match value {
         ScalarValue::IntervalDayTime(Some(v)) => {
             Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::common::cast::as_float64_array;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
@@ -238,14 +239,21 @@ impl SqlEngine {
             "promql_instant",
             Arc::new(PromqlFunction::instant(storage.clone(), promql_limits)),
         );
-        ctx.register_table(
-            "logs",
-            Arc::new(RecordsTable::new(storage.clone(), Records::Logs)),
-        )?;
-        ctx.register_table(
-            "spans",
-            Arc::new(RecordsTable::new(storage.clone(), Records::Spans)),
-        )?;
+        let logs: Arc<dyn TableProvider> =
+            Arc::new(RecordsTable::new(storage.clone(), Records::Logs));
+        let spans: Arc<dyn TableProvider> =
+            Arc::new(RecordsTable::new(storage.clone(), Records::Spans));
+        ctx.register_table("logs", logs.clone())?;
+        ctx.register_table("spans", spans.clone())?;
+        ctx.register_udtf(
+            "hop",
+            Arc::new(crate::hop::HopFunction {
+                tables: vec![
+                    ("logs".into(), logs, "timestamp".into()),
+                    ("spans".into(), spans, "start".into()),
+                ],
+            }),
+        );
         ctx.register_udf(create_udf(
             "is_stale_marker",
             vec![DataType::Float64],

@@ -1379,3 +1379,80 @@ fn cq_command_line() {
     let (ok, out, err) = cq(&["drop", "errors"]);
     assert!(ok && out.contains("dropped errors"), "{out}{err}");
 }
+
+/// Hopping windows: `hop('logs', slide, size)` gives each row once per window that holds
+/// it. The maintained result equals the same query run ad hoc by DataFusion (the same
+/// table function) within the horizon, also after a kill -9; every row is in exactly
+/// size / slide windows; a hop that would put a row in too many windows is refused.
+#[test]
+fn hopping_windows_are_maintained_and_match_ad_hoc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    const HOPPING: &str = "SELECT window_start, window_end, stream['namespace'] AS ns, \
+         count(*) AS n, max(CAST(attributes['took_ms'] AS BIGINT)) AS slowest \
+         FROM hop('logs', INTERVAL '1 minute', INTERVAL '5 minutes')";
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "hopping", "language": "sql", "query": format!("{HOPPING} GROUP BY 1, 2, 3"), "horizon_ms": HORIZON_MS}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "too_many", "language": "sql", "query": "SELECT window_start, count(*) FROM hop('logs', INTERVAL '1 millisecond', INTERVAL '1 hour') GROUP BY 1"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("more than 1000 windows"),
+        "{body}"
+    );
+    let check = |vigil: &Vigil, seed: u64| {
+        let mut rng = Rng(seed);
+        for _ in 0..5 {
+            let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
+            assert_eq!(status, 204, "{body}");
+        }
+        let newest = vigil.count("SELECT CAST(max(timestamp) AS BIGINT) FROM logs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let watermark = loop {
+            let (_, body) = get(vigil, "/api/v1/continuous/hopping");
+            let described: Value = serde_json::from_str(&body).expect("json");
+            let watermark = described["data"]["watermark_ms"].as_i64().unwrap_or(0);
+            if watermark >= newest && described["data"]["pending_batches"] == 0 {
+                break watermark;
+            }
+            assert!(std::time::Instant::now() < deadline, "{described}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let bound = format!(
+            "timestamp >= to_timestamp_millis({})",
+            watermark - HORIZON_MS
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let maintained = sql_rows(vigil, "SELECT * FROM hopping");
+            let expected = sql_rows(vigil, &format!("{HOPPING} WHERE {bound} GROUP BY 1, 2, 3"));
+            if maintained == expected {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "maintained {maintained:?}\nad hoc {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let windows = vigil.count("SELECT sum(n) FROM hopping");
+        let rows = vigil.count(&format!("SELECT count(*) FROM logs WHERE {bound}"));
+        assert!(rows > 0);
+        assert_eq!(
+            windows,
+            5 * rows,
+            "every row is in five 5-minute windows a minute apart"
+        );
+    };
+    check(&vigil, 11);
+    let vigil = vigil.kill_and_restart();
+    check(&vigil, 12);
+}

@@ -674,6 +674,15 @@ pub fn prepare(
     let Some(side) = sides.get(index) else {
         return Ok(Vec::new());
     };
+    let hopped;
+    let batch = match (side.hop, side.time_index) {
+        (Some(hop), Some(time_index)) => {
+            let schema = vigil_queries::hop::hop_schema(&batch.schema(), time_index);
+            hopped = vigil_queries::hop::hop_batch(batch, time_index, hop, &schema)?;
+            &hopped
+        }
+        _ => batch,
+    };
     let batch = filtered(&side.filter, batch)?;
     let n = batch.num_rows();
     if n == 0 {

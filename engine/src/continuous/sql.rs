@@ -11,8 +11,11 @@
 //!    the changed rows (a filter or projection of a difference is the difference of the
 //!    filtered or projected results, so stages 1 and 3 never need state).
 //!
-//! Windows are tumbling windows over event time written as a grouping key,
-//! `date_bin(INTERVAL '1 minute', timestamp)` (or `date_trunc('minute', timestamp)`).
+//! Windows are over event time: tumbling windows written as a grouping key,
+//! `date_bin(INTERVAL '1 minute', timestamp)` (or `date_trunc('minute', timestamp)`),
+//! and hopping windows by reading `hop('logs', slide, size)` instead of `logs` and
+//! grouping by its `window_start` (`vigil_queries::hop`; each row enters once per
+//! window that holds it, in the first stage).
 //! What the plan contains beyond this subset is refused with the construct's name.
 
 use std::sync::Arc;
@@ -135,6 +138,9 @@ pub struct Side {
     pub filter: Option<PhysExpr>,
     /// A join side's equi-join keys (empty for a single table).
     pub join_keys: Vec<PhysExpr>,
+    /// `hop(…)`: each input row once per hopping window that holds it, with the window's
+    /// start and end appended (the table's rows arrive without them).
+    pub hop: Option<vigil_queries::hop::Hop>,
 }
 
 /// What a query reads.
@@ -358,6 +364,7 @@ fn compile_side(
             schema: nullable(schema.as_arrow()),
             filter: None,
             join_keys: Vec::new(),
+            hop: None,
         });
     }
     let LogicalPlan::TableScan(scan) = scan_node else {
@@ -366,7 +373,18 @@ fn compile_side(
             "a continuous query reads logs or spans, or an inner join of the two, with WHERE, GROUP BY and HAVING",
         ));
     };
-    let source = match scan.table_name.table() {
+    let hopping = datafusion::datasource::source_as_provider(&scan.source)
+        .ok()
+        .and_then(|provider| {
+            (provider.as_ref() as &dyn std::any::Any)
+                .downcast_ref::<vigil_queries::hop::HopTable>()
+                .map(|table| (table.table_name.clone(), table.hop))
+        });
+    let table_name = match &hopping {
+        Some((name, _)) => name.as_str(),
+        None => scan.table_name.table(),
+    };
+    let source = match table_name {
         "logs" => Source::Logs,
         "spans" => Source::Spans,
         name if queries.iter().any(|q| q == name) => Source::Query(name.to_string()),
@@ -396,6 +414,7 @@ fn compile_side(
         schema: nullable(schema.as_arrow()),
         filter: None,
         join_keys: Vec::new(),
+        hop: hopping.map(|(_, hop)| hop),
     })
 }
 
