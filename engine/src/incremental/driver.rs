@@ -8,7 +8,7 @@ use vigil_queries::promql::{matches, Point, Window, DEFAULT_LOOKBACK_MS};
 use vigil_storage::record::is_stale_marker;
 use vigil_storage::{Appended, BatchSample, LabelSet, SeriesId};
 
-use super::{Program, Row};
+use super::{Element, Program};
 
 /// Series ids are already xxh3 hashes of the label set: hash maps keyed by them use
 /// the id itself.
@@ -158,7 +158,7 @@ impl Driver {
         &mut self,
         at: i64,
         refresh: Option<&[bool]>,
-        inputs: &mut [InputSession<u64, Row, isize>],
+        inputs: &mut [InputSession<u64, Element, isize>],
     ) {
         self.epochs += 1;
         if self.epochs.is_multiple_of(PRUNE_EVERY) {
@@ -268,10 +268,10 @@ impl Driver {
                                 {
                                     let drop_name = !function.keep_name();
                                     if let Some(old) = window.emitted {
-                                        input.remove((labels.clone(), drop_name, old));
+                                        input.remove(Element::new(labels.clone(), drop_name, old));
                                     }
                                     if let Some(new) = value {
-                                        input.insert((labels.clone(), drop_name, new));
+                                        input.insert(Element::new(labels.clone(), drop_name, new));
                                     }
                                 }
                                 window.emitted = value;
@@ -317,7 +317,7 @@ fn all_equal(points: &VecDeque<Point>) -> bool {
 /// value only refreshes the time; a staleness marker removes the series.
 fn latest_sample(
     state: &mut LeafState,
-    input: &mut InputSession<u64, Row, isize>,
+    input: &mut InputSession<u64, Element, isize>,
     labels: &LabelSet,
     id: SeriesId,
     t: i64,
@@ -340,11 +340,11 @@ fn latest_sample(
             return;
         }
         if latest.present {
-            input.remove((labels.clone(), drop_name, latest.bits));
+            input.remove(Element::new(labels.clone(), drop_name, latest.bits));
         }
     }
     if !stale {
-        input.insert((labels.clone(), drop_name, bits));
+        input.insert(Element::new(labels.clone(), drop_name, bits));
     }
     // A staleness marker is kept for a lookback too (an older late sample must not
     // bring the series back); then the entry goes.
@@ -367,7 +367,7 @@ fn latest_sample(
 /// latest sample (or staleness marker) is that old, so churned series leave no state.
 fn expire(
     state: &mut LeafState,
-    input: &mut InputSession<u64, Row, isize>,
+    input: &mut InputSession<u64, Element, isize>,
     at: i64,
     labels: impl Fn(&SeriesId) -> Option<LabelSet>,
     drop_name: bool,
@@ -383,7 +383,7 @@ fn expire(
             if latest.t + DEFAULT_LOOKBACK_MS <= at {
                 if latest.present {
                     if let Some(labels) = labels(&id) {
-                        input.remove((labels, drop_name, latest.bits));
+                        input.remove(Element::new(labels, drop_name, latest.bits));
                     }
                 }
                 state.latest.remove(&id);

@@ -31,14 +31,32 @@ mod driver;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-pub use compile::{GroupPlans, Leaf, Node, Program, Unsupported};
+pub use compile::{Elementwise, GroupPlans, Leaf, Node, Program, Unsupported};
 use promql_parser::parser::Expr;
 use vigil_storage::labels::METRIC_NAME;
 use vigil_storage::{Appended, BatchSample, LabelSet};
 
-/// One element of a maintained vector: labels, "drop the metric name at the end"
-/// (Prometheus 3's delayed name removal), value bits.
-pub type Row = (LabelSet, bool, u64);
+/// One element of a maintained vector, as the dataflow carries it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Element {
+    pub labels: LabelSet,
+    /// Drop the metric name at the end (Prometheus 3's delayed name removal).
+    pub drop_name: bool,
+    /// The value's bits (so elements are ordered and hashable).
+    pub bits: u64,
+}
+
+impl Element {
+    pub fn new(labels: LabelSet, drop_name: bool, bits: u64) -> Element {
+        Element {
+            labels,
+            drop_name,
+            bits,
+        }
+    }
+}
 
 /// The label an operator uses to report an error inside a group.
 const ERROR_LABEL: &str = "__vigil_error__";
@@ -71,8 +89,8 @@ pub struct Engine {
     workers: Vec<crossbeam_channel::Sender<Command>>,
     waker: crate::service::Waker,
     done: crossbeam_channel::Receiver<()>,
-    sink: Arc<Mutex<Vec<(usize, Row, isize)>>>,
-    counts: Vec<HashMap<Row, isize>>,
+    sink: Arc<Mutex<Vec<(usize, Element, isize)>>>,
+    counts: Vec<HashMap<Element, isize>>,
     epoch: u64,
     /// A worker stopped answering (it died, or an epoch overran the limit): every
     /// answer is a fallback from then on.
@@ -107,7 +125,7 @@ impl Engine {
             workers.push(tx);
             receivers.push(Mutex::new(Some(rx)));
         }
-        let sink: Arc<Mutex<Vec<(usize, Row, isize)>>> = Arc::default();
+        let sink: Arc<Mutex<Vec<(usize, Element, isize)>>> = Arc::default();
         let shared = (program.clone(), Arc::new(receivers), done_tx, sink.clone());
         let lease = service.install(Arc::new(move |worker: &mut timely::worker::Worker| {
             let (program, receivers, done, sink) = &shared;
@@ -238,7 +256,15 @@ impl Engine {
             .ok_or_else(|| Unsupported("no such rule".into()))?;
         let mut out = Vec::with_capacity(counts.len());
         let mut seen = HashSet::with_capacity(counts.len());
-        for ((labels, drop_name, bits), count) in counts {
+        for (
+            Element {
+                labels,
+                drop_name,
+                bits,
+            },
+            count,
+        ) in counts
+        {
             if *count <= 0 {
                 continue;
             }
