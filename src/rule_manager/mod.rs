@@ -21,15 +21,17 @@
 //! and not at this one gets a staleness marker; a reload hands alerts and written series
 //! over by group, name and labels and marks the rest stale.
 //!
-//! Evaluation times never go backwards. Transitions go to the websocket stream (with a
-//! sequence number) and to the configured Alertmanagers (`POST /api/v2/alerts`), which
+//! Evaluation times never go backwards. Transitions change the alerts hub (the
+//! subscribable `ALERTS` result, which `/api/v1/alerts/stream` renders) and go to the
+//! configured Alertmanagers (`POST /api/v2/alerts`), which
 //! also get every firing and recently resolved alert again each minute, as Prometheus
 //! resends them.
 //!
 //! Rules whose expression compiles to a dataflow plan (`incremental: true` on
-//! `/api/v1/rules`, reported by `vigil rules check`) are maintained by the incremental
-//! engine (`vigil_engine::incremental`): every durable append reaches it through the
-//! storage tap, and an evaluation at `t` closes one epoch of the dataflow and reads the
+//! `/api/v1/rules`, reported by `vigil rules check`) are maintained by the rules'
+//! program on the shared dataflow service (`vigil_engine::incremental::maintained`,
+//! installed on the same workers as the continuous queries; compiled and seeded from
+//! storage there): every durable append reaches it through the storage tap, and an evaluation at `t` closes one epoch of the dataflow and reads the
 //! maintained vectors instead of querying storage. The rest, and any instant where a
 //! maintained vector is in error, are evaluated ad hoc. A recording rule's output is
 //! written before the next rule of the group reads the engine, which then closes
@@ -37,15 +39,17 @@
 //! group evaluation does.
 //!
 //! This file holds `RuleManager`: loading and reloads, the scheduler (`run`), evaluation
-//! and the incremental engine, restoring alert state, the alert stream. The rest:
+//! (asking the maintained program, or ad hoc), restoring alert state, publishing the
+//! alert rows. The rest:
 //! - `notifier.rs`: the Alertmanagers (sends on transitions, the minute re-sends);
-//! - `api.rs`: the JSON of `/api/v1/rules`, `/api/v1/alerts` and the alert stream;
+//! - `api.rs`: the JSON of `/api/v1/rules`, `/api/v1/alerts`, and the alert stream's
+//!   messages from the alerts hub's;
 //! - `dependencies.rs`: which rules read which recordings, and the storage view
 //!   (`OverlaySource`) ingest evaluations read them through;
 //! - `files.rs`: loading rule files (`load_rule_files`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,10 +59,10 @@ use tracing::{debug, warn};
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition};
 use vigil_engine::continuous::row::{Datum, Row};
 use vigil_engine::continuous::{ContinuousQueries, Hub, CONTINUOUS_FILE};
-use vigil_engine::incremental::{Engine, Program};
+use vigil_engine::incremental::maintained::{Built, Fallbacks, MaintainedRules, MaintainedStats};
 use vigil_engine::rules::{Group, RuleKind};
 use vigil_queries::promql::StorageSource;
-use vigil_storage::{AppendMode, Appended, LabelSet, SampleBatch, Storage};
+use vigil_storage::{AppendMode, LabelSet, SampleBatch, Storage};
 
 mod api;
 mod dependencies;
@@ -80,40 +84,24 @@ const ALERT_COLUMNS: [&str; 6] = [
     "annotations",
 ];
 
-/// The incremental engine over the current rules.
-struct Incremental {
-    engine: Engine,
-    tap: crossbeam_channel::Receiver<Arc<Appended>>,
-    /// Per group, per rule: the plan's index in the engine, if the rule is incremental.
-    plans: Vec<Vec<Option<usize>>>,
-    /// Output was written since the engine's last epoch.
-    behind: bool,
-    /// The leaves alerting rules (and the recordings they read) depend on: the ones an
-    /// ingest epoch must refresh.
-    alerting_leaves: Arc<Vec<bool>>,
-}
-
-/// Per group, per rule: `None` if maintained incrementally, else why it is ad hoc.
-type Fallbacks = Vec<Vec<Option<String>>>;
-
 /// The loaded rule groups and their alert state: evaluated at group ticks (writing
 /// output), at every ingest and at each alert deadline (alerting rules only; see the
 /// module doc), with the transitions published to the stream and the Alertmanagers.
 pub struct RuleManager {
     groups: Mutex<Vec<GroupState>>,
     /// Locked before `groups` when both are needed.
-    incremental: Mutex<Option<Incremental>>,
+    incremental: Mutex<Option<MaintainedRules>>,
     fallbacks: Mutex<Fallbacks>,
     /// The dataflow workers the rules' program is installed on (shared with the
     /// continuous queries).
     dataflows: vigil_engine::service::Service,
     lateness_ms: i64,
     /// Samples that arrived behind the last evaluation minus the allowed lateness.
-    late_samples: AtomicU64,
+    /// Late samples and the last epoch's duration (kept by the maintained rules).
+    maintained_stats: Arc<MaintainedStats>,
     /// Evaluations answered by the engine / ad hoc (for `/metrics`).
     incremental_evaluations: AtomicU64,
     ad_hoc_evaluations: AtomicU64,
-    last_epoch_us: AtomicI64,
     storage: Arc<Storage>,
     external_labels: BTreeMap<String, String>,
     default_interval_ms: i64,
@@ -185,10 +173,9 @@ impl RuleManager {
             fallbacks: Mutex::new(Vec::new()),
             dataflows,
             lateness_ms: lateness.as_millis() as i64,
-            late_samples: AtomicU64::new(0),
+            maintained_stats: Arc::default(),
             incremental_evaluations: AtomicU64::new(0),
             ad_hoc_evaluations: AtomicU64::new(0),
-            last_epoch_us: AtomicI64::new(0),
             storage,
             external_labels,
             default_interval_ms: (default_interval.as_millis() as i64).max(1),
@@ -220,175 +207,51 @@ impl RuleManager {
         Ok(manager)
     }
 
-    /// Compiles the rules into one dataflow, starts it and seeds it from storage with
-    /// the samples its selectors and windows need. Runs on a blocking thread.
+    /// The rules' program on the dataflow service (compiled, seeded from storage,
+    /// installed), and why each rule that is not maintained runs ad hoc. A seed that
+    /// cannot be read is remembered (`seed_error`: the rules report it, and ticks retry).
+    /// Runs on a blocking thread.
     fn build_incremental(
         &self,
         groups: &[GroupState],
         dependencies: &Dependencies,
-    ) -> (Option<Incremental>, Fallbacks) {
-        let mut program = Program::default();
-        let compiled = program.add_groups(groups.iter().map(|state| &state.group));
-        // The plans ingest evaluations answer: alerting rules and the recordings
-        // they read.
-        let mut alerting_plans = Vec::new();
-        for (group_index, (state, group)) in groups.iter().zip(&compiled).enumerate() {
-            for (rule_index, (rule, plan)) in state.rules.iter().zip(group).enumerate() {
-                let answered_on_ingest = rule.rule.kind == RuleKind::Alerting
-                    || Dependencies::get(&dependencies.feeds_alerts, group_index, rule_index);
-                if let (Ok(index), true) = (plan, answered_on_ingest) {
-                    alerting_plans.push(*index);
-                }
-            }
-        }
-        let plans: Vec<Vec<Option<usize>>> = compiled
-            .iter()
-            .map(|group| {
-                group
-                    .iter()
-                    .map(|plan| plan.as_ref().ok().copied())
-                    .collect()
-            })
-            .collect();
-        let fallbacks: Fallbacks = compiled
-            .iter()
-            .map(|group| {
-                group
-                    .iter()
-                    .map(|plan| plan.as_ref().err().map(|reason| reason.to_string()))
-                    .collect()
-            })
-            .collect();
-        if program.leaves.is_empty() {
-            // Nothing to maintain (no rules, or none that compile): no engine, no tap.
-            *self.seed_error.lock() = None;
-            return (None, fallbacks);
-        }
-        // Subscribed before the seed is read: a sample in both is applied once.
-        let tap = self.storage.tap_appends();
-        let max_window = program
-            .leaves
-            .iter()
-            .map(|leaf| leaf.range.map_or(0, |(range, _)| range))
-            .max()
-            .unwrap_or(0)
-            .max(vigil_queries::promql::DEFAULT_LOOKBACK_MS);
-        // Each distinct selector is read once (`x` and `rate(x[5m])` share one read).
-        let mut selectors = std::collections::HashSet::new();
-        let seed: Vec<_> = program
-            .leaves
-            .iter()
-            .filter(|leaf| {
-                selectors.insert(
-                    leaf.matchers
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .map(|leaf| leaf.matchers.clone())
-            .collect();
-        let mut alerting_leaves = vec![false; program.leaves.len()];
-        for plan in alerting_plans {
-            for leaf in program.leaves_of(plan) {
-                alerting_leaves[leaf] = true;
-            }
-        }
-        // The seed is read before the engine starts: a failed read (retried at every
-        // tick) costs no dataflow threads.
-        let mut seed_batches = Vec::new();
-        {
-            let source = StorageSource {
-                storage: &self.storage,
-            };
-            let last = *self.last_eval.lock();
-            let from = if last == i64::MIN {
-                now_ms()
-            } else {
-                last.min(now_ms())
-            } - self.lateness_ms
-                - max_window
-                - 60_000;
-            let mut seen = std::collections::HashSet::new();
-            for matchers in seed {
-                let series = match vigil_queries::promql::SeriesSource::select(
-                    &source,
-                    &matchers,
-                    from,
-                    i64::MAX,
-                ) {
-                    Ok(series) => series,
-                    Err(err) => {
-                        // Never silently run on a partial history: the rules go ad hoc,
-                        // report the reason, and seeding is retried at the next tick.
-                        let reason = format!("cannot seed the incremental rule engine: {err}");
-                        let mut seed_error = self.seed_error.lock();
-                        if seed_error.as_ref() != Some(&reason) {
-                            warn!(error = %err, "cannot seed the incremental rule engine; evaluating rules ad hoc until it can be");
-                        }
-                        *seed_error = Some(reason.clone());
-                        drop(seed_error);
-                        let fallbacks = fallbacks
-                            .iter()
-                            .map(|g| {
-                                g.iter()
-                                    .map(|f| f.clone().or_else(|| Some(reason.clone())))
-                                    .collect()
-                            })
-                            .collect();
-                        return (None, fallbacks);
-                    }
+    ) -> (Option<MaintainedRules>, Fallbacks) {
+        let group_refs: Vec<&Group> = groups.iter().map(|state| &state.group).collect();
+        let last = *self.last_eval.lock();
+        let lateness_ms = self.lateness_ms;
+        let Built {
+            rules,
+            fallbacks,
+            seed_error,
+        } = MaintainedRules::build(
+            &self.dataflows,
+            &self.storage,
+            &group_refs,
+            |group_index, rule_index| {
+                groups
+                    .get(group_index)
+                    .and_then(|state| state.rules.get(rule_index))
+                    .is_some_and(|rule| rule.rule.kind == RuleKind::Alerting)
+                    || Dependencies::get(&dependencies.feeds_alerts, group_index, rule_index)
+            },
+            |max_window| {
+                let from = if last == i64::MIN {
+                    now_ms()
+                } else {
+                    last.min(now_ms())
                 };
-                let mut samples = Vec::new();
-                for s in series {
-                    if !seen.insert(s.labels.clone()) {
-                        continue;
-                    }
-                    samples.extend(s.points.iter().map(|p| (s.labels.clone(), p.t, p.f)));
-                }
-                seed_batches.push(samples);
+                from - lateness_ms - max_window - 60_000
+            },
+            self.maintained_stats.clone(),
+        );
+        let mut current = self.seed_error.lock();
+        if let Some(reason) = &seed_error {
+            if current.as_ref() != Some(reason) {
+                warn!(error = %reason, "evaluating rules ad hoc until the seed can be read");
             }
         }
-        let engine = match Engine::install(&self.dataflows, program) {
-            Ok(engine) => engine,
-            Err(err) => {
-                warn!(error = %err, "incremental rule engine unavailable; evaluating rules ad hoc");
-                let reason = err.to_string();
-                let fallbacks = fallbacks
-                    .iter()
-                    .map(|g| g.iter().map(|_| Some(reason.clone())).collect())
-                    .collect();
-                return (None, fallbacks);
-            }
-        };
-        for samples in seed_batches {
-            engine.push_samples(samples);
-        }
-        *self.seed_error.lock() = None;
-        let incremental = Incremental {
-            engine,
-            tap,
-            plans,
-            behind: false,
-            alerting_leaves: Arc::new(alerting_leaves),
-        };
-        (Some(incremental), fallbacks)
-    }
-
-    /// Hands the appends since the last call to the engine; counts late samples
-    /// (behind `horizon`).
-    fn feed(&self, incremental: &mut Incremental, horizon: i64) {
-        while let Ok(batch) = incremental.tap.try_recv() {
-            let late = batch
-                .samples
-                .iter()
-                .filter(|s| s.timestamp_ms < horizon)
-                .count();
-            if late > 0 {
-                self.late_samples.fetch_add(late as u64, Ordering::Relaxed);
-            }
-            incremental.engine.push(batch);
-        }
+        *current = seed_error;
+        (rules, fallbacks)
     }
 
     /// The rule engine's metrics for `/metrics`.
@@ -410,7 +273,7 @@ impl RuleManager {
 
     /// Samples that arrived behind the evaluation watermark minus the allowed lateness.
     fn late_samples(&self) -> u64 {
-        self.late_samples.load(Ordering::Relaxed)
+        self.maintained_stats.late_samples.load(Ordering::Relaxed)
     }
 
     /// (evaluations answered by the dataflow, evaluations run ad hoc, last epoch µs).
@@ -418,7 +281,7 @@ impl RuleManager {
         (
             self.incremental_evaluations.load(Ordering::Relaxed),
             self.ad_hoc_evaluations.load(Ordering::Relaxed),
-            self.last_epoch_us.load(Ordering::Relaxed),
+            self.maintained_stats.last_epoch_us.load(Ordering::Relaxed),
         )
     }
 
@@ -779,7 +642,7 @@ impl RuleManager {
         };
         let mut incremental = self.incremental.lock();
         if let Some(incremental) = incremental.as_mut() {
-            incremental.behind = true;
+            incremental.mark_behind();
         }
         let horizon = previous.saturating_sub(self.lateness_ms);
         let mut groups = self.groups.lock();
@@ -814,7 +677,7 @@ impl RuleManager {
                     None
                 } else {
                     incremental.as_mut().and_then(|incremental| {
-                        self.maintained(incremental, group_index, rule_index, t, tick, horizon)
+                        incremental.answer(group_index, rule_index, t, tick, horizon)
                     })
                 };
                 let counter = if maintained.is_some() {
@@ -884,7 +747,7 @@ impl RuleManager {
                 // Written before the next rule runs, so it sees this output.
                 if tick && self.write_output(&runtime, out.samples, stale, t) {
                     if let Some(incremental) = incremental.as_mut() {
-                        incremental.behind = true;
+                        incremental.mark_behind();
                     }
                 }
             }
@@ -894,7 +757,7 @@ impl RuleManager {
                 let removed = std::mem::take(&mut state.stale_series);
                 if self.write_output(&runtime, Vec::new(), removed, t) {
                     if let Some(incremental) = incremental.as_mut() {
-                        incremental.behind = true;
+                        incremental.mark_behind();
                     }
                 }
             }
@@ -916,7 +779,7 @@ impl RuleManager {
         drop(groups);
         if let Some(incremental) = incremental.as_mut() {
             // Keep the tap drained even when no incremental rule was due.
-            self.feed(incremental, horizon);
+            incremental.feed(horizon);
         }
         drop(incremental);
         if !transitions.is_empty() {
@@ -983,38 +846,6 @@ impl RuleManager {
         if let Err(err) = self.alerts_hub.reconcile(t, rows) {
             warn!(error = %err, "alert stream changes not published");
         }
-    }
-
-    /// The rule's vector as the dataflow maintains it at `t`, if the rule is compiled
-    /// (closing the epoch first when output or appends arrived since the last one).
-    /// Ingest epochs refresh only the windows alerting rules and the recordings they
-    /// read depend on; ticks refresh every window.
-    fn maintained(
-        &self,
-        incremental: &mut Incremental,
-        group_index: usize,
-        rule_index: usize,
-        t: i64,
-        tick: bool,
-        horizon: i64,
-    ) -> Option<Vec<(LabelSet, f64)>> {
-        let plan = (*incremental.plans.get(group_index)?.get(rule_index)?)?;
-        if incremental.behind {
-            let started = std::time::Instant::now();
-            self.feed(incremental, horizon);
-            let refresh = (!tick).then(|| incremental.alerting_leaves.clone());
-            let was_failed = incremental.engine.failed();
-            incremental.engine.evaluate_refreshing(t, refresh);
-            if incremental.engine.failed() && !was_failed {
-                tracing::error!(
-                    "incremental rule engine stopped answering; evaluating every rule ad hoc"
-                );
-            }
-            incremental.behind = false;
-            self.last_epoch_us
-                .store(started.elapsed().as_micros() as i64, Ordering::Relaxed);
-        }
-        incremental.engine.answer(plan).ok()
     }
 
     /// Appends rule output and staleness markers (at `t`) for the series in `stale`;

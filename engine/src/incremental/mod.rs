@@ -27,6 +27,7 @@
 mod compile;
 mod dataflow;
 mod driver;
+pub mod maintained;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
