@@ -16,10 +16,12 @@
 //! - [`continuous`]: continuous SQL queries (DataFusion's planner → a differential
 //!   dataflow per query), their results as tables, and the subscription hub (snapshot,
 //!   numbered changes, progress, resume).
+//! - [`service`]: the timely workers every continuous program runs on — the rules'
+//!   program (`incremental::maintained`) and each continuous SQL query.
 //!
-//! The server's rule manager (`src/rule_manager.rs`) answers every rule that compiles
-//! from the dataflow and evaluates the rest (and any instant where a maintained vector is
-//! in error) with the ad hoc PromQL evaluator.
+//! The server's rule manager (`src/rule_manager/`) answers every rule that compiles
+//! from the maintained program and evaluates the rest (and any instant where a maintained
+//! vector is in error) with the ad hoc PromQL evaluator.
 
 pub mod alerting;
 pub mod continuous;
