@@ -111,6 +111,15 @@ pub struct ContinuousQueryConfig {
     pub horizon: Option<String>,
     /// Evaluation step (PromQL), e.g. `30s`.
     pub step: Option<String>,
+    /// Closed windows to Parquet (SQL): `{ window_column: minute, close_after: 2m }`.
+    pub persist: Option<PersistConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistConfig {
+    pub window_column: String,
+    pub close_after: String,
 }
 
 impl ContinuousQueryConfig {
@@ -142,6 +151,17 @@ impl ContinuousQueryConfig {
             horizon_ms: millis("horizon", &self.horizon)?.unwrap_or(DEFAULT_HORIZON_MS),
             step_ms: millis("step", &self.step)?,
             owner: "config".into(),
+            persist: match &self.persist {
+                None => None,
+                Some(persist) => Some(vigil_engine::continuous::closed::Persist {
+                    window_column: persist.window_column.clone(),
+                    close_after_ms: millis(
+                        "persist.close_after",
+                        &Some(persist.close_after.clone()),
+                    )?
+                    .unwrap_or_default(),
+                }),
+            },
         })
     }
 }

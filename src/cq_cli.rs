@@ -29,6 +29,7 @@ pub async fn create(
     promql: Option<&str>,
     horizon: Option<Duration>,
     step: Option<Duration>,
+    persist: Option<(String, Duration)>,
 ) -> anyhow::Result<()> {
     let (language, query) = match (sql, promql) {
         (Some(query), None) => ("sql", query),
@@ -43,6 +44,10 @@ pub async fn create(
     if let Some(step) = step {
         let ms = i64::try_from(step.as_millis()).context("--step is too long")?;
         definition["step_ms"] = json!(ms);
+    }
+    if let Some((column, close_after)) = persist {
+        let ms = i64::try_from(close_after.as_millis()).context("--close-after is too long")?;
+        definition["persist"] = json!({"window_column": column, "close_after_ms": ms});
     }
     let request = reqwest::Client::new()
         .post(endpoint(url, None)?)

@@ -472,5 +472,11 @@ pub fn continuous_query() -> vigil_engine::continuous::Definition {
         horizon_ms: vigil_engine::continuous::DEFAULT_HORIZON_MS,
         step_ms: None,
         owner: "demo".into(),
+        // Each minute's counts go to Parquet (`errors_per_minute_closed`) two minutes
+        // after it starts.
+        persist: Some(vigil_engine::continuous::closed::Persist {
+            window_column: "minute".into(),
+            close_after_ms: 120_000,
+        }),
     }
 }

@@ -148,6 +148,14 @@ enum CqCommand {
         /// Evaluation step of a PromQL query (e.g. 30s); 60s otherwise.
         #[arg(long, value_parser = parse_duration, requires = "promql")]
         step: Option<std::time::Duration>,
+        /// Write each window's rows to Parquet once it closes (table NAME_closed): the
+        /// result's window column (a timestamp, e.g. the `date_bin` output).
+        #[arg(long, requires_all = ["sql", "close_after"])]
+        persist_window: Option<String>,
+        /// With --persist-window: how long after its start a window is closed (its length
+        /// plus the lateness allowed, e.g. 2m).
+        #[arg(long, value_parser = parse_duration, requires = "persist_window")]
+        close_after: Option<std::time::Duration>,
         /// Base URL of the Vigil server.
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:9190")]
         url: String,
@@ -463,6 +471,8 @@ fn main() -> anyhow::Result<()> {
                     promql,
                     horizon,
                     step,
+                    persist_window,
+                    close_after,
                     url,
                 } => {
                     cq_cli::create(
@@ -472,6 +482,7 @@ fn main() -> anyhow::Result<()> {
                         promql.as_deref(),
                         horizon,
                         step,
+                        persist_window.zip(close_after),
                     )
                     .await
                 }

@@ -36,7 +36,8 @@ pub type Build = Arc<dyn Fn(&mut Worker) -> Box<dyn Hosted> + Send + Sync>;
 
 enum Job {
     Install(u64, Build),
-    Remove(u64),
+    /// Removes a program; each worker acknowledges once its share is gone.
+    Remove(u64, Sender<()>),
 }
 
 /// An installed program: dropping it removes the program from every worker.
@@ -46,8 +47,19 @@ pub struct Lease {
 }
 
 impl Drop for Lease {
+    /// Returns once every worker has dropped its share (so nothing of the program runs
+    /// after, e.g. writing files), or after 30 s.
     fn drop(&mut self) {
-        self.inner.send(|| Job::Remove(self.id));
+        let (done, acks) = crossbeam_channel::unbounded();
+        if self.inner.send(|| Job::Remove(self.id, done.clone())) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            for _ in 0..self.inner.waker.threads.len() {
+                if acks.recv_deadline(deadline).is_err() {
+                    tracing::warn!("a dataflow worker did not remove a program within 30 s");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -216,7 +228,10 @@ fn work(worker: &mut Worker, jobs: Receiver<Job>) {
                         ),
                     }
                 }
-                Ok(Job::Remove(id)) => programs.retain(|(installed, _)| *installed != id),
+                Ok(Job::Remove(id, done)) => {
+                    programs.retain(|(installed, _)| *installed != id);
+                    let _ = done.send(());
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => open = false,
             }

@@ -1456,3 +1456,139 @@ fn hopping_windows_are_maintained_and_match_ad_hoc() {
     let vigil = vigil.kill_and_restart();
     check(&vigil, 12);
 }
+
+/// Closed windows to Parquet: with `persist`, each minute's rows are written once the
+/// watermark is `close_after_ms` past the minute, readable as `<name>_closed`. Logs
+/// arriving in time order (a minute at a time, as agents ship them): every closed window
+/// equals the live result's rows for it; after a kill -9 nothing is written twice and
+/// the later minutes follow; late rows for a closed window change the live result only
+/// (emit on close).
+#[test]
+fn closed_windows_are_persisted_to_parquet_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vigil = Vigil::start(&dir.path().join("data"), None);
+    let query = "SELECT date_bin(INTERVAL '1 minute', timestamp) AS minute, \
+         stream['namespace'] AS ns, count(*) AS n, max(length(body)) AS longest \
+         FROM logs GROUP BY 1, 2";
+    let (status, body) = create(
+        &vigil,
+        &json!({"name": "per_minute", "language": "sql", "query": query, "horizon_ms": 3_600_000,
+                "persist": {"window_column": "minute", "close_after_ms": 60_000}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    for (bad, why) in [
+        (
+            json!({"window_column": "ns", "close_after_ms": 60_000}),
+            "not a timestamp column",
+        ),
+        (
+            json!({"window_column": "minute", "close_after_ms": 3_600_001}),
+            "between 1 and the horizon",
+        ),
+    ] {
+        let (status, body) = create(
+            &vigil,
+            &json!({"name": "bad", "language": "sql", "query": query, "horizon_ms": 3_600_000, "persist": bad}),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains(why),
+            "{body}"
+        );
+    }
+    let base = now_ms() / 60_000 * 60_000 - 12 * 60_000;
+    let mut rng = Rng(31);
+    let mut push_minute = |vigil: &Vigil, minute: i64| {
+        let values: Vec<Value> = (0..20)
+            .map(|i| {
+                let t = base + minute * 60_000 + i * 2_000;
+                json!([
+                    (t * 1_000_000).to_string(),
+                    format!("GET /{} took {}ms", rng.below(50), rng.below(900))
+                ])
+            })
+            .collect();
+        let ns = if minute % 3 == 0 { "payments" } else { "shop" };
+        let body =
+            json!({"streams": [{"stream": {"namespace": ns, "pod": "p"}, "values": values}]});
+        let (status, answer) = ureq_post(
+            &format!("{}/loki/api/v1/push", vigil.url),
+            body.to_string().as_bytes(),
+            "application/json",
+        )
+        .expect("push");
+        assert_eq!(status, 204, "{answer}");
+    };
+    let closed_until = |vigil: &Vigil, at_least: i64| -> i64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = get(vigil, "/api/v1/continuous/per_minute");
+            let described: Value = serde_json::from_str(&body).expect("json");
+            let until = described["data"]["closed_until_ms"]
+                .as_i64()
+                .unwrap_or(i64::MIN);
+            if until >= at_least && described["data"]["pending_batches"] == 0 {
+                return until;
+            }
+            assert!(std::time::Instant::now() < deadline, "{described}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let live_up_to = |vigil: &Vigil, until: i64| {
+        sql_rows(
+            vigil,
+            &format!("SELECT * FROM per_minute WHERE minute <= to_timestamp_millis({until})"),
+        )
+    };
+    for minute in 0..7 {
+        push_minute(&vigil, minute);
+    }
+    // Minute 6's rows end at :38, so minutes up to 5 have closed.
+    let until = closed_until(&vigil, base + 5 * 60_000);
+    let closed = sql_rows(&vigil, "SELECT * FROM per_minute_closed");
+    assert_eq!(closed.len(), 6, "{closed:?}");
+    assert!(
+        closed.values().all(|&n| n == 1),
+        "a window written twice: {closed:?}"
+    );
+    assert_eq!(closed, live_up_to(&vigil, until));
+
+    let vigil = vigil.kill_and_restart();
+    assert_eq!(sql_rows(&vigil, "SELECT * FROM per_minute_closed"), closed);
+    // A late row for minute 2 (closed), then the next minutes.
+    let late = json!({"streams": [{"stream": {"namespace": "shop", "pod": "p"}, "values": [[((base + 2 * 60_000 + 59_000) * 1_000_000).to_string(), "late"]]}]});
+    let (status, answer) = ureq_post(
+        &format!("{}/loki/api/v1/push", vigil.url),
+        late.to_string().as_bytes(),
+        "application/json",
+    )
+    .expect("push");
+    assert_eq!(status, 204, "{answer}");
+    for minute in 7..11 {
+        push_minute(&vigil, minute);
+    }
+    let later = closed_until(&vigil, base + 9 * 60_000);
+    let now_closed = sql_rows(&vigil, "SELECT * FROM per_minute_closed");
+    assert_eq!(now_closed.len(), 10, "{now_closed:?}");
+    assert!(now_closed.values().all(|&n| n == 1), "{now_closed:?}");
+    for row in closed.keys() {
+        assert!(
+            now_closed.contains_key(row),
+            "closed window rewritten: {row}"
+        );
+    }
+    let live = live_up_to(&vigil, later);
+    let differing: Vec<&String> = live
+        .keys()
+        .filter(|row| !now_closed.contains_key(*row))
+        .collect();
+    assert_eq!(
+        differing.len(),
+        1,
+        "only the late minute differs: {differing:?}"
+    );
+    assert!(
+        differing[0].contains(&format!("{}", base + 2 * 60_000)),
+        "{differing:?}"
+    );
+}

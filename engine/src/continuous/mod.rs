@@ -18,6 +18,7 @@
 //! query so that subscribers resume where they were.
 
 pub mod aggregate;
+pub mod closed;
 pub mod derived;
 mod intake;
 pub mod row;
@@ -85,6 +86,10 @@ pub struct Definition {
     /// Who created it (the credential's name; counted against the per-client cap).
     #[serde(default)]
     pub owner: String,
+    /// SQL: write each window's rows to Parquet once the window closes (the table
+    /// `<name>_closed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist: Option<closed::Persist>,
 }
 
 fn default_horizon() -> i64 {
@@ -472,8 +477,57 @@ impl ContinuousQueries {
                 tap: runner::Tap::Records(tap),
             });
         }
+        let closed = match &definition.persist {
+            None => None,
+            Some(persist) => {
+                let output = sql::nullable(&program.output);
+                let column = output
+                    .index_of(&persist.window_column)
+                    .ok()
+                    .filter(|&i| {
+                        matches!(
+                            output.field(i).data_type(),
+                            datafusion::arrow::datatypes::DataType::Timestamp(..)
+                        )
+                    })
+                    .ok_or_else(|| {
+                        ContinuousError::Invalid(format!(
+                            "persist.window_column {:?} is not a timestamp column of the result",
+                            persist.window_column
+                        ))
+                    })?;
+                let dir = self.dir.join(&definition.name).join("closed");
+                let windows = closed::ClosedWindows::open(
+                    &dir,
+                    output.clone(),
+                    column,
+                    persist.close_after_ms,
+                )
+                .map_err(ContinuousError::Io)?;
+                let table = format!("{}{}", definition.name, closed::CLOSED_SUFFIX);
+                let _ = self.sql.deregister_table(table.as_str());
+                self.sql
+                    .register_table(
+                        table.as_str(),
+                        Arc::new(closed::ClosedTable {
+                            dir,
+                            schema: output,
+                        }),
+                    )
+                    .map_err(|e| ContinuousError::Invalid(e.to_string()))?;
+                Some(windows)
+            }
+        };
         let stats = Arc::new(runner::Stats::default());
+        stats.closed_until.store(
+            closed
+                .as_ref()
+                .and_then(closed::ClosedWindows::until)
+                .unwrap_or(i64::MIN),
+            Ordering::Relaxed,
+        );
         let runner = runner::Runner {
+            closed,
             seen: Mutex::new(seen),
             name: definition.name.clone(),
             program: program.clone(),
@@ -586,6 +640,9 @@ impl ContinuousQueries {
             .await
             .map_err(|e| ContinuousError::Io(e.to_string()))?;
         let _ = self.sql.deregister_table(name);
+        let _ = self
+            .sql
+            .deregister_table(format!("{name}{}", closed::CLOSED_SUFFIX).as_str());
         if promql {
             self.sync_rules().await?;
         }
@@ -656,6 +713,9 @@ fn describe_running(running: &Running) -> Value {
         "last_update_us": stats.last_epoch_us.load(Ordering::Relaxed),
         "busy_us": stats.busy_us.load(Ordering::Relaxed),
         "epochs": stats.epochs.load(Ordering::Relaxed),
+        "closed_until_ms": running.definition.persist.as_ref().map(|_| {
+            Some(stats.closed_until.load(Ordering::Relaxed)).filter(|&t| t != i64::MIN)
+        }),
     })
 }
 
@@ -671,6 +731,25 @@ fn validate(definition: &Definition) -> Result<(), ContinuousError> {
         return Err(ContinuousError::Invalid(format!(
             "invalid name {name:?}: letters, digits and underscores, not starting with a digit, at most 128"
         )));
+    }
+    if name.ends_with(closed::CLOSED_SUFFIX) {
+        return Err(ContinuousError::Invalid(format!(
+            "invalid name {name:?}: names ending in {} are the tables of closed windows",
+            closed::CLOSED_SUFFIX
+        )));
+    }
+    if let Some(persist) = &definition.persist {
+        if definition.language != Language::Sql {
+            return Err(ContinuousError::Invalid(
+                "persist applies to SQL continuous queries only".into(),
+            ));
+        }
+        if !(1..=definition.horizon_ms).contains(&persist.close_after_ms) {
+            return Err(ContinuousError::Invalid(format!(
+                "invalid persist.close_after_ms {}: between 1 and the horizon ({} ms), so a window is written before its rows leave the horizon",
+                persist.close_after_ms, definition.horizon_ms
+            )));
+        }
     }
     if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
         return Err(ContinuousError::Invalid(format!(

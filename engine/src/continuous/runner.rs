@@ -69,6 +69,8 @@ pub struct Stats {
     pub busy_us: AtomicU64,
     /// `None` while running; why it stopped otherwise.
     pub stopped: Mutex<Option<String>>,
+    /// Windows at or before this (ms) are written to Parquet (`i64::MIN`: none yet).
+    pub closed_until: AtomicI64,
 }
 
 impl Stats {
@@ -94,6 +96,8 @@ pub struct Runner {
     pub stats: Arc<Stats>,
     pub horizon_ms: i64,
     pub budget: Budget,
+    /// Where closed windows are written (`persist`).
+    pub closed: Option<super::closed::ClosedWindows>,
 }
 
 /// Batches taken per epoch at most.
@@ -272,10 +276,15 @@ impl Feeder {
             .map_err(|e| e.to_string())?;
             let initial = super::subscription::consolidate(initial);
             runner.check(&self.state, initial.len())?;
+            if let Some(closed) = self.runner.closed.as_mut() {
+                closed.observe(&initial);
+            }
+            let runner = &self.runner;
             runner
                 .hub
                 .reconcile(self.state.watermark, initial)
                 .map_err(|e| e.to_string())?;
+            self.close_windows()?;
         }
         let mut batches = Vec::new();
         let mut ended = false;
@@ -312,16 +321,38 @@ impl Feeder {
             std::mem::take(&mut *self.dataflow.sink.borrow_mut()),
         )
         .map_err(|e| e.to_string())?;
+        if let Some(closed) = self.runner.closed.as_mut() {
+            closed.observe(&changes);
+        }
+        let runner = &self.runner;
         runner
             .hub
             .publish(self.state.watermark, changes)
             .map_err(|e| e.to_string())?;
         runner.check(&self.state, runner.hub.row_count())?;
+        self.close_windows()?;
+        let runner = &self.runner;
         runner.stats.epochs.fetch_add(1, Ordering::Relaxed);
         let spent = started.elapsed().as_micros() as u64;
         runner.stats.last_epoch_us.store(spent, Ordering::Relaxed);
         runner.stats.busy_us.fetch_add(spent, Ordering::Relaxed);
         Ok(true)
+    }
+}
+
+impl Feeder {
+    /// Writes the windows the watermark has closed (`persist`).
+    fn close_windows(&mut self) -> Result<(), String> {
+        let Some(closed) = self.runner.closed.as_mut() else {
+            return Ok(());
+        };
+        let hub = &self.runner.hub;
+        closed.advance(self.state.watermark, || hub.rows())?;
+        self.runner
+            .stats
+            .closed_until
+            .store(closed.until().unwrap_or(i64::MIN), Ordering::Relaxed);
+        Ok(())
     }
 }
 
