@@ -1439,6 +1439,8 @@ fn hopping_windows_are_maintained_and_match_ad_hoc() {
             let described: Value = serde_json::from_str(&body).expect("json");
             let watermark = described["data"]["watermark_ms"].as_i64().unwrap_or(0);
             if watermark >= newest && described["data"]["pending_batches"] == 0 {
+                // Caught up: no lag behind what the inputs delivered.
+                assert_eq!(described["data"]["lag_ms"], 0, "{described}");
                 break watermark;
             }
             assert!(std::time::Instant::now() < deadline, "{described}");

@@ -3,7 +3,7 @@
 //! batch to the worker that feeds that query, waking it. The workers themselves never
 //! block on a tap, so one set of workers serves every query.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Select, Sender};
@@ -19,6 +19,27 @@ pub(crate) struct Watch {
     pub waker: Waker,
     /// The worker that feeds the query.
     pub worker: usize,
+    /// The newest event time handed over (for the query's lag behind its inputs).
+    pub newest: Arc<AtomicI64>,
+}
+
+/// The newest event time in a batch (the source's time column; a change batch's time).
+fn newest(source: &Source, input: &Input) -> Option<i64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+    match input {
+        Input::Changes(changes) => Some(changes.time),
+        Input::Samples(appended) => appended.samples.iter().map(|s| s.timestamp_ms).max(),
+        Input::Records(batch) => {
+            let column = batch.column_by_name(source.time_column()?)?;
+            let millis = datafusion::arrow::compute::cast(
+                column,
+                &DataType::Timestamp(TimeUnit::Millisecond, None),
+            )
+            .ok()?;
+            datafusion::arrow::compute::max(millis.as_primitive::<TimestampMillisecondType>())
+        }
+    }
 }
 
 enum Control {
@@ -105,7 +126,12 @@ fn run(commands: Receiver<Control>) {
         // A closed tap (storage shutting down, an upstream query dropped) ends the
         // query's input: dropping `to` tells its worker.
         let delivered = match received {
-            Ok(input) => watch.to.send((source.clone(), input)).is_ok(),
+            Ok(input) => {
+                if let Some(time) = newest(source, &input) {
+                    watch.newest.fetch_max(time, Ordering::Relaxed);
+                }
+                watch.to.send((source.clone(), input)).is_ok()
+            }
             Err(_) => false,
         };
         if delivered {

@@ -704,6 +704,8 @@ fn describe_running(running: &Running) -> Value {
         "reason": stopped,
         "seq": seq,
         "watermark_ms": time,
+        // How far the result is behind the newest event time its inputs have delivered.
+        "lag_ms": (stats.newest_input_ms.load(Ordering::Relaxed) - time).max(0),
         "rows": running.hub.row_count(),
         "state_rows": stats.state_rows.load(Ordering::Relaxed),
         "memory_bytes": stats.state_bytes.load(Ordering::Relaxed),

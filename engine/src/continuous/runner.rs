@@ -71,6 +71,9 @@ pub struct Stats {
     pub stopped: Mutex<Option<String>>,
     /// Windows at or before this (ms) are written to Parquet (`i64::MIN`: none yet).
     pub closed_until: AtomicI64,
+    /// The newest event time the intake has handed over (the seed's included): the
+    /// query lags behind its inputs by this minus its watermark.
+    pub newest_input_ms: Arc<AtomicI64>,
 }
 
 impl Stats {
@@ -261,6 +264,12 @@ impl Feeder {
             let runner = &self.runner;
             let (newest_seen, prepared) = runner.prepare_all(&batches, true)?;
             drop(batches);
+            if let Some(newest) = newest_seen {
+                runner
+                    .stats
+                    .newest_input_ms
+                    .fetch_max(newest, Ordering::Relaxed);
+            }
             runner.admit(
                 &mut self.state,
                 newest_seen,
@@ -395,6 +404,7 @@ impl Runner {
         }
         let program = self.program.clone();
         let watermark = self.hub.position().1;
+        let stats = self.stats.clone();
         let feeder = Arc::new(Mutex::new(Some((self, seed, from))));
         let lease = service.install(Arc::new(move |worker: &mut timely::worker::Worker| {
             let mut dataflow = build(worker, &program, owner);
@@ -432,6 +442,7 @@ impl Runner {
             to,
             waker: service.waker(),
             worker: owner,
+            newest: stats.newest_input_ms.clone(),
         });
         Ok(Installed {
             _lease: lease,
