@@ -257,6 +257,12 @@ fn normalize_path(path: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Principal(pub String);
 
+/// The scope the request's credentials have, in the request's extensions next to the
+/// `Principal` (for decisions the path alone cannot make, e.g. an inline continuous
+/// query on `/api/v1/subscribe`).
+#[derive(Debug, Clone, Copy)]
+pub struct Granted(pub Scope);
+
 pub async fn middleware(
     State(access): State<Arc<Access>>,
     request: Request,
@@ -265,8 +271,9 @@ pub async fn middleware(
     let (mut parts, body) = request.into_parts();
     let mut response = match admit(&access, &parts).await {
         Ok(principal) => {
-            if let Some(principal) = principal {
+            if let Some((principal, scope)) = principal {
                 parts.extensions.insert(principal);
+                parts.extensions.insert(Granted(scope));
             }
             next.run(Request::from_parts(parts, body)).await
         }
@@ -280,7 +287,7 @@ pub async fn middleware(
     response
 }
 
-async fn admit(access: &Access, request: &Parts) -> Result<Option<Principal>, Response> {
+async fn admit(access: &Access, request: &Parts) -> Result<Option<(Principal, Scope)>, Response> {
     let refuse = |message| api_error(StatusCode::FORBIDDEN, "bad_data", message);
     access.check_host(request).map_err(refuse)?;
     access.check_origin(request).map_err(refuse)?;
@@ -304,7 +311,7 @@ async fn admit(access: &Access, request: &Parts) -> Result<Option<Principal>, Re
         )
             .into_response());
     }
-    Ok(Some(principal))
+    Ok(Some((principal, scope)))
 }
 
 #[cfg(test)]

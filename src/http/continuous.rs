@@ -106,13 +106,18 @@ async fn drop_query(
 async fn subscribe(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
+    principal: Option<axum::Extension<super::auth::Principal>>,
+    granted: Option<axum::Extension<super::auth::Granted>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    if let Some(inline) = query.get("query") {
+        return subscribe_inline(state, &query, inline, principal, granted, upgrade).await;
+    }
     let Some(name) = query.get("name") else {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "bad_data",
-            "missing parameter \"name\" (the continuous query to subscribe to)".into(),
+            "missing parameter \"name\" (the continuous query to subscribe to) or \"query\" (an inline SQL query)".into(),
         ));
     };
     let from_seq = match query.get("from_seq") {
@@ -128,6 +133,78 @@ async fn subscribe(
     // Subscribed before the upgrade: an unknown name is a 404, not a closed socket.
     let subscription = service(&state)?.subscribe(name, from_seq)?;
     Ok(upgrade.on_upgrade(move |socket| stream(socket, subscription)))
+}
+
+/// `?query=SELECT …[&horizon_ms=N]`: a continuous SQL query for this connection only,
+/// dropped when it closes. Creating one is a write-scope operation, as
+/// `POST /api/v1/continuous` is, and it counts against the same caps.
+async fn subscribe_inline(
+    state: Arc<AppState>,
+    query: &HashMap<String, String>,
+    inline: &str,
+    principal: Option<axum::Extension<super::auth::Principal>>,
+    granted: Option<axum::Extension<super::auth::Granted>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if let Some(axum::Extension(super::auth::Granted(scope))) = granted {
+        if scope < super::web_config::Scope::Write {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "bad_data",
+                format!(
+                    "an inline continuous query needs the write scope; these credentials have {}",
+                    scope.as_str()
+                ),
+            ));
+        }
+    }
+    if query.contains_key("name") || query.contains_key("from_seq") {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "an inline query has no name and nothing to resume: give \"query\" alone".into(),
+        ));
+    }
+    let horizon_ms = match query.get("horizon_ms") {
+        None => vigil_engine::continuous::DEFAULT_HORIZON_MS,
+        Some(text) => text.parse::<i64>().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("invalid parameter \"horizon_ms\": {text:?} is not a number"),
+            )
+        })?,
+    };
+    let owner = principal.map(|p| p.0 .0).unwrap_or_default();
+    let service = service(&state)?;
+    let (name, subscription) = service
+        .create_inline(inline.to_string(), horizon_ms, owner)
+        .await?;
+    // Dropped with the connection, or with the upgrade if it never completes.
+    let inline = Inline { service, name };
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        stream(socket, subscription).await;
+        drop(inline);
+    }))
+}
+
+/// An inline query, dropped when this is.
+struct Inline {
+    service: Arc<ContinuousQueries>,
+    name: String,
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        let (service, name) = (self.service.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = service.drop_query(&name).await {
+                    tracing::warn!(query = %name, error = %err, "inline continuous query not dropped");
+                }
+            });
+        }
+    }
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {

@@ -1612,3 +1612,144 @@ fn closed_windows_are_persisted_to_parquet_once() {
         "{differing:?}"
     );
 }
+
+/// An inline subscription: `/api/v1/subscribe?query=SELECT …` runs a continuous query for
+/// the connection only: snapshot and changes as for a named one, the result equal to the
+/// ad hoc query, listed while connected, dropped when the client goes; with credentials
+/// it needs the write scope, as creating a query does.
+#[test]
+fn inline_subscription_runs_for_the_connection_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "bearer_tokens:\n  - token: writer-token-0123456789\n    scope: write\n  - token: reader-token-0123456789\n    scope: read\n",
+    )
+    .expect("web config");
+    let args = ["--web.config.file".to_string(), web.display().to_string()];
+    let vigil = Vigil::start_args(&dir.path().join("data"), &args, "http", |v| {
+        http_request(
+            "GET",
+            &format!("{}/-/ready", v.url),
+            b"",
+            "text/plain",
+            "Authorization: Bearer reader-token-0123456789\r\n",
+        )
+        .is_ok_and(|r| r.0 == 200)
+    });
+    let query = "SELECT stream['namespace'] AS ns, count(*) AS n FROM logs GROUP BY 1";
+    let connect = |token: &str| {
+        use tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/api/v1/subscribe?query={}",
+            vigil.url.replacen("http://", "ws://", 1),
+            urlencode(query)
+        );
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        tungstenite::connect(request)
+    };
+    match connect("reader-token-0123456789") {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!(
+            "a read-only token subscribed inline: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let (mut socket, _) = connect("writer-token-0123456789").expect("inline subscription");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+    }
+    let auth = "Authorization: Bearer writer-token-0123456789\r\n";
+    let listed = || -> Vec<String> {
+        let (status, body) = http_request(
+            "GET",
+            &format!("{}/api/v1/continuous", vigil.url),
+            b"",
+            "text/plain",
+            auth,
+        )
+        .expect("list");
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("json");
+        body["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|q| q["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(listed().iter().any(|n| n.starts_with("inline_")));
+    let mut rng = Rng(41);
+    for _ in 0..3 {
+        let values: Vec<Value> = (0..30)
+            .map(|i| {
+                json!([
+                    ((now_ms() - 60_000 - i * 1000) * 1_000_000).to_string(),
+                    format!("line {i}")
+                ])
+            })
+            .collect();
+        let ns = rng.pick(&["shop", "payments"]);
+        let body = json!({"streams": [{"stream": {"namespace": ns}, "values": values}]});
+        let (status, answer) = http_request(
+            "POST",
+            &format!("{}/loki/api/v1/push", vigil.url),
+            body.to_string().as_bytes(),
+            "application/json",
+            auth,
+        )
+        .expect("push");
+        assert_eq!(status, 204, "{answer}");
+    }
+    let total: i64 = 90;
+    let mut rows: BTreeMap<String, i64> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rows.values().sum::<i64>() != total {
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        let tungstenite::Message::Text(text) = socket.read().expect("read") else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).expect("json");
+        let mut apply = |row: &Value, diff: i64| {
+            let ns = row["ns"].as_str().unwrap_or_default().to_string();
+            let n = row["n"].as_i64().unwrap_or(0);
+            *rows.entry(ns).or_default() += diff * n;
+        };
+        match message["type"].as_str() {
+            Some("snapshot") => {
+                for row in message["rows"].as_array().expect("rows") {
+                    apply(row, 1);
+                }
+            }
+            Some("changes") => {
+                for change in message["changes"].as_array().expect("changes") {
+                    apply(&change["row"], change["diff"].as_i64().expect("diff"));
+                }
+            }
+            _ => {}
+        }
+    }
+    socket.close(None).expect("close");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listed().iter().any(|n| n.starts_with("inline_")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the inline query outlived its connection"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!dir
+        .path()
+        .join("data/continuous")
+        .read_dir()
+        .expect("dir")
+        .any(|e| e
+            .map(|e| e.file_name().to_string_lossy().starts_with("inline_"))
+            .unwrap_or(false)));
+}

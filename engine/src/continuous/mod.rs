@@ -253,27 +253,7 @@ impl ContinuousQueries {
         validate(&definition)?;
         // Compile before anything is written: a refused query leaves no trace.
         let program = self.compile(&definition).await?;
-        {
-            let queries = self.lock();
-            if queries.contains_key(&definition.name) {
-                return Err(ContinuousError::Exists(definition.name));
-            }
-            if queries.len() >= self.limits.max_queries {
-                return Err(ContinuousError::Limit(format!(
-                    "{} continuous queries are running, the limit",
-                    queries.len()
-                )));
-            }
-            let owned = queries
-                .values()
-                .filter(|q| q.definition.owner == definition.owner)
-                .count();
-            if owned >= self.limits.max_queries_per_owner {
-                return Err(ContinuousError::Limit(format!(
-                    "this client runs {owned} continuous queries, the limit per client"
-                )));
-            }
-        }
+        self.check_caps(&definition)?;
         if self
             .sql
             .table_exist(definition.name.as_str())
@@ -286,7 +266,7 @@ impl ContinuousQueries {
         write_definition(&dir, &definition)?;
         let name = definition.name.clone();
         let promql = definition.language == Language::Promql;
-        if let Err(err) = self.launch(definition, program).await {
+        if let Err(err) = self.launch(definition, program, false).await {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(err);
         }
@@ -301,6 +281,62 @@ impl ContinuousQueries {
             }
         }
         self.describe(&name)
+    }
+
+    /// An inline subscription's query (`/api/v1/subscribe?query=…`): a SQL continuous
+    /// query under a generated name, counted against the caps like any other, never
+    /// persisted, its result in memory; the caller drops it when the subscriber leaves.
+    pub async fn create_inline(
+        &self,
+        query: String,
+        horizon_ms: i64,
+        owner: String,
+    ) -> Result<(String, Subscription), ContinuousError> {
+        static INLINE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "inline_{}_{}",
+            now_ms(),
+            INLINE.fetch_add(1, Ordering::Relaxed)
+        );
+        let definition = Definition {
+            name: name.clone(),
+            language: Language::Sql,
+            query,
+            horizon_ms,
+            step_ms: None,
+            owner,
+            persist: None,
+        };
+        validate(&definition)?;
+        let program = self.compile(&definition).await?;
+        self.check_caps(&definition)?;
+        self.launch(definition, program, true).await?;
+        let subscription = self.subscribe(&name, None)?;
+        Ok((name, subscription))
+    }
+
+    /// The caps on the number of queries, in total and per client.
+    fn check_caps(&self, definition: &Definition) -> Result<(), ContinuousError> {
+        let queries = self.lock();
+        if queries.contains_key(&definition.name) {
+            return Err(ContinuousError::Exists(definition.name.clone()));
+        }
+        if queries.len() >= self.limits.max_queries {
+            return Err(ContinuousError::Limit(format!(
+                "{} continuous queries are running, the limit",
+                queries.len()
+            )));
+        }
+        let owned = queries
+            .values()
+            .filter(|q| q.definition.owner == definition.owner)
+            .count();
+        if owned >= self.limits.max_queries_per_owner {
+            return Err(ContinuousError::Limit(format!(
+                "this client runs {owned} continuous queries, the limit per client"
+            )));
+        }
+        Ok(())
     }
 
     async fn compile(&self, definition: &Definition) -> Result<Program, ContinuousError> {
@@ -332,7 +368,7 @@ impl ContinuousQueries {
     /// Starts a persisted query (at open).
     async fn start(&self, definition: Definition) -> Result<(), ContinuousError> {
         let program = self.compile(&definition).await?;
-        self.launch(definition, program).await
+        self.launch(definition, program, false).await
     }
 
     /// Hands the rule engine the groups of every PromQL query (after `open`, once the
@@ -377,10 +413,13 @@ impl ContinuousQueries {
         }
     }
 
+    /// Starts a compiled query; a `transient` one (an inline subscription) keeps its
+    /// result in memory only.
     async fn launch(
         &self,
         definition: Definition,
         program: Program,
+        transient: bool,
     ) -> Result<(), ContinuousError> {
         let program = match program {
             Program::Sql(program) => Arc::<sql::SqlProgram>::from(program),
@@ -392,10 +431,14 @@ impl ContinuousQueries {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let hub = Arc::new(
-            Hub::open(columns, &self.dir.join(&definition.name).join("result"))
-                .map_err(|e| ContinuousError::Io(e.to_string()))?,
-        );
+        let hub = if transient {
+            Arc::new(Hub::in_memory(columns))
+        } else {
+            Arc::new(
+                Hub::open(columns, &self.dir.join(&definition.name).join("result"))
+                    .map_err(|e| ContinuousError::Io(e.to_string()))?,
+            )
+        };
         // Seed from the files that may hold rows within the horizon of the newest data,
         // then follow the tap (each batch is in exactly one of the two).
         let since = hub.position().1.max(now_ms()) - definition.horizon_ms - 3_600_000;
@@ -646,7 +689,13 @@ impl ContinuousQueries {
         if promql {
             self.sync_rules().await?;
         }
-        std::fs::remove_dir_all(self.dir.join(name)).map_err(|e| ContinuousError::Io(e.to_string()))
+        match std::fs::remove_dir_all(self.dir.join(name)) {
+            // An inline query has no files.
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(ContinuousError::Io(err.to_string()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every query with its status.
