@@ -167,6 +167,7 @@ impl RuleManager {
             ALERT_COLUMNS.iter().map(|c| c.to_string()).collect(),
             &storage.config().data_dir.join("alerts-stream"),
         )?);
+        let notifier = Notifier::new(alertmanagers, external_url, external_labels.clone())?;
         let manager = Arc::new(RuleManager {
             groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
             incremental: Mutex::new(None),
@@ -180,7 +181,7 @@ impl RuleManager {
             external_labels,
             default_interval_ms: (default_interval.as_millis() as i64).max(1),
             last_eval: Mutex::new(i64::MIN),
-            notifier: Notifier::new(alertmanagers, external_url)?,
+            notifier,
             dependencies: Mutex::new(Dependencies::default()),
             seed_error: Mutex::new(None),
             orphans: Mutex::new(Vec::new()),
@@ -540,9 +541,7 @@ impl RuleManager {
                 self.clone().evaluate_deadlines(tick - 1).await;
                 let manager = self.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(tick, true)).await;
-                self.notifier
-                    .resend(&self.groups, &self.external_labels, tick)
-                    .await;
+                self.notifier.resend(&self.groups.lock(), tick);
                 tick += tick_ms;
             }
             next_tick = Some(tick);
@@ -878,7 +877,7 @@ impl RuleManager {
 
     fn publish(&self, transition: &Transition) {
         debug!(labels = %transition.alert.labels, to = transition.alert.state.as_str(), "alert transition");
-        self.notifier.notify(transition, &self.external_labels);
+        self.notifier.notify(transition);
     }
 
     /// `GET /api/v1/alerts` data.

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde_json::{json, Value as JsonValue};
 use tracing::warn;
 use vigil_engine::alerting::{Alert, AlertState, GroupState, Transition, RESOLVED_RETENTION_MS};
@@ -17,27 +16,66 @@ use super::now_ms;
 /// Prometheus re-sends active alerts to Alertmanager this often (`resendDelay`).
 pub(super) const RESEND_MS: i64 = 60_000;
 
-/// Where alerts go: the Alertmanagers' URLs, the HTTP client posting to them, and when
-/// each alert was last sent (for the re-sends).
+/// Where alerts go: a handle to the notifier task, which alone owns the Alertmanagers'
+/// URLs, the HTTP client and when each alert was last sent (for the re-sends). The rule
+/// manager hands it transitions and, at ticks, the alerts that may be due for a re-send;
+/// it never waits for the Alertmanagers.
 pub(super) struct Notifier {
-    alertmanagers: Vec<String>,
-    http: reqwest::Client,
-    /// When each alert (by labels) was last sent to the Alertmanagers.
-    last_sent: Mutex<BTreeMap<LabelSet, i64>>,
+    messages: Option<tokio::sync::mpsc::UnboundedSender<Message>>,
     generator_url: String,
 }
 
+enum Message {
+    Transition(Transition),
+    /// The firing and recently resolved alerts at tick `t`.
+    Resend {
+        alerts: Vec<Alert>,
+        t: i64,
+    },
+}
+
+/// The notifier task's state.
+struct Sender {
+    alertmanagers: Vec<String>,
+    http: reqwest::Client,
+    external_labels: BTreeMap<String, String>,
+    generator_url: String,
+    /// When each alert (by labels) was last sent to the Alertmanagers.
+    last_sent: BTreeMap<LabelSet, i64>,
+}
+
 impl Notifier {
+    /// Starts the notifier task (none without Alertmanagers).
     pub(super) fn new(
         alertmanagers: Vec<String>,
         generator_url: String,
+        external_labels: BTreeMap<String, String>,
     ) -> anyhow::Result<Notifier> {
+        let messages = if alertmanagers.is_empty() {
+            None
+        } else {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut sender = Sender {
+                alertmanagers,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()?,
+                external_labels,
+                generator_url: generator_url.clone(),
+                last_sent: BTreeMap::new(),
+            };
+            tokio::spawn(async move {
+                while let Some(message) = rx.recv().await {
+                    match message {
+                        Message::Transition(transition) => sender.transition(&transition),
+                        Message::Resend { alerts, t } => sender.resend(&alerts, t),
+                    }
+                }
+            });
+            Some(tx)
+        };
         Ok(Notifier {
-            alertmanagers,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            last_sent: Mutex::new(BTreeMap::new()),
+            messages,
             generator_url,
         })
     }
@@ -47,34 +85,75 @@ impl Notifier {
         &self.generator_url
     }
 
-    /// Sends a transition to firing or resolved to the Alertmanagers (if any).
-    pub(super) fn notify(
-        &self,
-        transition: &Transition,
-        external_labels: &BTreeMap<String, String>,
-    ) {
-        if matches!(
-            transition.alert.state,
-            AlertState::Firing | AlertState::Inactive
-        ) && !self.alertmanagers.is_empty()
-        {
-            let alert = transition.alert.clone();
-            let at = transition.at;
-            let body = json!([self.alertmanager_json(&alert, at, external_labels)]);
-            self.last_sent.lock().insert(alert.labels.clone(), now_ms());
-            self.send(body);
+    /// Hands a transition to the notifier task (sent if it is to firing or resolved).
+    pub(super) fn notify(&self, transition: &Transition) {
+        if let Some(messages) = &self.messages {
+            if matches!(
+                transition.alert.state,
+                AlertState::Firing | AlertState::Inactive
+            ) {
+                let _ = messages.send(Message::Transition(transition.clone()));
+            }
+        }
+    }
+
+    /// Hands the notifier the alerts that may be due for a re-send at tick `t`: firing,
+    /// and resolved within the retention.
+    pub(super) fn resend(&self, groups: &[GroupState], t: i64) {
+        let Some(messages) = &self.messages else {
+            return;
+        };
+        let alerts: Vec<Alert> = groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| r.active.values())
+            .filter(|alert| match alert.state {
+                AlertState::Firing => true,
+                AlertState::Inactive => alert
+                    .resolved_at
+                    .is_some_and(|resolved| t - resolved <= RESOLVED_RETENTION_MS),
+                AlertState::Pending => false,
+            })
+            .cloned()
+            .collect();
+        if !alerts.is_empty() {
+            let _ = messages.send(Message::Resend { alerts, t });
+        }
+    }
+}
+
+impl Sender {
+    fn transition(&mut self, transition: &Transition) {
+        let body = json!([self.alertmanager_json(&transition.alert, transition.at)]);
+        self.last_sent
+            .insert(transition.alert.labels.clone(), now_ms());
+        self.send(body);
+    }
+
+    /// Re-sends the alerts not sent for a minute.
+    fn resend(&mut self, alerts: &[Alert], t: i64) {
+        let now = now_ms();
+        let mut batch = Vec::new();
+        for alert in alerts {
+            let last = self
+                .last_sent
+                .get(&alert.labels)
+                .copied()
+                .unwrap_or(i64::MIN);
+            if now.saturating_sub(last) >= RESEND_MS {
+                batch.push(self.alertmanager_json(alert, t));
+                self.last_sent.insert(alert.labels.clone(), now);
+            }
+        }
+        if !batch.is_empty() {
+            self.send(JsonValue::Array(batch));
         }
     }
 
     /// The alert as Alertmanager receives it, with the external labels it lacks.
-    fn alertmanager_json(
-        &self,
-        alert: &Alert,
-        at: i64,
-        external_labels: &BTreeMap<String, String>,
-    ) -> JsonValue {
+    fn alertmanager_json(&self, alert: &Alert, at: i64) -> JsonValue {
         let mut labels = alert.labels.clone();
-        for (k, v) in external_labels {
+        for (k, v) in &self.external_labels {
             if labels.get(k).is_none() {
                 labels.set(k, v);
             }
@@ -108,46 +187,6 @@ impl Notifier {
                     Err(err) => warn!(%url, error = %err, "cannot send alerts"),
                 }
             });
-        }
-    }
-
-    /// Re-sends firing and recently resolved alerts not sent for a minute (`groups` is
-    /// locked before `last_sent`).
-    pub(super) async fn resend(
-        &self,
-        groups: &Mutex<Vec<GroupState>>,
-        external_labels: &BTreeMap<String, String>,
-        t: i64,
-    ) {
-        if self.alertmanagers.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        let mut batch = Vec::new();
-        {
-            let groups = groups.lock();
-            let mut sent = self.last_sent.lock();
-            for alert in groups
-                .iter()
-                .flat_map(|g| g.rules.iter())
-                .flat_map(|r| r.active.values())
-            {
-                let due = match alert.state {
-                    AlertState::Firing => true,
-                    AlertState::Inactive => alert
-                        .resolved_at
-                        .is_some_and(|resolved| t - resolved <= RESOLVED_RETENTION_MS),
-                    AlertState::Pending => false,
-                };
-                let last = sent.get(&alert.labels).copied().unwrap_or(i64::MIN);
-                if due && now.saturating_sub(last) >= RESEND_MS {
-                    batch.push(self.alertmanager_json(alert, t, external_labels));
-                    sent.insert(alert.labels.clone(), now);
-                }
-            }
-        }
-        if !batch.is_empty() {
-            self.send(JsonValue::Array(batch));
         }
     }
 }
