@@ -84,14 +84,28 @@ const ALERT_COLUMNS: [&str; 6] = [
     "annotations",
 ];
 
+/// The state evaluations work on: the loaded groups with their alert state, the rules'
+/// maintained program and why the others run ad hoc, which rules read which recordings,
+/// and the series of removed groups waiting for their staleness markers. One lock:
+/// evaluations (one at a time: ticks, ingest, deadlines), reloads and the API take it in
+/// turn, never together with another lock but `last_eval` (taken and released first).
+struct Rules {
+    groups: Vec<GroupState>,
+    maintained: Option<MaintainedRules>,
+    fallbacks: Fallbacks,
+    dependencies: Dependencies,
+    /// Why the program could not be seeded from storage (rules then run ad hoc, report
+    /// `health: err`, and seeding is retried at every tick).
+    seed_error: Option<String>,
+    orphans: Vec<LabelSet>,
+}
+
 /// The loaded rule groups and their alert state: evaluated at group ticks (writing
 /// output), at every ingest and at each alert deadline (alerting rules only; see the
 /// module doc), with the transitions published to the stream and the Alertmanagers.
 pub struct RuleManager {
-    groups: Mutex<Vec<GroupState>>,
-    /// Locked before `groups` when both are needed.
-    incremental: Mutex<Option<MaintainedRules>>,
-    fallbacks: Mutex<Fallbacks>,
+    /// Everything evaluations read and change, under one lock.
+    rules: Mutex<Rules>,
     /// The dataflow workers the rules' program is installed on (shared with the
     /// continuous queries).
     dataflows: vigil_engine::service::Service,
@@ -109,13 +123,6 @@ pub struct RuleManager {
     last_eval: Mutex<i64>,
     /// The Alertmanagers alerts are sent to.
     notifier: Notifier,
-    /// Which rules read which recordings (rebuilt with the groups).
-    dependencies: Mutex<Dependencies>,
-    /// Why the engine could not be seeded from storage (rules then run ad hoc, report
-    /// `health: err`, and seeding is retried at every tick).
-    seed_error: Mutex<Option<String>>,
-    /// Series written by groups a reload removed, marked stale at the next tick.
-    orphans: Mutex<Vec<LabelSet>>,
     /// Where the rules come from, for reloads: file globs and built-in groups.
     patterns: Vec<String>,
     builtin: Vec<Group>,
@@ -169,9 +176,14 @@ impl RuleManager {
         )?);
         let notifier = Notifier::new(alertmanagers, external_url, external_labels.clone())?;
         let manager = Arc::new(RuleManager {
-            groups: Mutex::new(groups.into_iter().map(GroupState::new).collect()),
-            incremental: Mutex::new(None),
-            fallbacks: Mutex::new(Vec::new()),
+            rules: Mutex::new(Rules {
+                groups: groups.into_iter().map(GroupState::new).collect(),
+                maintained: None,
+                fallbacks: Vec::new(),
+                dependencies: Dependencies::default(),
+                seed_error: None,
+                orphans: Vec::new(),
+            }),
             dataflows,
             lateness_ms: lateness.as_millis() as i64,
             maintained_stats: Arc::default(),
@@ -182,9 +194,6 @@ impl RuleManager {
             default_interval_ms: (default_interval.as_millis() as i64).max(1),
             last_eval: Mutex::new(i64::MIN),
             notifier,
-            dependencies: Mutex::new(Dependencies::default()),
-            seed_error: Mutex::new(None),
-            orphans: Mutex::new(Vec::new()),
             patterns,
             builtin,
             continuous: Mutex::new(Vec::new()),
@@ -197,26 +206,29 @@ impl RuleManager {
             // Subscribers resuming after the restart get what changed while it was down.
             let at = (*restoring.last_eval.lock()).max(restoring.alerts_hub.position().1);
             restoring.publish_alert_rows(at, &std::collections::HashSet::new());
-            let groups: Vec<GroupState> = restoring.groups.lock().clone();
+            let groups: Vec<GroupState> = restoring.rules.lock().groups.clone();
             let dependencies = Dependencies::of(&groups);
-            let (incremental, fallbacks) = restoring.build_incremental(&groups, &dependencies);
-            *restoring.incremental.lock() = incremental;
-            *restoring.fallbacks.lock() = fallbacks;
-            *restoring.dependencies.lock() = dependencies;
+            let (maintained, fallbacks, seed_error) =
+                restoring.build_incremental(&groups, &dependencies);
+            let mut rules = restoring.rules.lock();
+            rules.maintained = maintained;
+            rules.fallbacks = fallbacks;
+            rules.dependencies = dependencies;
+            rules.seed_error = seed_error;
         })
         .await?;
         Ok(manager)
     }
 
     /// The rules' program on the dataflow service (compiled, seeded from storage,
-    /// installed), and why each rule that is not maintained runs ad hoc. A seed that
-    /// cannot be read is remembered (`seed_error`: the rules report it, and ticks retry).
-    /// Runs on a blocking thread.
+    /// installed), why each rule that is not maintained runs ad hoc, and why the seed
+    /// could not be read, if it could not (the rules report it, and ticks retry). Takes
+    /// no lock but `last_eval`. Runs on a blocking thread.
     fn build_incremental(
         &self,
         groups: &[GroupState],
         dependencies: &Dependencies,
-    ) -> (Option<MaintainedRules>, Fallbacks) {
+    ) -> (Option<MaintainedRules>, Fallbacks, Option<String>) {
         let group_refs: Vec<&Group> = groups.iter().map(|state| &state.group).collect();
         let last = *self.last_eval.lock();
         let lateness_ms = self.lateness_ms;
@@ -245,14 +257,10 @@ impl RuleManager {
             },
             self.maintained_stats.clone(),
         );
-        let mut current = self.seed_error.lock();
         if let Some(reason) = &seed_error {
-            if current.as_ref() != Some(reason) {
-                warn!(error = %reason, "evaluating rules ad hoc until the seed can be read");
-            }
+            warn!(error = %reason, "evaluating rules ad hoc until the seed can be read");
         }
-        *current = seed_error;
-        (rules, fallbacks)
+        (rules, fallbacks, seed_error)
     }
 
     /// The rule engine's metrics for `/metrics`.
@@ -292,7 +300,7 @@ impl RuleManager {
     }
 
     pub fn group_count(&self) -> usize {
-        self.groups.lock().len()
+        self.rules.lock().groups.len()
     }
 
     /// Re-reads the rule files (`POST /-/reload`, SIGHUP). As in Prometheus, a rule
@@ -306,11 +314,10 @@ impl RuleManager {
         loaded.extend(self.continuous.lock().iter().cloned());
         let fresh_states: Vec<GroupState> = loaded.iter().cloned().map(GroupState::new).collect();
         let fresh_dependencies = Dependencies::of(&fresh_states);
-        let (fresh_incremental, fresh_fallbacks) =
+        let (fresh_maintained, fresh_fallbacks, seed_error) =
             self.build_incremental(&fresh_states, &fresh_dependencies);
-        let mut incremental = self.incremental.lock();
-        let mut groups = self.groups.lock();
-        let mut old: Vec<GroupState> = std::mem::take(&mut *groups);
+        let mut rules = self.rules.lock();
+        let mut old: Vec<GroupState> = std::mem::take(&mut rules.groups);
         let mut fresh = Vec::with_capacity(loaded.len());
         for group in loaded {
             let mut state = GroupState::new(group);
@@ -324,17 +331,17 @@ impl RuleManager {
             fresh.push(state);
         }
         // Groups the reload removed: their series are marked stale at the next tick.
-        let mut orphans = self.orphans.lock();
         for removed in &mut old {
-            orphans.extend(removed.written_series());
+            let written = removed.written_series();
+            rules.orphans.extend(written);
         }
-        drop(orphans);
         old.clear();
-        *groups = fresh;
-        *self.dependencies.lock() = fresh_dependencies;
-        *incremental = fresh_incremental;
-        *self.fallbacks.lock() = fresh_fallbacks;
-        Ok(groups.len())
+        rules.groups = fresh;
+        rules.dependencies = fresh_dependencies;
+        rules.maintained = fresh_maintained;
+        rules.fallbacks = fresh_fallbacks;
+        rules.seed_error = seed_error;
+        Ok(rules.groups.len())
     }
 
     /// Restores the alerts that were pending or firing before a restart: `activeAt`
@@ -369,8 +376,8 @@ impl RuleManager {
                 now,
             )
         };
-        let mut groups = self.groups.lock();
-        for state in groups.iter_mut() {
+        let mut rules = self.rules.lock();
+        for state in rules.groups.iter_mut() {
             let group = state.group.clone();
             for rule in state.rules.iter_mut() {
                 if rule.rule.kind != RuleKind::Alerting {
@@ -505,8 +512,9 @@ impl RuleManager {
         let lateness = Duration::from_millis(self.lateness_ms.max(0) as u64);
         let mut appends = self.storage.watch_appends();
         let tick_ms = {
-            let groups = self.groups.lock();
-            groups
+            let rules = self.rules.lock();
+            rules
+                .groups
                 .iter()
                 .map(|g| self.group_interval(&g.group))
                 .min()
@@ -541,7 +549,7 @@ impl RuleManager {
                 self.clone().evaluate_deadlines(tick - 1).await;
                 let manager = self.clone();
                 let _ = tokio::task::spawn_blocking(move || manager.evaluate(tick, true)).await;
-                self.notifier.resend(&self.groups.lock(), tick);
+                self.notifier.resend(&self.rules.lock().groups, tick);
                 tick += tick_ms;
             }
             next_tick = Some(tick);
@@ -585,8 +593,9 @@ impl RuleManager {
     /// the last evaluation.
     fn next_deadline(&self) -> Option<i64> {
         let after = *self.last_eval.lock();
-        let groups = self.groups.lock();
-        groups
+        let rules = self.rules.lock();
+        rules
+            .groups
             .iter()
             .flat_map(|group| group.rules.iter())
             .filter_map(|rule| rule.next_deadline(after))
@@ -626,26 +635,31 @@ impl RuleManager {
             storage: &self.storage,
         };
         let mut transitions: Vec<Transition> = Vec::new();
-        if tick && self.seed_error.lock().is_some() {
-            let snapshot: Vec<GroupState> = self.groups.lock().clone();
-            let dependencies = self.dependencies.lock().clone();
-            let (rebuilt, fallbacks) = self.build_incremental(&snapshot, &dependencies);
-            *self.incremental.lock() = rebuilt;
-            *self.fallbacks.lock() = fallbacks;
-        }
-        let seed_error = self.seed_error.lock().clone();
-        let fallbacks = if seed_error.is_some() {
-            self.fallbacks.lock().clone()
-        } else {
-            Vec::new()
+        let retry = {
+            let rules = self.rules.lock();
+            (tick && rules.seed_error.is_some())
+                .then(|| (rules.groups.clone(), rules.dependencies.clone()))
         };
-        let mut incremental = self.incremental.lock();
+        if let Some((snapshot, dependencies)) = retry {
+            let (rebuilt, fallbacks, seed_error) = self.build_incremental(&snapshot, &dependencies);
+            let mut rules = self.rules.lock();
+            rules.maintained = rebuilt;
+            rules.fallbacks = fallbacks;
+            rules.seed_error = seed_error;
+        }
+        let mut rules = self.rules.lock();
+        let Rules {
+            groups,
+            maintained: incremental,
+            fallbacks,
+            dependencies,
+            seed_error,
+            orphans,
+        } = &mut *rules;
         if let Some(incremental) = incremental.as_mut() {
             incremental.mark_behind();
         }
         let horizon = previous.saturating_sub(self.lateness_ms);
-        let mut groups = self.groups.lock();
-        let dependencies = self.dependencies.lock();
         // Between ticks, the recordings alerting rules read, as of `t` (not written).
         let mut overlay: std::collections::HashMap<LabelSet, Option<f64>> =
             std::collections::HashMap::new();
@@ -763,7 +777,7 @@ impl RuleManager {
         }
         if tick {
             // Series of groups a reload removed, unless a rule writes them now.
-            let orphans: Vec<LabelSet> = std::mem::take(&mut *self.orphans.lock())
+            let orphans: Vec<LabelSet> = std::mem::take(orphans)
                 .into_iter()
                 .filter(|labels| {
                     !groups
@@ -774,13 +788,11 @@ impl RuleManager {
                 .collect();
             self.write_output(&runtime, Vec::new(), orphans, t);
         }
-        drop(dependencies);
-        drop(groups);
         if let Some(incremental) = incremental.as_mut() {
             // Keep the tap drained even when no incremental rule was due.
             incremental.feed(horizon);
         }
-        drop(incremental);
+        drop(rules);
         if !transitions.is_empty() {
             let changed = transitions
                 .iter()
@@ -806,8 +818,9 @@ impl RuleManager {
             .filter_map(|(row, _)| Some((row.first()?.clone(), row)))
             .collect();
         let rows: Vec<(Row, i64)> = {
-            let groups = self.groups.lock();
-            groups
+            let rules = self.rules.lock();
+            rules
+                .groups
                 .iter()
                 .flat_map(|g| g.rules.iter())
                 .flat_map(|r| r.alerts())
@@ -882,15 +895,13 @@ impl RuleManager {
 
     /// `GET /api/v1/alerts` data.
     pub fn alerts_api(&self) -> JsonValue {
-        let groups = self.groups.lock();
-        api::alerts_api(&groups)
+        api::alerts_api(&self.rules.lock().groups)
     }
 
     /// `GET /api/v1/rules` data (`type` = `alert` or `record` filters).
     pub fn rules_api(&self, kind: Option<&str>) -> JsonValue {
-        let fallbacks = self.fallbacks.lock().clone();
-        let groups = self.groups.lock();
-        api::rules_api(&groups, &fallbacks, kind, |group| {
+        let rules = self.rules.lock();
+        api::rules_api(&rules.groups, &rules.fallbacks, kind, |group| {
             self.group_interval(group)
         })
     }
