@@ -697,6 +697,41 @@ fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
                 .is_some_and(|p| p.contains("-db-"))),
         "{per_pod:?}"
     );
+    // A restart is not a counter reset: the counters continue from the values written
+    // (the last write is at most an interval old; wait for one with the final counts).
+    std::thread::sleep(Duration::from_millis(1500));
+    let vigil = vigil.kill_and_restart();
+    let (status, body) = push_errors(&vigil.url, &mut rng).expect("loki");
+    assert_eq!(status, 204, "{body}");
+    let query = |expr: &str| -> Vec<Value> {
+        let (status, body) = get(&vigil, &format!("/api/v1/query?query={}", urlencode(expr)));
+        assert_eq!(status, 200, "{body}");
+        let value: Value = serde_json::from_str(&body).expect("json");
+        value["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let scalar = |expr: &str| -> Option<f64> {
+        query(expr)
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while scalar("sum(vigil_log_errors_total)") != Some(200.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "error counts did not continue: {:?}",
+            query("vigil_log_errors_total")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(scalar("sum(traces_span_metrics_calls_total)"), Some(35.0));
+    assert_eq!(
+        scalar("sum(resets(vigil_log_errors_total[10m])) + sum(resets(traces_span_metrics_calls_total[10m]))"),
+        Some(0.0)
+    );
     drop(vigil);
 
     // Turned off: no series.

@@ -3,8 +3,10 @@
 //!
 //! Fed by the same storage taps as continuous queries (every durable span and log batch,
 //! from start on), counted cumulatively in memory and written as samples every
-//! `interval`, as an exporter would be scraped: the counters start from zero when the
-//! server starts (a counter reset, which `rate` and `increase` handle).
+//! `interval` (and at shutdown), as an exporter would be scraped. At start the counters
+//! continue from the values last written (read back from storage), so a restart is not a
+//! counter reset; batches acknowledged after the last write before a crash (at most one
+//! `interval`) are not counted.
 //!
 //! Names and labels follow the OpenTelemetry Collector's `spanmetrics` connector (what
 //! Grafana's and Tempo's service dashboards read):
@@ -82,6 +84,9 @@ impl Derived {
             counters: Mutex::default(),
             dropped_keys: AtomicU64::new(0),
         });
+        if let Err(err) = derived.restore(&storage) {
+            tracing::warn!(error = %err, "derived signals start from zero: their last values cannot be read");
+        }
         if config.span_metrics {
             let (_, tap) = storage.spans().tap(i64::MAX);
             let counting = derived.clone();
@@ -122,6 +127,71 @@ impl Derived {
             });
         }
         derived
+    }
+
+    /// The counters as last written (the newest sample of each series within a day).
+    pub fn restore(&self, storage: &Storage) -> Result<(), String> {
+        use promql_parser::label::{MatchOp, Matcher};
+        use vigil_queries::promql::{SeriesSource, StorageSource};
+        let now = now_ms();
+        let source = StorageSource { storage };
+        let select = |name: &str| -> Result<Vec<(LabelSet, f64)>, String> {
+            let matchers = vec![Matcher::new(MatchOp::Equal, "__name__", name)];
+            let series = source
+                .select(&matchers, now - 86_400_000, now)
+                .map_err(|e| e.to_string())?;
+            Ok(series
+                .into_iter()
+                .filter_map(|s| {
+                    let last = s
+                        .points
+                        .iter()
+                        .rev()
+                        .find(|p| !vigil_storage::record::is_stale_marker(p.f))?;
+                    Some((s.labels, last.f))
+                })
+                .collect())
+        };
+        let span_key = |labels: &LabelSet| {
+            let get = |name: &str| labels.get(name).unwrap_or_default().to_string();
+            (
+                get("service_name"),
+                get("span_name"),
+                get("span_kind"),
+                get("status_code"),
+            )
+        };
+        let calls = select("traces_span_metrics_calls_total")?;
+        let sums = select("traces_span_metrics_duration_seconds_sum")?;
+        let buckets = select("traces_span_metrics_duration_seconds_bucket")?;
+        let records = select("vigil_log_records_total")?;
+        let mut counters = self.lock();
+        for (labels, value) in calls {
+            counters.spans.entry(span_key(&labels)).or_default().calls = value as u64;
+        }
+        for (labels, value) in sums {
+            if let Some(c) = counters.spans.get_mut(&span_key(&labels)) {
+                c.sum_seconds = value;
+            }
+        }
+        for (labels, value) in buckets {
+            let Some(le) = labels.get("le").and_then(|le| le.parse::<f64>().ok()) else {
+                continue;
+            };
+            let Some(index) = DURATION_BUCKETS.iter().position(|b| *b == le) else {
+                continue;
+            };
+            if let Some(c) = counters.spans.get_mut(&span_key(&labels)) {
+                c.buckets[index] = value as u64;
+            }
+        }
+        for (labels, value) in records {
+            let get = |name: &str| labels.get(name).unwrap_or_default().to_string();
+            counters
+                .logs
+                .insert((get("namespace"), get("pod"), get("level")), value as u64);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
