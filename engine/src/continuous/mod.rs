@@ -7,6 +7,7 @@
 //! | `sql.rs` | SQL → `SqlProgram` through DataFusion's planner; the supported subset |
 //! | `aggregate.rs` | the aggregation operator's arithmetic per group |
 //! | `runner.rs` | one query's dataflow on the service's workers: first stage, dataflow, last stage, watermark |
+//! | `operators/` | the query's dataflow, one file per operator kind (join, running totals, reduce, top k) |
 //! | `intake.rs` | the thread that waits on every query's taps and hands batches to the feeding worker |
 //! | `subscription.rs` | `Hub`: the maintained result, numbered change batches, resume |
 //! | `table.rs` | a query's result as a DataFusion table |
@@ -21,6 +22,7 @@ pub mod aggregate;
 pub mod closed;
 pub mod derived;
 mod intake;
+mod operators;
 pub mod row;
 pub mod runner;
 pub mod sql;

@@ -13,9 +13,7 @@
 //! are counted as late and left out. Each dataflow epoch takes every batch waiting in
 //! the tap, so under load the epochs grow and the per-batch cost shrinks.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -27,12 +25,9 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use datafusion::error::DataFusionError;
 use differential_dataflow::input::InputSession;
 
-use super::aggregate::{aggregate, from_totals, totals};
 use super::row::{column_datums, rows_of, Datum, Row};
 use super::sql::{From, PhysExpr, Side, Source, SqlProgram, Stage};
 use super::subscription::{ChangeBatch, Hub};
-use differential_dataflow::operators::CountTotal;
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
 
 /// The budget of one continuous query.
 #[derive(Debug, Clone)]
@@ -130,92 +125,7 @@ pub struct Feed {
     pub tap: Tap,
 }
 
-/// The dataflow of one query on one worker: its inputs (only the feeding worker's are
-/// kept), the probe, and what reached the output (gathered on the feeding worker).
-struct Dataflow {
-    inputs: Vec<InputSession<u64, (Row, Row), isize>>,
-    probe: timely::dataflow::ProbeHandle<u64>,
-    sink: Rc<RefCell<Vec<(Row, i64)>>>,
-}
-
-/// Builds the query's dataflow on `worker`; its output is exchanged to worker `owner`.
-fn build(worker: &mut timely::worker::Worker, program: &Arc<SqlProgram>, owner: usize) -> Dataflow {
-    let sides = program.from.sides().len();
-    let mut inputs: Vec<InputSession<u64, (Row, Row), isize>> =
-        (0..sides).map(|_| InputSession::new()).collect();
-    let probe = timely::dataflow::ProbeHandle::new();
-    let sink: Rc<RefCell<Vec<(Row, i64)>>> = Rc::default();
-    worker.dataflow::<u64, _, _>(|scope| {
-        let collections: Vec<_> = inputs.iter_mut().map(|i| i.to_collection(scope)).collect();
-        // (key, values) rows: a table's straight from the first stage; a join's from
-        // the joined rows, filtered and evaluated one by one.
-        let rows = match &program.from {
-            From::Table(_) => collections[0].clone(),
-            From::Join { .. } => {
-                let program = program.clone();
-                collections[0]
-                    .clone()
-                    .join(collections[1].clone())
-                    .flat_map(move |(_key, (mut left, right))| {
-                        left.extend(right);
-                        joined(&program, left).unwrap_or_default()
-                    })
-            }
-        };
-        let output = match &program.stage {
-            Stage::Project(_) => rows.map(|(row, _)| row),
-            stage @ Stage::Aggregate { .. } if stage.abelian() => {
-                let program = program.clone();
-                rows.explode(|(key, values)| Some((key, totals(&values))))
-                    .count_total()
-                    .map(move |(mut key, totals)| {
-                        if let Stage::Aggregate { aggs, .. } = &program.stage {
-                            key.extend(from_totals(aggs, &totals));
-                        }
-                        key
-                    })
-            }
-            Stage::TopK { .. } => {
-                let program = program.clone();
-                rows.reduce(move |_key, values: &[(&Row, isize)], output| {
-                    if let Stage::TopK { order, k, .. } = &program.stage {
-                        let directions: Vec<(bool, bool)> =
-                            order.iter().map(|(_, asc, nulls)| (*asc, *nulls)).collect();
-                        for row in top_k(&directions, *k, values) {
-                            output.push((row, 1isize));
-                        }
-                    }
-                })
-                .map(|(_partition, row)| row)
-            }
-            Stage::Aggregate { .. } => {
-                let program = program.clone();
-                rows.reduce(move |_key, values: &[(&Row, isize)], output| {
-                    if let Stage::Aggregate { aggs, .. } = &program.stage {
-                        output.push((aggregate(aggs, values), 1isize));
-                    }
-                })
-                .map(|(mut key, aggs)| {
-                    key.extend(aggs);
-                    key
-                })
-            }
-        };
-        let sink = sink.clone();
-        output
-            .inner
-            .exchange(move |_| owner as u64)
-            .inspect(move |(row, _time, diff)| {
-                sink.borrow_mut().push((row.clone(), *diff as i64));
-            })
-            .probe_with(&probe);
-    });
-    Dataflow {
-        inputs,
-        probe,
-        sink,
-    }
-}
+use super::operators::{build, Dataflow};
 
 /// A worker that only helps (the query's groups hashed to it): its inputs are closed.
 struct Helper {
@@ -693,7 +603,7 @@ pub fn newest(side: &Side, batch: &RecordBatch) -> Result<Option<i64>, DataFusio
     ))
 }
 
-fn filtered(
+pub(super) fn filtered(
     filter: &Option<PhysExpr>,
     batch: &RecordBatch,
 ) -> Result<RecordBatch, DataFusionError> {
@@ -776,21 +686,11 @@ pub fn prepare(
         .collect())
 }
 
-/// A joined row through the join's filter and the stage's first half.
-fn joined(program: &SqlProgram, row: Row) -> Result<Vec<(Row, Row)>, DataFusionError> {
-    let From::Join { filter, schema, .. } = &program.from else {
-        return Ok(Vec::new());
-    };
-    let batch = super::row::to_batch(schema, std::iter::once(&row))?;
-    let batch = filtered(filter, &batch)?;
-    if batch.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    staged(&program.stage, &batch)
-}
-
 /// Per row of `batch`: (projected row, nothing), or (grouping key, aggregate values).
-fn staged(stage: &Stage, batch: &RecordBatch) -> Result<Vec<(Row, Row)>, DataFusionError> {
+pub(super) fn staged(
+    stage: &Stage,
+    batch: &RecordBatch,
+) -> Result<Vec<(Row, Row)>, DataFusionError> {
     let n = batch.num_rows();
     let mut out = Vec::with_capacity(n);
     match stage {
@@ -899,44 +799,6 @@ fn metrics_batch(
         rows.push(row);
     }
     super::row::to_batch(schema, rows.iter())
-}
-
-/// The first `k` rows of a partition in the order of `directions` (ascending, nulls
-/// first) over the leading order columns, ties broken by the rows' values; each comes out
-/// as the row (the values after the order columns) with its rank appended.
-fn top_k(directions: &[(bool, bool)], k: usize, values: &[(&Row, isize)]) -> Vec<Row> {
-    use std::cmp::Ordering;
-    let n = directions.len();
-    let mut sorted: Vec<(&Row, isize)> = values.iter().map(|(r, c)| (*r, *c)).collect();
-    sorted.sort_by(|(a, _), (b, _)| {
-        for (i, (asc, nulls_first)) in directions.iter().enumerate() {
-            let ordering = match (&a[i], &b[i]) {
-                (Datum::Null, Datum::Null) => Ordering::Equal,
-                (Datum::Null, _) if *nulls_first => Ordering::Less,
-                (Datum::Null, _) => Ordering::Greater,
-                (_, Datum::Null) if *nulls_first => Ordering::Greater,
-                (_, Datum::Null) => Ordering::Less,
-                (x, y) if *asc => x.cmp(y),
-                (x, y) => y.cmp(x),
-            };
-            if ordering != Ordering::Equal {
-                return ordering;
-            }
-        }
-        a[n..].cmp(&b[n..])
-    });
-    let mut out = Vec::with_capacity(k);
-    for (row, count) in sorted {
-        for _ in 0..count.max(0) {
-            if out.len() == k {
-                return out;
-            }
-            let mut ranked: Row = row[n..].to_vec();
-            ranked.push(Datum::UInt(out.len() as u64 + 1));
-            out.push(ranked);
-        }
-    }
-    out
 }
 
 /// The last stage: `HAVING` and the projection over the aggregation's changed rows.
