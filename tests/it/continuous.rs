@@ -1214,6 +1214,22 @@ fn hostile_continuous_query_definitions_are_refused() {
         ("ok", "SELECT * FROM read_csv('/etc/passwd')"),
         ("ok", "COPY (SELECT 1) TO '/tmp/x'"),
         ("ok", "CREATE TABLE t AS SELECT 1"),
+        (
+            "ok",
+            "SELECT count(*) AS n FROM hop('logs', INTERVAL '0 seconds', INTERVAL '1 hour')",
+        ),
+        ("ok", "SELECT count(*) AS n FROM hop('logs', '-1s', '1h')"),
+        (
+            "ok",
+            "SELECT count(*) AS n FROM hop('/etc/passwd', '1m', '5m')",
+        ),
+        ("ok", "SELECT count(*) AS n FROM hop('samples', '1m', '5m')"),
+        ("ok", "SELECT count(*) AS n FROM hop('logs', '1m')"),
+        ("ok", "SELECT count(*) AS n FROM hop('logs', now(), '5m')"),
+        (
+            "ok",
+            "SELECT count(*) AS n FROM hop('logs', '1ms', '100000000000000000000y')",
+        ),
     ] {
         let (status, body) = create(
             &vigil,
@@ -1226,6 +1242,17 @@ fn hostile_continuous_query_definitions_are_refused() {
         &json!({"name": "ok", "language": "sql", "query": "SELECT count(*) AS n FROM logs"}),
     );
     assert_eq!(status, 201, "{body}");
+    // The same hops ad hoc: an error in Prometheus' envelope, never a panic or a scan.
+    for query in [
+        "SELECT count(*) FROM hop('logs', INTERVAL '0 seconds', INTERVAL '1 hour')",
+        "SELECT count(*) FROM hop('logs', '1ms', '1d')",
+        "SELECT count(*) FROM hop('file:///etc/passwd', '1m', '5m')",
+    ] {
+        let (status, body) = vigil.sql_raw(query, "json");
+        assert!((400..500).contains(&status), "{query}: {status} {body}");
+        assert!(body.contains("hop"), "{query}: {body}");
+    }
+    assert_eq!(get(&vigil, "/-/healthy").0, 200);
 }
 
 /// Top k per group: `row_number() OVER (PARTITION BY … ORDER BY …) <= k`, over another
