@@ -259,16 +259,25 @@ pub fn open_stream(
 }
 
 /// `vigil cq tail`: reads `/api/v1/subscribe?name=…` until the server closes it.
-pub fn tail(
-    url: &str,
-    name: &str,
-    from_seq: Option<u64>,
-    output: TailOutput,
-) -> anyhow::Result<()> {
-    let mut params = vec![("name", name.to_string())];
-    if let Some(seq) = from_seq {
-        params.push(("from_seq", seq.to_string()));
-    }
+/// What `vigil cq tail` follows.
+pub enum TailSource<'a> {
+    /// A continuous query by name, from a snapshot or after a batch.
+    Named(&'a str, Option<u64>),
+    /// An inline SQL query, running for as long as the command does.
+    Inline(&'a str),
+}
+
+pub fn tail(url: &str, source: TailSource<'_>, output: TailOutput) -> anyhow::Result<()> {
+    let params = match source {
+        TailSource::Named(name, from_seq) => {
+            let mut params = vec![("name", name.to_string())];
+            if let Some(seq) = from_seq {
+                params.push(("from_seq", seq.to_string()));
+            }
+            params
+        }
+        TailSource::Inline(sql) => vec![("query", sql.to_string())],
+    };
     let mut socket = open_stream(url, "/api/v1/subscribe", &params)?;
     let mut out = std::io::stdout().lock();
     loop {

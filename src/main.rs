@@ -179,8 +179,12 @@ enum CqCommand {
     },
     /// Print a continuous query's result, then every change to it, one per line.
     Tail {
-        /// Name of the query.
-        name: String,
+        /// Name of the query (or give --sql for an inline one).
+        #[arg(required_unless_present = "sql")]
+        name: Option<String>,
+        /// Follow an inline SQL query instead: it runs for as long as this command does.
+        #[arg(long, conflicts_with_all = ["name", "from_seq"])]
+        sql: Option<String>,
         /// Resume after this change batch (the `seq` of the last one seen) instead of
         /// starting from a snapshot.
         #[arg(long)]
@@ -384,6 +388,7 @@ fn main() -> anyhow::Result<()> {
         command:
             CqCommand::Tail {
                 name,
+                sql,
                 from_seq,
                 progress,
                 json,
@@ -398,7 +403,12 @@ fn main() -> anyhow::Result<()> {
                 progress: *progress,
             }
         };
-        return cq_cli::tail(url, name, *from_seq, output);
+        let source = match (name, sql) {
+            (_, Some(sql)) => cq_cli::TailSource::Inline(sql),
+            (Some(name), None) => cq_cli::TailSource::Named(name, *from_seq),
+            (None, None) => anyhow::bail!("give the query's name, or --sql"),
+        };
+        return cq_cli::tail(url, source, output);
     }
     if let Command::Rules { command } = &cli.command {
         let ok = match command {

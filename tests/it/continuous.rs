@@ -1458,6 +1458,67 @@ fn cq_command_line() {
     );
     let (ok, out, err) = cq(&["drop", "errors"]);
     assert!(ok && out.contains("dropped errors"), "{out}{err}");
+    // `vigil cq tail --sql`: an inline query for as long as the command runs.
+    let mut rng = Rng(9);
+    let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
+    assert_eq!(status, 204, "{body}");
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "cq",
+            "tail",
+            "--json",
+            "--url",
+            &vigil.url,
+            "--sql",
+            "SELECT count(*) AS n FROM logs",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vigil cq tail --sql");
+    let stdout = tail.stdout.take().expect("stdout");
+    let tail = crate::util::Peer(tail);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // The snapshot (empty at first), then the seed's rows as a change: 50 records.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while seen != 50 {
+        let line = lines_rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("a line from cq tail --sql");
+        let message: Value = serde_json::from_str(&line).expect("json line");
+        for row in message["rows"].as_array().into_iter().flatten() {
+            seen = row["n"].as_i64().unwrap_or(seen);
+        }
+        for change in message["changes"].as_array().into_iter().flatten() {
+            if change["diff"] == 1 {
+                seen = change["row"]["n"].as_i64().unwrap_or(seen);
+            }
+        }
+    }
+    drop(tail);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out, err) = cq(&["list"]);
+        assert!(ok, "{err}");
+        if !out.contains("inline_") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "inline query outlived cq tail: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Hopping windows: `hop('logs', slide, size)` gives each row once per window that holds
