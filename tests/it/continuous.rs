@@ -593,6 +593,25 @@ fn urlencode(text: &str) -> String {
 /// The derived signals: spans over OTLP/HTTP become the spanmetrics connector's RED
 /// series and error logs over Loki push become per-pod counts, usable from PromQL; the
 /// config turns them off.
+/// An instant query's result vector.
+fn prom_query(vigil: &Vigil, expr: &str) -> Vec<Value> {
+    let (status, body) = get(vigil, &format!("/api/v1/query?query={}", urlencode(expr)));
+    assert_eq!(status, 200, "{body}");
+    let value: Value = serde_json::from_str(&body).expect("json");
+    value["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The first sample's value of an instant query.
+fn prom_scalar(vigil: &Vigil, expr: &str) -> Option<f64> {
+    prom_query(vigil, expr)
+        .first()
+        .and_then(|s| s["value"][1].as_str())
+        .and_then(|v| v.parse().ok())
+}
+
 #[test]
 fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -645,21 +664,8 @@ fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
         let (status, body) = push_errors(&vigil.url, &mut rng).expect("loki");
         assert_eq!(status, 204, "{body}");
     }
-    let query = |expr: &str| -> Vec<Value> {
-        let (status, body) = get(&vigil, &format!("/api/v1/query?query={}", urlencode(expr)));
-        assert_eq!(status, 200, "{body}");
-        let value: Value = serde_json::from_str(&body).expect("json");
-        value["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
-    let scalar = |expr: &str| -> Option<f64> {
-        query(expr)
-            .first()
-            .and_then(|s| s["value"][1].as_str())
-            .and_then(|v| v.parse().ok())
-    };
+    let query = |expr: &str| prom_query(&vigil, expr);
+    let scalar = |expr: &str| prom_scalar(&vigil, expr);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while scalar("sum(traces_span_metrics_calls_total)") != Some(35.0)
         || scalar("sum(vigil_log_errors_total)") != Some(150.0)
@@ -703,21 +709,8 @@ fn span_red_metrics_and_error_log_counts_are_prometheus_series() {
     let vigil = vigil.kill_and_restart();
     let (status, body) = push_errors(&vigil.url, &mut rng).expect("loki");
     assert_eq!(status, 204, "{body}");
-    let query = |expr: &str| -> Vec<Value> {
-        let (status, body) = get(&vigil, &format!("/api/v1/query?query={}", urlencode(expr)));
-        assert_eq!(status, 200, "{body}");
-        let value: Value = serde_json::from_str(&body).expect("json");
-        value["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
-    let scalar = |expr: &str| -> Option<f64> {
-        query(expr)
-            .first()
-            .and_then(|s| s["value"][1].as_str())
-            .and_then(|v| v.parse().ok())
-    };
+    let query = |expr: &str| prom_query(&vigil, expr);
+    let scalar = |expr: &str| prom_scalar(&vigil, expr);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while scalar("sum(vigil_log_errors_total)") != Some(200.0) {
         assert!(

@@ -171,35 +171,13 @@ impl Feeder {
             // Seed: everything storage holds within the horizon, as one epoch whose
             // result replaces what subscribers were last told (a restart publishes only
             // the difference).
-            let runner = &self.runner;
-            let (newest_seen, prepared) = runner.prepare_all(&batches, true)?;
+            let initial = super::subscription::consolidate(self.run_epoch(worker, &batches, true)?);
             drop(batches);
-            if let Some(newest) = newest_seen {
-                runner
-                    .stats
-                    .newest_input_ms
-                    .fetch_max(newest, Ordering::Relaxed);
-            }
-            runner.admit(
-                &mut self.state,
-                newest_seen,
-                prepared,
-                &mut self.dataflow.inputs,
-            );
-            self.epoch += 1;
-            settle(worker, &mut self.dataflow, self.epoch);
-            let initial = finish(
-                &runner.program,
-                std::mem::take(&mut *self.dataflow.sink.borrow_mut()),
-            )
-            .map_err(|e| e.to_string())?;
-            let initial = super::subscription::consolidate(initial);
-            runner.check(&self.state, initial.len())?;
+            self.runner.check(&self.state, initial.len())?;
             if let Some(closed) = self.runner.closed.as_mut() {
                 closed.observe(&initial);
             }
-            let runner = &self.runner;
-            runner
+            self.runner
                 .hub
                 .reconcile(self.state.watermark, initial)
                 .map_err(|e| e.to_string())?;
@@ -220,26 +198,12 @@ impl Feeder {
         if batches.is_empty() {
             return Ok(!ended);
         }
-        let runner = &self.runner;
         let started = Instant::now();
-        runner
-            .stats
+        let stats = self.runner.stats.clone();
+        stats
             .pending_batches
             .store(self.intake.len() as u64, Ordering::Relaxed);
-        let (newest_seen, prepared) = runner.prepare_all(&batches, false)?;
-        runner.admit(
-            &mut self.state,
-            newest_seen,
-            prepared,
-            &mut self.dataflow.inputs,
-        );
-        self.epoch += 1;
-        settle(worker, &mut self.dataflow, self.epoch);
-        let changes = finish(
-            &runner.program,
-            std::mem::take(&mut *self.dataflow.sink.borrow_mut()),
-        )
-        .map_err(|e| e.to_string())?;
+        let changes = self.run_epoch(worker, &batches, false)?;
         if let Some(closed) = self.runner.closed.as_mut() {
             closed.observe(&changes);
         }
@@ -250,16 +214,47 @@ impl Feeder {
             .map_err(|e| e.to_string())?;
         runner.check(&self.state, runner.hub.row_count())?;
         self.close_windows()?;
-        let runner = &self.runner;
-        runner.stats.epochs.fetch_add(1, Ordering::Relaxed);
+        stats.epochs.fetch_add(1, Ordering::Relaxed);
         let spent = started.elapsed().as_micros() as u64;
-        runner.stats.last_epoch_us.store(spent, Ordering::Relaxed);
-        runner.stats.busy_us.fetch_add(spent, Ordering::Relaxed);
+        stats.last_epoch_us.store(spent, Ordering::Relaxed);
+        stats.busy_us.fetch_add(spent, Ordering::Relaxed);
         Ok(true)
     }
 }
 
 impl Feeder {
+    /// One epoch: `batches` through the first stage into the dataflow (moving the
+    /// watermark and retracting what fell behind the horizon), the worker stepped until
+    /// the output has the epoch, and the output's changes through the last stage.
+    fn run_epoch(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        batches: &[(Source, Input)],
+        seeding: bool,
+    ) -> Result<Vec<(Row, i64)>, String> {
+        let runner = &self.runner;
+        let (newest_seen, prepared) = runner.prepare_all(batches, seeding)?;
+        if let Some(newest) = newest_seen {
+            runner
+                .stats
+                .newest_input_ms
+                .fetch_max(newest, Ordering::Relaxed);
+        }
+        runner.admit(
+            &mut self.state,
+            newest_seen,
+            prepared,
+            &mut self.dataflow.inputs,
+        );
+        self.epoch += 1;
+        settle(worker, &mut self.dataflow, self.epoch);
+        finish(
+            &runner.program,
+            std::mem::take(&mut *self.dataflow.sink.borrow_mut()),
+        )
+        .map_err(|e| e.to_string())
+    }
+
     /// Writes the windows the watermark has closed (`persist`).
     fn close_windows(&mut self) -> Result<(), String> {
         let Some(closed) = self.runner.closed.as_mut() else {
