@@ -276,8 +276,10 @@ fn settle(worker: &mut timely::worker::Worker, dataflow: &mut Dataflow, epoch: u
         input.advance_to(epoch);
         input.flush();
     }
+    // Waiting for the other workers' shares parks this worker (timely wakes it when
+    // their messages arrive) instead of spinning on a core they need.
     while dataflow.probe.less_than(&epoch) {
-        worker.step();
+        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
     }
 }
 
