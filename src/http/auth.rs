@@ -192,7 +192,7 @@ impl Access {
 ///
 /// The path is compared after percent-decoding, collapsing repeated slashes, dropping a
 /// trailing slash and lower-casing, so no spelling of a write endpoint passes as read.
-pub fn required_scope(method: &Method, path: &str) -> Scope {
+pub fn required_scope(method: &Method, path: &str, query: Option<&str>) -> Scope {
     let path = normalize_path(path);
     let under = |prefix: &str| {
         path == prefix
@@ -215,11 +215,20 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
         || under("/-/quit")
         || under("/api/v1/admin")
         || (under("/api/v1/continuous") && !safe)
+        || (under("/api/v1/subscribe") && query.is_some_and(creates_inline_query))
     {
         Scope::Write
     } else {
         Scope::Read
     }
+}
+
+/// Whether a subscription's parameters give an inline query (which creates a continuous
+/// query, as `POST /api/v1/continuous` does), decoded as the handler decodes them (an
+/// encoded `%71uery` counts); parameters that do not decode need write too.
+fn creates_inline_query(query: &str) -> bool {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .map_or(true, |pairs| pairs.iter().any(|(key, _)| key == "query"))
 }
 
 fn normalize_path(path: &str) -> String {
@@ -257,12 +266,6 @@ fn normalize_path(path: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Principal(pub String);
 
-/// The scope the request's credentials have, in the request's extensions next to the
-/// `Principal` (for decisions the path alone cannot make, e.g. an inline continuous
-/// query on `/api/v1/subscribe`).
-#[derive(Debug, Clone, Copy)]
-pub struct Granted(pub Scope);
-
 pub async fn middleware(
     State(access): State<Arc<Access>>,
     request: Request,
@@ -271,9 +274,8 @@ pub async fn middleware(
     let (mut parts, body) = request.into_parts();
     let mut response = match admit(&access, &parts).await {
         Ok(principal) => {
-            if let Some((principal, scope)) = principal {
+            if let Some(principal) = principal {
                 parts.extensions.insert(principal);
-                parts.extensions.insert(Granted(scope));
             }
             next.run(Request::from_parts(parts, body)).await
         }
@@ -287,7 +289,7 @@ pub async fn middleware(
     response
 }
 
-async fn admit(access: &Access, request: &Parts) -> Result<Option<(Principal, Scope)>, Response> {
+async fn admit(access: &Access, request: &Parts) -> Result<Option<Principal>, Response> {
     let refuse = |message| api_error(StatusCode::FORBIDDEN, "bad_data", message);
     access.check_host(request).map_err(refuse)?;
     access.check_origin(request).map_err(refuse)?;
@@ -297,7 +299,7 @@ async fn admit(access: &Access, request: &Parts) -> Result<Option<(Principal, Sc
     let Some((scope, principal)) = access.authenticate(web, &request.headers).await else {
         return Err(Access::unauthorized(web));
     };
-    let needed = required_scope(&request.method, request.uri.path());
+    let needed = required_scope(&request.method, request.uri.path(), request.uri.query());
     if scope < needed {
         return Err((
             StatusCode::FORBIDDEN,
@@ -311,7 +313,7 @@ async fn admit(access: &Access, request: &Parts) -> Result<Option<(Principal, Sc
         )
             .into_response());
     }
-    Ok(Some((principal, scope)))
+    Ok(Some(principal))
 }
 
 #[cfg(test)]
@@ -330,9 +332,20 @@ mod tests {
             (Method::GET, "/api/v1/writer"),
             (Method::GET, "/metrics"),
         ];
+        assert_eq!(
+            required_scope(&Method::GET, "/api/v1/subscribe", Some("name=x&from_seq=3")),
+            Scope::Read
+        );
+        for inline in ["query=SELECT%201", "name=x&%71uery=SELECT%201"] {
+            assert_eq!(
+                required_scope(&Method::GET, "/api/v1/subscribe", Some(inline)),
+                Scope::Write,
+                "{inline}"
+            );
+        }
         for (method, path) in read {
             assert_eq!(
-                required_scope(&method, path),
+                required_scope(&method, path, None),
                 Scope::Read,
                 "{method} {path}"
             );
@@ -350,7 +363,7 @@ mod tests {
         ];
         for (method, path) in write {
             assert_eq!(
-                required_scope(&method, path),
+                required_scope(&method, path, None),
                 Scope::Write,
                 "{method} {path}"
             );

@@ -107,11 +107,10 @@ async fn subscribe(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
     principal: Option<axum::Extension<super::auth::Principal>>,
-    granted: Option<axum::Extension<super::auth::Granted>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if let Some(inline) = query.get("query") {
-        return subscribe_inline(state, &query, inline, principal, granted, upgrade).await;
+        return subscribe_inline(state, &query, inline, principal, upgrade).await;
     }
     let Some(name) = query.get("name") else {
         return Err(ApiError(
@@ -137,27 +136,15 @@ async fn subscribe(
 
 /// `?query=SELECT …[&horizon_ms=N]`: a continuous SQL query for this connection only,
 /// dropped when it closes. Creating one is a write-scope operation, as
-/// `POST /api/v1/continuous` is, and it counts against the same caps.
+/// `POST /api/v1/continuous` is (`auth::required_scope`), and it counts against the same
+/// caps.
 async fn subscribe_inline(
     state: Arc<AppState>,
     query: &HashMap<String, String>,
     inline: &str,
     principal: Option<axum::Extension<super::auth::Principal>>,
-    granted: Option<axum::Extension<super::auth::Granted>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if let Some(axum::Extension(super::auth::Granted(scope))) = granted {
-        if scope < super::web_config::Scope::Write {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                "bad_data",
-                format!(
-                    "an inline continuous query needs the write scope; these credentials have {}",
-                    scope.as_str()
-                ),
-            ));
-        }
-    }
     if query.contains_key("name") || query.contains_key("from_seq") {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
