@@ -13,9 +13,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,12 +22,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use promql_parser::label::Matcher;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::error::api_error;
 use super::AppState;
-
-const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -109,91 +105,23 @@ pub async fn stream_handler(
     upgrade.on_upgrade(move |socket| stream(socket, rules, subscription, matchers))
 }
 
-/// A client that does not take a message within this long is closed as a slow consumer
-/// (its TCP window is full: it stopped reading).
-pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Sends one text message; false when the client is gone or stalled (then it has been
-/// sent a close frame, if that was possible).
-async fn send(socket: &mut WebSocket, text: String) -> bool {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
-            tracing::info!("alert stream client stalled: closed as a slow consumer");
-            let close = Message::Close(Some(CloseFrame {
-                code: 1008,
-                reason: "slow consumer".into(),
-            }));
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(1), socket.send(close)).await;
-            false
-        }
-    }
-}
-
 async fn stream(
-    mut socket: WebSocket,
+    socket: WebSocket,
     rules: Arc<crate::rule_manager::RuleManager>,
     subscription: vigil_engine::continuous::Subscription,
     matchers: Vec<Matcher>,
 ) {
-    let wanted =
-        |labels: &vigil_storage::LabelSet| vigil_queries::promql::matches(&matchers, labels);
-    let vigil_engine::continuous::Subscription {
-        initial,
-        mut receiver,
-    } = subscription;
-    let mut last = 0;
-    for message in initial {
-        last = message.seq;
-        for (labels, alert) in rules.stream_messages(&message) {
-            if wanted(&labels) && !send(&mut socket, alert.to_string()).await {
-                return;
-            }
-        }
-    }
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    heartbeat.tick().await;
-    loop {
-        tokio::select! {
-            message = receiver.recv() => match message {
-                Ok(message) => {
-                    // The initial messages cover what was published before the
-                    // subscription was taken.
-                    if message.seq <= last {
-                        continue;
-                    }
-                    last = message.seq;
-                    for (labels, alert) in rules.stream_messages(&message) {
-                        if wanted(&labels) && !send(&mut socket, alert.to_string()).await {
-                            return;
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    let close = Message::Close(Some(CloseFrame {
-                        code: 1008,
-                        reason: "slow consumer".into(),
-                    }));
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
-                    return;
-                }
-                Err(RecvError::Closed) => {
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(None))).await;
-                    return;
-                }
-            },
-            _ = heartbeat.tick() => {
-                let beat = json!({"type": "heartbeat", "seq": rules.alerts_hub().position().0});
-                if !send(&mut socket, beat.to_string()).await {
-                    return;
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
-        }
-    }
+    let render = |message: &vigil_engine::continuous::Message| {
+        rules
+            .stream_messages(message)
+            .into_iter()
+            .filter(|(labels, _)| vigil_queries::promql::matches(&matchers, labels))
+            .map(|(_, alert)| alert.to_string())
+            .collect()
+    };
+    let beat_rules = rules.clone();
+    let heartbeat = move || {
+        json!({"type": "heartbeat", "seq": beat_rules.alerts_hub().position().0}).to_string()
+    };
+    super::continuous::follow(socket, subscription, render, Some(&heartbeat)).await
 }

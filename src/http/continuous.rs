@@ -20,7 +20,6 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use vigil_engine::continuous::{ContinuousError, ContinuousQueries, Definition};
 
-use super::alerts::SEND_TIMEOUT;
 use super::error::ApiError;
 use super::AppState;
 
@@ -202,6 +201,12 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(frame)).await;
 }
 
+/// A client that does not take a message within this long is closed as a slow consumer
+/// (its TCP window is full: it stopped reading).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one text message; false when the client is gone or stalled (then it has been
+/// sent a close frame, if that was possible).
 async fn send(socket: &mut WebSocket, text: &str) -> bool {
     match tokio::time::timeout(
         SEND_TIMEOUT,
@@ -212,13 +217,25 @@ async fn send(socket: &mut WebSocket, text: &str) -> bool {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
+            tracing::info!("subscriber stalled: closed as a slow consumer");
             close(socket, 1008, "slow consumer").await;
             false
         }
     }
 }
 
-async fn stream(mut socket: WebSocket, subscription: vigil_engine::continuous::Subscription) {
+/// Follows a hub subscription on a websocket: its messages as `render` makes them
+/// (any number of texts per message), each change batch once (the initial messages
+/// cover what was published before the subscription was taken), `heartbeat()` every
+/// `HEARTBEAT` if given; a stopped query closes with 1011, a consumer that falls behind
+/// with 1008. Both `/api/v1/subscribe` and `/api/v1/alerts/stream` are this.
+pub(super) async fn follow(
+    mut socket: WebSocket,
+    subscription: vigil_engine::continuous::Subscription,
+    mut render: impl FnMut(&vigil_engine::continuous::Message) -> Vec<String>,
+    heartbeat: Option<&(dyn Fn() -> String + Send + Sync)>,
+) {
+    use vigil_engine::continuous::MessageKind;
     let vigil_engine::continuous::Subscription {
         initial,
         mut receiver,
@@ -226,39 +243,61 @@ async fn stream(mut socket: WebSocket, subscription: vigil_engine::continuous::S
     let mut last = 0;
     for message in initial {
         last = message.seq;
-        if !send(&mut socket, &message.json).await {
-            return;
+        for text in render(&message) {
+            if !send(&mut socket, &text).await {
+                return;
+            }
         }
-        if message.kind == vigil_engine::continuous::MessageKind::Stopped {
+        if message.kind == MessageKind::Stopped {
             return close(&mut socket, 1011, "query stopped").await;
         }
     }
+    let mut beats = tokio::time::interval(HEARTBEAT);
+    beats.tick().await;
     loop {
         tokio::select! {
             message = receiver.recv() => match message {
                 Ok(message) => {
-                    // The initial messages already cover what was published before the
-                    // subscription was taken; skip any overlap.
-                    if message.kind == vigil_engine::continuous::MessageKind::Changes
-                        && message.seq <= last
-                    {
+                    if message.kind == MessageKind::Changes && message.seq <= last {
                         continue;
                     }
                     last = last.max(message.seq);
-                    if !send(&mut socket, &message.json).await {
-                        return;
+                    for text in render(&message) {
+                        if !send(&mut socket, &text).await {
+                            return;
+                        }
                     }
-                    if message.kind == vigil_engine::continuous::MessageKind::Stopped {
+                    if message.kind == MessageKind::Stopped {
                         return close(&mut socket, 1011, "query stopped").await;
                     }
                 }
                 Err(RecvError::Lagged(_)) => return close(&mut socket, 1008, "slow consumer").await,
                 Err(RecvError::Closed) => return close(&mut socket, 1000, "dropped").await,
             },
+            _ = beats.tick(), if heartbeat.is_some() => {
+                if let Some(beat) = heartbeat {
+                    if !send(&mut socket, &beat()).await {
+                        return;
+                    }
+                }
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
         }
     }
+}
+
+/// The interval of heartbeats, where a stream sends them.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+async fn stream(socket: WebSocket, subscription: vigil_engine::continuous::Subscription) {
+    follow(
+        socket,
+        subscription,
+        |message| vec![message.json.clone()],
+        None,
+    )
+    .await
 }
