@@ -309,30 +309,15 @@ fn alerts_reach_websocket_and_alertmanager() {
     assert_eq!(snapshot["activeAt"], firing["activeAt"], "{snapshot}");
 
     // `vigil alerts tail` prints the same stream.
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([
+    let (tail, lines_rx) =
+        crate::util::spawn_lines(Command::new(env!("CARGO_BIN_EXE_vigil")).args([
             "alerts",
             "tail",
             "--url",
             &vigil.url,
             "--match",
             "severity=\"critical\"",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vigil alerts tail");
-    let stdout = tail.stdout.take().expect("stdout");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+        ]));
     let first = lines_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("a line from alerts tail");
@@ -340,7 +325,6 @@ fn alerts_reach_websocket_and_alertmanager() {
         first.contains("firing") && first.contains("HighValue"),
         "{first}"
     );
-    let tail = Peer(tail);
 
     // Back below the threshold: resolved on the stream (and on the tail).
     write_gauge(&vigil, 1.0);

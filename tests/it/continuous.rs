@@ -593,6 +593,22 @@ fn urlencode(text: &str) -> String {
 /// The derived signals: spans over OTLP/HTTP become the spanmetrics connector's RED
 /// series and error logs over Loki push become per-pod counts, usable from PromQL; the
 /// config turns them off.
+/// The query's description once its watermark has reached `newest` and no batch waits
+/// for it (30 s at most).
+fn caught_up(vigil: &Vigil, name: &str, newest: i64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get(vigil, &format!("/api/v1/continuous/{name}"));
+        let described: Value = serde_json::from_str(&body).expect("json");
+        let data = &described["data"];
+        if data["watermark_ms"].as_i64().unwrap_or(0) >= newest && data["pending_batches"] == 0 {
+            return data.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{described}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// An instant query's result vector.
 fn prom_query(vigil: &Vigil, expr: &str) -> Vec<Value> {
     let (status, body) = get(vigil, &format!("/api/v1/query?query={}", urlencode(expr)));
@@ -921,17 +937,9 @@ fn continuous_join_of_logs_and_spans_matches_ad_hoc() {
         }
     }
     // Wait until the query has seen the newest event time, then compare.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let watermark = loop {
-        let (_, body) = get(&vigil, "/api/v1/continuous/errors_by_service");
-        let described: Value = serde_json::from_str(&body).expect("json");
-        let watermark = described["data"]["watermark_ms"].as_i64().unwrap_or(0);
-        if watermark >= newest && described["data"]["pending_batches"] == 0 {
-            break watermark;
-        }
-        assert!(std::time::Instant::now() < deadline, "{described}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let watermark = caught_up(&vigil, "errors_by_service", newest)["watermark_ms"]
+        .as_i64()
+        .expect("watermark");
     std::thread::sleep(Duration::from_millis(300));
     let bound = watermark - horizon;
     let ad_hoc = query.replace(
@@ -1455,8 +1463,8 @@ fn cq_command_line() {
     let mut rng = Rng(9);
     let (status, body) = push_errors(&vigil.url, &mut rng).expect("push");
     assert_eq!(status, 204, "{body}");
-    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([
+    let (tail, lines_rx) = crate::util::spawn_lines(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vigil")).args([
             "cq",
             "tail",
             "--json",
@@ -1464,23 +1472,8 @@ fn cq_command_line() {
             &vigil.url,
             "--sql",
             "SELECT count(*) AS n FROM logs",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("vigil cq tail --sql");
-    let stdout = tail.stdout.take().expect("stdout");
-    let tail = crate::util::Peer(tail);
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+        ]),
+    );
     // The snapshot (empty at first), then the seed's rows as a change: 50 records.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut seen = 0;
@@ -1549,19 +1542,10 @@ fn hopping_windows_are_maintained_and_match_ad_hoc() {
             assert_eq!(status, 204, "{body}");
         }
         let newest = vigil.count("SELECT CAST(max(timestamp) AS BIGINT) FROM logs");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let watermark = loop {
-            let (_, body) = get(vigil, "/api/v1/continuous/hopping");
-            let described: Value = serde_json::from_str(&body).expect("json");
-            let watermark = described["data"]["watermark_ms"].as_i64().unwrap_or(0);
-            if watermark >= newest && described["data"]["pending_batches"] == 0 {
-                // Caught up: no lag behind what the inputs delivered.
-                assert_eq!(described["data"]["lag_ms"], 0, "{described}");
-                break watermark;
-            }
-            assert!(std::time::Instant::now() < deadline, "{described}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let described = caught_up(vigil, "hopping", newest);
+        // Caught up: no lag behind what the inputs delivered.
+        assert_eq!(described["lag_ms"], 0, "{described}");
+        let watermark = described["watermark_ms"].as_i64().expect("watermark");
         let bound = format!(
             "timestamp >= to_timestamp_millis({})",
             watermark - HORIZON_MS

@@ -250,6 +250,28 @@ impl Drop for Peer {
     }
 }
 
+/// Starts `command` with its standard output piped; its lines arrive on the receiver as
+/// it prints them (the `tail` commands). The process is killed with the `Peer`.
+pub fn spawn_lines(command: &mut Command) -> (Peer, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (Peer(child), lines_rx)
+}
+
 /// Minimal blocking HTTP over std, so tests need no async runtime of their own.
 fn http(
     method: &str,
