@@ -199,8 +199,7 @@ impl TableProvider for ClosedTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mut batches = Vec::new();
-        let listed = files(&self.dir).unwrap_or_default();
-        for (_, path) in listed {
+        for (_, path) in files(&self.dir)? {
             let file = File::open(&path)?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
             for batch in reader {

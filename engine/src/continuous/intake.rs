@@ -25,19 +25,13 @@ pub(crate) struct Watch {
 
 /// The newest event time in a batch (the source's time column; a change batch's time).
 fn newest(source: &Source, input: &Input) -> Option<i64> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
     match input {
         Input::Changes(changes) => Some(changes.time),
         Input::Samples(appended) => appended.samples.iter().map(|s| s.timestamp_ms).max(),
         Input::Records(batch) => {
-            let column = batch.column_by_name(source.time_column()?)?;
-            let millis = datafusion::arrow::compute::cast(
-                column,
-                &DataType::Timestamp(TimeUnit::Millisecond, None),
-            )
-            .ok()?;
-            datafusion::arrow::compute::max(millis.as_primitive::<TimestampMillisecondType>())
+            super::runner::newest_of(batch.column_by_name(source.time_column()?)?)
+                .ok()
+                .flatten()
         }
     }
 }

@@ -588,13 +588,15 @@ fn mask(expr: &super::sql::PhysExpr, batch: &RecordBatch) -> Result<BooleanArray
 /// The newest event time in a batch (every row counts, filtered or not: the watermark
 /// follows the input, not the result).
 pub fn newest(side: &Side, batch: &RecordBatch) -> Result<Option<i64>, DataFusionError> {
-    let Some(time_index) = side.time_index else {
-        return Ok(None);
-    };
-    let times = cast(
-        batch.column(time_index),
-        &DataType::Timestamp(TimeUnit::Millisecond, None),
-    )?;
+    match side.time_index {
+        Some(time_index) => newest_of(batch.column(time_index)),
+        None => Ok(None),
+    }
+}
+
+/// The newest time in a timestamp column, ms.
+pub fn newest_of(times: &ArrayRef) -> Result<Option<i64>, DataFusionError> {
+    let times = cast(times, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
     Ok(datafusion::arrow::compute::max(
         times.as_primitive::<TimestampMillisecondType>(),
     ))
