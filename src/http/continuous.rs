@@ -207,13 +207,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends one text message; false when the client is gone or stalled (then it has been
 /// sent a close frame, if that was possible).
-async fn send(socket: &mut WebSocket, text: &str) -> bool {
-    match tokio::time::timeout(
-        SEND_TIMEOUT,
-        socket.send(Message::Text(text.to_string().into())),
-    )
-    .await
-    {
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
@@ -244,7 +239,7 @@ pub(super) async fn follow(
     for message in initial {
         last = message.seq;
         for text in render(&message) {
-            if !send(&mut socket, &text).await {
+            if !send(&mut socket, text).await {
                 return;
             }
         }
@@ -263,7 +258,7 @@ pub(super) async fn follow(
                     }
                     last = last.max(message.seq);
                     for text in render(&message) {
-                        if !send(&mut socket, &text).await {
+                        if !send(&mut socket, text).await {
                             return;
                         }
                     }
@@ -276,7 +271,7 @@ pub(super) async fn follow(
             },
             _ = beats.tick(), if heartbeat.is_some() => {
                 if let Some(beat) = heartbeat {
-                    if !send(&mut socket, &beat()).await {
+                    if !send(&mut socket, beat()).await {
                         return;
                     }
                 }
